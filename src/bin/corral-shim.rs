@@ -1,1 +1,5 @@
-fn main(){}
+//! corral-shim: the per-process keeper; see `corral::shim`.
+
+fn main() {
+    std::process::exit(corral::shim::main());
+}

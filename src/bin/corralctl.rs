@@ -1,1 +1,5 @@
-fn main(){}
+//! corralctl: args -> cli::run().
+
+fn main() {
+    std::process::exit(corral::cli::run());
+}

@@ -1,0 +1,30 @@
+//! The wire contract shared by `corrald` and `corralctl`: bus names and
+//! paths, the start spec and process records as D-Bus dictionaries, error
+//! names and the client proxies. Depends on zbus and serde only; nothing
+//! here knows how a process is supervised.
+
+mod error;
+mod proxy;
+mod spec;
+mod view;
+
+pub use error::Error;
+pub use proxy::{ManagerProxy, ProcessProxy};
+pub use spec::{Filter, StartSpec};
+pub use view::{ProcessView, State, UNSET};
+
+/// Well-known bus name the agent owns, on the session bus (`--user`) or
+/// the system bus (`--system`).
+pub const BUS_NAME: &str = "org.corral.Supervisor1";
+/// The manager object; also serves `org.freedesktop.DBus.ObjectManager`.
+pub const MANAGER_PATH: &str = "/org/corral/Supervisor1";
+pub const MANAGER_INTERFACE: &str = "org.corral.Supervisor1.Manager";
+pub const PROCESS_INTERFACE: &str = "org.corral.Supervisor1.Process";
+/// Prefix of every error name the agent returns.
+pub const ERROR_PREFIX: &str = "org.corral.Supervisor1.Error";
+
+/// Object path of one process: `/org/corral/Supervisor1/process/<id>`.
+/// Ids are decimal numbers, always valid path elements.
+pub fn process_path(id: &str) -> String {
+    format!("{MANAGER_PATH}/process/{id}")
+}

@@ -1,0 +1,80 @@
+//! Client proxies of the two interfaces. The method and property lists
+//! here are the contract the agent's `#[interface]` impls must serve.
+
+use std::collections::HashMap;
+
+use zbus::proxy;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+/// One event row: (time µs since epoch, process id, kind, detail).
+pub type EventRow = (u64, String, String, String);
+/// One log line: (time µs since epoch, stream `o`/`e`/`s`, text).
+pub type LogRow = (u64, String, String);
+
+#[proxy(
+    interface = "org.corral.Supervisor1.Manager",
+    default_service = "org.corral.Supervisor1",
+    default_path = "/org/corral/Supervisor1"
+)]
+pub trait Manager {
+    /// Starts a command in a new scope; returns its id and object path.
+    fn start(&self, spec: HashMap<String, Value<'_>>) -> zbus::Result<(String, OwnedObjectPath)>;
+
+    /// Every known process matching the filter, ended ones included.
+    fn list(
+        &self,
+        filter: HashMap<String, Value<'_>>,
+    ) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+
+    /// Stops every active process matching the filter; returns their ids.
+    fn stop_matching(&self, filter: HashMap<String, Value<'_>>) -> zbus::Result<Vec<String>>;
+
+    /// Removes every process matching the filter (stopping live ones).
+    fn remove_matching(&self, filter: HashMap<String, Value<'_>>) -> zbus::Result<Vec<String>>;
+
+    /// The newest `limit` events, of one process (`id`) or of all (`""`), oldest first.
+    fn events(&self, id: &str, limit: u32) -> zbus::Result<Vec<EventRow>>;
+
+    /// The last `lines` lines of a process's output (0 = all kept), since a
+    /// time (µs since epoch, 0 = any), oldest first.
+    fn logs(&self, id: &str, lines: u32, since_us: u64) -> zbus::Result<Vec<LogRow>>;
+
+    #[zbus(signal)]
+    fn process_state_changed(
+        &self,
+        id: &str,
+        process: zbus::zvariant::ObjectPath<'_>,
+        old_state: &str,
+        new_state: &str,
+    ) -> zbus::Result<()>;
+
+    /// The agent's version.
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.corral.Supervisor1.Process",
+    default_service = "org.corral.Supervisor1"
+)]
+pub trait Process {
+    fn stop(&self) -> zbus::Result<()>;
+    fn kill(&self, signal: i32) -> zbus::Result<()>;
+    fn restart(&self) -> zbus::Result<()>;
+    fn remove(&self) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn exit_code(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn exit_signal(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn memory_current(&self) -> zbus::Result<u64>;
+    #[zbus(property, name = "CPUUsageNSec")]
+    fn cpu_usage_nsec(&self) -> zbus::Result<u64>;
+}

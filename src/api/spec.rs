@@ -1,0 +1,435 @@
+//! What a client sends: the `Start` spec and the filter of `List` /
+//! `StopMatching` / `RemoveMatching`, as `a{sv}` dictionaries. Decoding is
+//! strict — an unknown key or a value of the wrong D-Bus type is an error
+//! naming the key, never silently ignored — because a typo in `MemoryMax`
+//! must not start an unlimited process.
+
+use std::collections::{BTreeMap, HashMap};
+
+use zbus::zvariant::{OwnedValue, Value};
+
+/// Longest name, workspace or session we accept (bytes); unit names are
+/// limited to 255 bytes and these end up inside them.
+pub const MAX_LABEL_LEN: usize = 128;
+
+/// A request to start one command. Field names mirror the D-Bus keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartSpec {
+    /// `Command` (as): argv; `argv[0]` is looked up in the spec's `PATH`.
+    pub command: Vec<String>,
+    /// `Name` (s): defaults to the basename of `argv[0]`.
+    pub name: Option<String>,
+    /// `WorkingDirectory` (s): absolute; defaults to the agent's home.
+    pub working_directory: Option<String>,
+    /// `Environment` (as): `KEY=VALUE` entries added to the agent's environment.
+    pub environment: Vec<String>,
+    /// `Workspace` (s): defaults to `default`.
+    pub workspace: Option<String>,
+    /// `Session` (s): free-form grouping key, empty when unset.
+    pub session: Option<String>,
+    /// `Labels` (a{ss}).
+    pub labels: BTreeMap<String, String>,
+    /// `MemoryMax` (t): bytes.
+    pub memory_max: Option<u64>,
+    /// `CPUQuota` (d): percent of one CPU (50 = half a core, 200 = two).
+    pub cpu_quota: Option<f64>,
+    /// `TasksMax` (t).
+    pub tasks_max: Option<u64>,
+    /// `Restart` (s): `no`, `on-failure` or `always`.
+    pub restart: Option<String>,
+    /// `RestartDelayMs` (t): first restart delay, doubled each time.
+    pub restart_delay_ms: Option<u64>,
+    /// `RestartDelayMaxMs` (t): the cap of the doubling.
+    pub restart_delay_max_ms: Option<u64>,
+    /// `RestartResetSec` (u): uptime after which the backoff starts over.
+    pub restart_reset_sec: Option<u32>,
+    /// `RestartLimit` (u) restarts within `RestartLimitIntervalSec` (u)
+    /// before the process is declared `failed` (crash loop).
+    pub restart_limit: Option<u32>,
+    pub restart_limit_interval_sec: Option<u32>,
+    /// `Persistent` (b): relaunch at agent start when the scope is gone.
+    pub persistent: Option<bool>,
+}
+
+/// Restart policies accepted in `Restart`.
+pub const RESTART_POLICIES: [&str; 3] = ["no", "on-failure", "always"];
+
+fn bad(key: &str, msg: impl std::fmt::Display) -> String {
+    format!("{key}: {msg}")
+}
+
+/// Checks the D-Bus type of `value` before converting, so the error names
+/// the key and the expected type instead of a generic "incorrect type".
+fn typed<T>(key: &str, value: OwnedValue, sig: &str) -> Result<T, String>
+where
+    T: TryFrom<OwnedValue>,
+{
+    let got = value.value_signature().to_string();
+    if got != sig {
+        return Err(bad(
+            key,
+            format!("expected D-Bus type '{sig}', got '{got}'"),
+        ));
+    }
+    T::try_from(value).map_err(|_| bad(key, format!("not a valid '{sig}' value")))
+}
+
+fn check_text(key: &str, s: &str, allow_empty: bool) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err(bad(key, "contains a NUL byte"));
+    }
+    if !allow_empty && s.is_empty() {
+        return Err(bad(key, "must not be empty"));
+    }
+    Ok(())
+}
+
+fn check_label(key: &str, s: &str) -> Result<(), String> {
+    check_text(key, s, false)?;
+    if s.len() > MAX_LABEL_LEN {
+        return Err(bad(key, format!("longer than {MAX_LABEL_LEN} bytes")));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(bad(key, "contains a control character"));
+    }
+    Ok(())
+}
+
+impl StartSpec {
+    /// A spec running `command` with every other key unset.
+    pub fn new(command: Vec<String>) -> Self {
+        StartSpec {
+            command,
+            ..Default::default()
+        }
+    }
+
+    /// Decodes and validates a spec received over D-Bus. The error is the
+    /// message of an `InvalidArgument` reply.
+    pub fn from_dict(dict: HashMap<String, OwnedValue>) -> Result<StartSpec, String> {
+        let mut spec = StartSpec::default();
+        let mut have_command = false;
+        for (key, value) in dict {
+            let k = key.as_str();
+            match k {
+                "Command" => {
+                    spec.command = typed(k, value, "as")?;
+                    have_command = true;
+                }
+                "Name" => spec.name = Some(typed(k, value, "s")?),
+                "WorkingDirectory" => spec.working_directory = Some(typed(k, value, "s")?),
+                "Environment" => spec.environment = typed(k, value, "as")?,
+                "Workspace" => spec.workspace = Some(typed(k, value, "s")?),
+                "Session" => spec.session = Some(typed(k, value, "s")?),
+                "Labels" => {
+                    let m: HashMap<String, String> = typed(k, value, "a{ss}")?;
+                    spec.labels = m.into_iter().collect();
+                }
+                "MemoryMax" => spec.memory_max = Some(typed(k, value, "t")?),
+                "CPUQuota" => spec.cpu_quota = Some(typed(k, value, "d")?),
+                "TasksMax" => spec.tasks_max = Some(typed(k, value, "t")?),
+                "Restart" => spec.restart = Some(typed(k, value, "s")?),
+                "RestartDelayMs" => spec.restart_delay_ms = Some(typed(k, value, "t")?),
+                "RestartDelayMaxMs" => spec.restart_delay_max_ms = Some(typed(k, value, "t")?),
+                "RestartResetSec" => spec.restart_reset_sec = Some(typed(k, value, "u")?),
+                "RestartLimit" => spec.restart_limit = Some(typed(k, value, "u")?),
+                "RestartLimitIntervalSec" => {
+                    spec.restart_limit_interval_sec = Some(typed(k, value, "u")?)
+                }
+                "Persistent" => spec.persistent = Some(typed(k, value, "b")?),
+                other => return Err(format!("unknown spec key '{other}'")),
+            }
+        }
+        if !have_command {
+            return Err("Command: required".into());
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks everything that can be checked without touching the system.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.command.is_empty() {
+            return Err("Command: must not be empty".into());
+        }
+        for (i, arg) in self.command.iter().enumerate() {
+            check_text(&format!("Command[{i}]"), arg, i > 0)?;
+        }
+        if let Some(n) = &self.name {
+            check_label("Name", n)?;
+        }
+        if let Some(w) = &self.workspace {
+            check_label("Workspace", w)?;
+        }
+        if let Some(s) = &self.session {
+            check_label("Session", s)?;
+        }
+        if let Some(d) = &self.working_directory {
+            check_text("WorkingDirectory", d, false)?;
+            if !d.starts_with('/') {
+                return Err(format!("WorkingDirectory: '{d}' is not an absolute path"));
+            }
+        }
+        for e in &self.environment {
+            check_text("Environment", e, false)?;
+            match e.split_once('=') {
+                Some((k, _)) if !k.is_empty() => {}
+                _ => return Err(format!("Environment: '{e}' is not KEY=VALUE")),
+            }
+        }
+        for (k, v) in &self.labels {
+            check_label("Labels key", k)?;
+            check_text("Labels value", v, true)?;
+        }
+        if self.memory_max == Some(0) {
+            return Err("MemoryMax: must be greater than 0".into());
+        }
+        if self.tasks_max == Some(0) {
+            return Err("TasksMax: must be greater than 0".into());
+        }
+        if let Some(q) = self.cpu_quota {
+            if !q.is_finite() || q <= 0.0 || q > 100_000.0 {
+                return Err(format!("CPUQuota: {q} is not a percentage in (0, 100000]"));
+            }
+        }
+        if let Some(r) = &self.restart {
+            if !RESTART_POLICIES.contains(&r.as_str()) {
+                return Err(format!(
+                    "Restart: '{r}' is not one of no, on-failure, always"
+                ));
+            }
+        }
+        if let (Some(d), Some(m)) = (self.restart_delay_ms, self.restart_delay_max_ms) {
+            if m < d {
+                return Err("RestartDelayMaxMs: smaller than RestartDelayMs".into());
+            }
+        }
+        if self.restart_limit_interval_sec == Some(0) {
+            return Err("RestartLimitIntervalSec: must be greater than 0".into());
+        }
+        Ok(())
+    }
+
+    /// Encodes the spec for a `Start` call; unset keys are left out.
+    pub fn to_dict(&self) -> HashMap<String, Value<'static>> {
+        let mut d: HashMap<String, Value<'static>> = HashMap::new();
+        d.insert("Command".into(), Value::from(self.command.clone()));
+        let mut put = |k: &str, v: Value<'static>| {
+            d.insert(k.to_string(), v);
+        };
+        if let Some(v) = &self.name {
+            put("Name", Value::from(v.clone()));
+        }
+        if let Some(v) = &self.working_directory {
+            put("WorkingDirectory", Value::from(v.clone()));
+        }
+        if !self.environment.is_empty() {
+            put("Environment", Value::from(self.environment.clone()));
+        }
+        if let Some(v) = &self.workspace {
+            put("Workspace", Value::from(v.clone()));
+        }
+        if let Some(v) = &self.session {
+            put("Session", Value::from(v.clone()));
+        }
+        if !self.labels.is_empty() {
+            let m: HashMap<String, String> = self.labels.clone().into_iter().collect();
+            put("Labels", Value::from(m));
+        }
+        if let Some(v) = self.memory_max {
+            put("MemoryMax", Value::from(v));
+        }
+        if let Some(v) = self.cpu_quota {
+            put("CPUQuota", Value::from(v));
+        }
+        if let Some(v) = self.tasks_max {
+            put("TasksMax", Value::from(v));
+        }
+        if let Some(v) = &self.restart {
+            put("Restart", Value::from(v.clone()));
+        }
+        if let Some(v) = self.restart_delay_ms {
+            put("RestartDelayMs", Value::from(v));
+        }
+        if let Some(v) = self.restart_delay_max_ms {
+            put("RestartDelayMaxMs", Value::from(v));
+        }
+        if let Some(v) = self.restart_reset_sec {
+            put("RestartResetSec", Value::from(v));
+        }
+        if let Some(v) = self.restart_limit {
+            put("RestartLimit", Value::from(v));
+        }
+        if let Some(v) = self.restart_limit_interval_sec {
+            put("RestartLimitIntervalSec", Value::from(v));
+        }
+        if let Some(v) = self.persistent {
+            put("Persistent", Value::from(v));
+        }
+        d
+    }
+}
+
+/// Which processes a `List`, `StopMatching` or `RemoveMatching` call means.
+/// Every set field must match; an empty filter matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub workspace: Option<String>,
+    pub session: Option<String>,
+    pub state: Option<String>,
+}
+
+impl Filter {
+    pub fn from_dict(dict: HashMap<String, OwnedValue>) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        for (key, value) in dict {
+            let k = key.as_str();
+            match k {
+                "Workspace" => f.workspace = Some(typed(k, value, "s")?),
+                "Session" => f.session = Some(typed(k, value, "s")?),
+                "State" => {
+                    let s: String = typed(k, value, "s")?;
+                    if super::State::parse(&s).is_none() {
+                        return Err(format!(
+                            "State: '{s}' is not one of starting, running, stopping, stopped, exited, failed"
+                        ));
+                    }
+                    f.state = Some(s);
+                }
+                other => return Err(format!("unknown filter key '{other}'")),
+            }
+        }
+        Ok(f)
+    }
+
+    pub fn to_dict(&self) -> HashMap<String, Value<'static>> {
+        let mut d = HashMap::new();
+        for (k, v) in [
+            ("Workspace", &self.workspace),
+            ("Session", &self.session),
+            ("State", &self.state),
+        ] {
+            if let Some(v) = v {
+                d.insert(k.to_string(), Value::from(v.clone()));
+            }
+        }
+        d
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workspace.is_none() && self.session.is_none() && self.state.is_none()
+    }
+
+    pub fn matches(&self, workspace: &str, session: &str, state: &str) -> bool {
+        self.workspace.as_deref().is_none_or(|w| w == workspace)
+            && self.session.as_deref().is_none_or(|s| s == session)
+            && self.state.as_deref().is_none_or(|s| s == state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(d: HashMap<String, Value<'static>>) -> HashMap<String, OwnedValue> {
+        d.into_iter()
+            .map(|(k, v)| (k, v.try_into_owned().unwrap()))
+            .collect()
+    }
+
+    fn dict(pairs: Vec<(&str, Value<'static>)>) -> HashMap<String, OwnedValue> {
+        owned(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    #[test]
+    fn round_trips_every_key() {
+        let spec = StartSpec {
+            command: vec!["sleep".into(), "1".into()],
+            name: Some("web".into()),
+            working_directory: Some("/tmp".into()),
+            environment: vec!["A=1".into()],
+            workspace: Some("proj".into()),
+            session: Some("s1".into()),
+            labels: [("k".to_string(), "v".to_string())].into(),
+            memory_max: Some(1 << 20),
+            cpu_quota: Some(50.0),
+            tasks_max: Some(10),
+            restart: Some("on-failure".into()),
+            restart_delay_ms: Some(100),
+            restart_delay_max_ms: Some(1000),
+            restart_reset_sec: Some(60),
+            restart_limit: Some(5),
+            restart_limit_interval_sec: Some(60),
+            persistent: Some(true),
+        };
+        assert_eq!(StartSpec::from_dict(owned(spec.to_dict())).unwrap(), spec);
+    }
+
+    #[test]
+    fn rejects_bad_input_naming_the_key() {
+        let cmd = || ("Command", Value::from(vec!["true".to_string()]));
+        let cases: Vec<(Vec<(&str, Value<'static>)>, &str)> = vec![
+            (vec![], "Command: required"),
+            (
+                vec![("Command", Value::from(Vec::<String>::new()))],
+                "Command: must not be empty",
+            ),
+            (
+                vec![("Command", Value::from(vec![String::new()]))],
+                "Command[0]: must not be empty",
+            ),
+            (
+                vec![cmd(), ("Bogus", Value::from(1u32))],
+                "unknown spec key 'Bogus'",
+            ),
+            (
+                vec![cmd(), ("MemoryMax", Value::from(5u32))],
+                "MemoryMax: expected D-Bus type 't', got 'u'",
+            ),
+            (
+                vec![cmd(), ("WorkingDirectory", Value::from("rel"))],
+                "WorkingDirectory: 'rel' is not an absolute path",
+            ),
+            (
+                vec![
+                    cmd(),
+                    ("Environment", Value::from(vec!["NOEQ".to_string()])),
+                ],
+                "Environment: 'NOEQ' is not KEY=VALUE",
+            ),
+            (
+                vec![cmd(), ("Environment", Value::from(vec!["=v".to_string()]))],
+                "Environment: '=v' is not KEY=VALUE",
+            ),
+            (
+                vec![cmd(), ("CPUQuota", Value::from(-1.0f64))],
+                "CPUQuota: -1 is not",
+            ),
+            (
+                vec![cmd(), ("Restart", Value::from("sometimes"))],
+                "Restart: 'sometimes'",
+            ),
+            (
+                vec![cmd(), ("Name", Value::from("a\u{7}b"))],
+                "Name: contains a control character",
+            ),
+            (
+                vec![cmd(), ("Workspace", Value::from("x".repeat(200)))],
+                "Workspace: longer than",
+            ),
+        ];
+        for (pairs, want) in cases {
+            let err = StartSpec::from_dict(dict(pairs)).unwrap_err();
+            assert!(err.starts_with(want), "got {err:?}, want prefix {want:?}");
+        }
+    }
+
+    #[test]
+    fn filter_is_strict_and_matches() {
+        let f = Filter::from_dict(dict(vec![("Workspace", Value::from("w"))])).unwrap();
+        assert!(f.matches("w", "", "running"));
+        assert!(!f.matches("x", "", "running"));
+        assert!(Filter::from_dict(dict(vec![("State", Value::from("zombie"))])).is_err());
+        assert!(Filter::from_dict(dict(vec![("Foo", Value::from("x"))])).is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! corralctl (placeholder)
+pub fn run() -> i32 {
+    0
+}

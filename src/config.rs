@@ -1,0 +1,318 @@
+//! The agent's settings: `corrald.toml` decoded, validated and defaulted.
+//! Every key is optional; an unknown key or a bad value is a startup error
+//! naming the key (serde's `deny_unknown_fields` plus our own range checks).
+//! This module reads one file and the environment; it starts nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Environment(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which bus and which defaults: a user's agent or the system one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    User,
+    System,
+}
+
+/// A duration or size written either as a bare number (seconds / bytes)
+/// or as a string with a unit (`"500ms"`, `"7d"`, `"10M"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Number(u64),
+    Float(f64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    sample_interval: Option<Amount>,
+    stop_timeout: Option<Amount>,
+    retention: Option<Amount>,
+    max_events: Option<u64>,
+    log_max_size: Option<Amount>,
+    log_files: Option<u32>,
+    restart_delay_ms: Option<u64>,
+    restart_delay_max_ms: Option<u64>,
+    restart_reset_sec: Option<u32>,
+    restart_limit: Option<u32>,
+    restart_limit_interval_sec: Option<u32>,
+}
+
+/// Validated settings. Defaults are documented in README ("Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub mode: Mode,
+    /// SQLite file, exit records and logs live here.
+    pub state_dir: PathBuf,
+    /// How often usage is sampled (CPU % is computed over this interval).
+    pub sample_interval: Duration,
+    /// SIGTERM → SIGKILL grace period of Stop.
+    pub stop_timeout: Duration,
+    /// How long ended processes (and their events and logs) are kept.
+    pub retention: Duration,
+    /// Cap on rows in the events table; the oldest go first.
+    pub max_events: u64,
+    /// Size at which a process's output log is rotated.
+    pub log_max_size: u64,
+    /// Log files kept per process, the current one included.
+    pub log_files: u32,
+    pub restart_delay_ms: u64,
+    pub restart_delay_max_ms: u64,
+    pub restart_reset_sec: u32,
+    pub restart_limit: u32,
+    pub restart_limit_interval_sec: u32,
+}
+
+impl Config {
+    /// Defaults for `mode`, with paths from the environment
+    /// (`XDG_STATE_HOME`, `HOME`) in user mode.
+    pub fn defaults(mode: Mode) -> Result<Config> {
+        Ok(Config {
+            mode,
+            state_dir: default_state_dir(mode)?,
+            sample_interval: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(10),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_events: 100_000,
+            log_max_size: 10 * 1024 * 1024,
+            log_files: 5,
+            restart_delay_ms: 100,
+            restart_delay_max_ms: 30_000,
+            restart_reset_sec: 60,
+            restart_limit: 5,
+            restart_limit_interval_sec: 60,
+        })
+    }
+
+    /// Where the config file is looked for when `--config` is not given.
+    pub fn default_path(mode: Mode) -> Result<PathBuf> {
+        match mode {
+            Mode::System => Ok(PathBuf::from("/etc/corral/corrald.toml")),
+            Mode::User => Ok(xdg_dir("XDG_CONFIG_HOME", ".config")?.join("corral/corrald.toml")),
+        }
+    }
+
+    /// Loads `path`; a missing file means all defaults unless `required`.
+    pub fn load(mode: Mode, path: &Path, required: bool) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(source) => {
+                return Err(Error::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        Config::parse(mode, &text).map_err(|message| Error::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text over the defaults. The error names the key.
+    pub fn parse(mode: Mode, text: &str) -> std::result::Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        let mut c = Config::defaults(mode).map_err(|e| e.to_string())?;
+        if let Some(d) = raw.state_dir {
+            if !d.is_absolute() {
+                return Err(format!(
+                    "state_dir: '{}' is not an absolute path",
+                    d.display()
+                ));
+            }
+            c.state_dir = d;
+        }
+        if let Some(a) = raw.sample_interval {
+            c.sample_interval = duration("sample_interval", &a)?;
+            if c.sample_interval < Duration::from_secs(1) {
+                return Err("sample_interval: must be at least 1s".into());
+            }
+        }
+        if let Some(a) = raw.stop_timeout {
+            c.stop_timeout = duration("stop_timeout", &a)?;
+            if c.stop_timeout.is_zero() {
+                return Err("stop_timeout: must be greater than 0".into());
+            }
+        }
+        if let Some(a) = raw.retention {
+            c.retention = duration("retention", &a)?;
+        }
+        if let Some(n) = raw.max_events {
+            if n < 100 {
+                return Err("max_events: must be at least 100".into());
+            }
+            c.max_events = n;
+        }
+        if let Some(a) = raw.log_max_size {
+            c.log_max_size = size("log_max_size", &a)?;
+            if c.log_max_size < 4096 {
+                return Err("log_max_size: must be at least 4K".into());
+            }
+        }
+        if let Some(n) = raw.log_files {
+            if n == 0 {
+                return Err("log_files: must be at least 1".into());
+            }
+            c.log_files = n;
+        }
+        c.restart_delay_ms = raw.restart_delay_ms.unwrap_or(c.restart_delay_ms);
+        c.restart_delay_max_ms = raw.restart_delay_max_ms.unwrap_or(c.restart_delay_max_ms);
+        if c.restart_delay_max_ms < c.restart_delay_ms {
+            return Err("restart_delay_max_ms: smaller than restart_delay_ms".into());
+        }
+        c.restart_reset_sec = raw.restart_reset_sec.unwrap_or(c.restart_reset_sec);
+        c.restart_limit = raw.restart_limit.unwrap_or(c.restart_limit);
+        c.restart_limit_interval_sec = raw
+            .restart_limit_interval_sec
+            .unwrap_or(c.restart_limit_interval_sec);
+        if c.restart_limit_interval_sec == 0 {
+            return Err("restart_limit_interval_sec: must be greater than 0".into());
+        }
+        Ok(c)
+    }
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> Result<PathBuf> {
+    if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(v));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| Error::Environment(format!("neither {var} nor HOME is set")))?;
+    Ok(PathBuf::from(home).join(fallback))
+}
+
+fn default_state_dir(mode: Mode) -> Result<PathBuf> {
+    match mode {
+        Mode::System => Ok(PathBuf::from("/var/lib/corral")),
+        Mode::User => Ok(xdg_dir("XDG_STATE_HOME", ".local/state")?.join("corral")),
+    }
+}
+
+/// `"1.5s"`, `"500ms"`, `"10m"`, `"2h"`, `"7d"`, or a number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "s" | "sec" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return None,
+    };
+    let secs = n * mult;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// `"512M"`, `"1G"`, `"64K"`, `"1024"` (bytes); binary multiples.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().trim_end_matches(['B', 'b', 'i']) {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        "T" | "t" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn duration(key: &str, a: &Amount) -> std::result::Result<Duration, String> {
+    let d = match a {
+        Amount::Number(n) => Some(Duration::from_secs(*n)),
+        Amount::Float(f) if f.is_finite() && *f >= 0.0 => Some(Duration::from_secs_f64(*f)),
+        Amount::Float(_) => None,
+        Amount::Text(t) => parse_duration(t),
+    };
+    d.ok_or_else(|| format!("{key}: not a duration (e.g. 10, \"500ms\", \"7d\")"))
+}
+
+fn size(key: &str, a: &Amount) -> std::result::Result<u64, String> {
+    let n = match a {
+        Amount::Number(n) => Some(*n),
+        Amount::Float(_) => None,
+        Amount::Text(t) => parse_size(t),
+    };
+    n.ok_or_else(|| format!("{key}: not a size (e.g. 10485760, \"10M\")"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> std::result::Result<Config, String> {
+        std::env::set_var("HOME", "/home/test");
+        Config::parse(Mode::User, text)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sample_interval, Duration::from_secs(10));
+        assert_eq!(c.stop_timeout, Duration::from_secs(10));
+        assert_eq!(c.log_files, 5);
+    }
+
+    #[test]
+    fn units_and_numbers() {
+        let c = parse("sample_interval = \"1500ms\"\nretention = \"2d\"\nlog_max_size = \"1M\"\nstop_timeout = 3").unwrap();
+        assert_eq!(c.sample_interval, Duration::from_millis(1500));
+        assert_eq!(c.retention, Duration::from_secs(2 * 86400));
+        assert_eq!(c.log_max_size, 1 << 20);
+        assert_eq!(c.stop_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            ("bogus = 1", "bogus"),
+            ("sample_interval = \"0.5s\"", "sample_interval"),
+            ("sample_interval = \"soon\"", "sample_interval"),
+            ("log_files = 0", "log_files"),
+            ("log_max_size = \"10X\"", "log_max_size"),
+            ("state_dir = \"relative\"", "state_dir"),
+            ("max_events = -1", "max_events"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("-1"), None);
+    }
+}

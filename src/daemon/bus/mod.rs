@@ -1,0 +1,155 @@
+//! The D-Bus face of the agent: the manager and per-process objects, the
+//! ObjectManager, and the task that turns supervisor events into objects
+//! and signals. Decodes and checks arguments, forwards typed commands,
+//! maps errors to `org.corral.Supervisor1.Error.*`. No supervision here.
+
+mod manager;
+mod process;
+
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{ObjectPath, Value};
+
+use crate::api::{self, Error as BusError};
+use crate::daemon::supervisor::{self, Event, Handle};
+
+pub use manager::Manager;
+pub use process::ProcessObject;
+
+impl From<supervisor::Error> for BusError {
+    fn from(e: supervisor::Error) -> Self {
+        use supervisor::Error as E;
+        match e {
+            E::NotFound(m) => BusError::NotFound(m),
+            E::InvalidArgument(m) => BusError::InvalidArgument(m),
+            E::SpawnFailed(m) => BusError::SpawnFailed(m),
+            E::Systemd(m) => BusError::SystemdError(m),
+            E::Busy(m) => BusError::Busy(m),
+            E::Storage(m) => BusError::StorageFailed(m),
+        }
+    }
+}
+
+/// The agent stopped answering (shutting down).
+pub(crate) fn gone() -> BusError {
+    BusError::Busy("the agent is shutting down".into())
+}
+
+/// Serves the manager and the ObjectManager at their path.
+pub async fn serve(conn: &zbus::Connection, handle: Handle) -> zbus::Result<()> {
+    let server = conn.object_server();
+    server
+        .at(api::MANAGER_PATH, zbus::fdo::ObjectManager)
+        .await?;
+    server.at(api::MANAGER_PATH, Manager::new(handle)).await?;
+    Ok(())
+}
+
+/// Properties announced in PropertiesChanged when a process changes state.
+const CHANGING: [&str; 13] = [
+    "State",
+    "MainPID",
+    "ControlGroup",
+    "Unit",
+    "ExitCode",
+    "ExitSignal",
+    "ExitReason",
+    "StartedAt",
+    "ExitedAt",
+    "Restarts",
+    "NextRestartAt",
+    "CPUPercent",
+    "MemoryCurrent",
+];
+
+/// Applies supervisor events to the object tree, in order: adds and
+/// removes process objects (ObjectManager signals follow) and emits
+/// PropertiesChanged + ProcessStateChanged.
+pub async fn publish_events(
+    conn: zbus::Connection,
+    handle: Handle,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) {
+    let server = conn.object_server();
+    while let Some(ev) = rx.recv().await {
+        let r: zbus::Result<()> = async {
+            match ev {
+                Event::Added(view) => {
+                    let path = api::process_path(&view.id);
+                    server
+                        .at(path.as_str(), ProcessObject::new(view, handle.clone()))
+                        .await?;
+                }
+                Event::Removed(id) => {
+                    let path = api::process_path(&id);
+                    server.remove::<ProcessObject, _>(path.as_str()).await?;
+                }
+                Event::Changed { view, old } => {
+                    let path = api::process_path(&view.id);
+                    let iface = match server.interface::<_, ProcessObject>(path.as_str()).await {
+                        Ok(i) => i,
+                        Err(_) => {
+                            // Known to the supervisor from start-up: publish now.
+                            server
+                                .at(
+                                    path.as_str(),
+                                    ProcessObject::new(view.clone(), handle.clone()),
+                                )
+                                .await?;
+                            server.interface::<_, ProcessObject>(path.as_str()).await?
+                        }
+                    };
+                    let dict = view.to_dict();
+                    iface.get().await.set_view(view.clone());
+                    let changed: std::collections::HashMap<&str, Value<'_>> = CHANGING
+                        .iter()
+                        .filter_map(|k| dict.get(*k).map(|v| (*k, v.clone())))
+                        .collect();
+                    let emitter = iface.signal_emitter();
+                    zbus::fdo::Properties::properties_changed(
+                        emitter,
+                        zbus::names::InterfaceName::from_static_str_unchecked(
+                            api::PROCESS_INTERFACE,
+                        ),
+                        changed,
+                        std::borrow::Cow::Borrowed(&[]),
+                    )
+                    .await?;
+                    let obj = ObjectPath::try_from(path.as_str()).map_err(zbus::Error::from)?;
+                    let manager = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
+                    Manager::process_state_changed(
+                        &manager,
+                        &view.id,
+                        obj,
+                        old.as_str(),
+                        view.state.as_str(),
+                    )
+                    .await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!("publishing a process event on the bus: {e}");
+        }
+    }
+}
+
+/// Publishes every process the supervisor knows at start-up.
+pub async fn publish_existing(conn: &zbus::Connection, handle: &Handle) -> zbus::Result<()> {
+    let views = handle
+        .ask(|reply| supervisor::Command::List {
+            filter: api::Filter::default(),
+            reply,
+        })
+        .await
+        .unwrap_or_default();
+    let server = conn.object_server();
+    for v in views {
+        let path = api::process_path(&v.id);
+        server
+            .at(path.as_str(), ProcessObject::new(v, handle.clone()))
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Exit records written by the shims (`<state>/exits/<run id>`, one JSON
+//! file per ended run): watching the directory with inotify so an exit is
+//! noticed within milliseconds, and reading / deleting records. A record
+//! is deleted only after its exit is committed to SQLite, so an exit that
+//! happens while corrald is down is found at the next start.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use inotify::{Inotify, WatchMask};
+use tokio::sync::mpsc;
+
+use crate::shim::ExitRecord;
+
+/// Path of the record of `run`.
+pub fn record_path(dir: &Path, run: u64) -> PathBuf {
+    dir.join(run.to_string())
+}
+
+/// Reads the record of `run`, if the shim has written it.
+pub fn read(dir: &Path, run: u64) -> Option<ExitRecord> {
+    let bytes = std::fs::read(record_path(dir, run)).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(rec) => Some(rec),
+        Err(e) => {
+            tracing::warn!("unreadable exit record for run {run}: {e}");
+            None
+        }
+    }
+}
+
+pub fn remove(dir: &Path, run: u64) {
+    let _ = std::fs::remove_file(record_path(dir, run));
+}
+
+/// Run ids of every record present (start-up scan).
+pub fn pending(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Watches `dir` and sends the run id of every record renamed into it.
+/// The watch is set up before this returns, so no record written after
+/// the call is missed.
+pub fn watch(dir: &Path, tx: mpsc::UnboundedSender<u64>) -> std::io::Result<()> {
+    let inotify = Inotify::init()?;
+    inotify.watches().add(dir, WatchMask::MOVED_TO)?;
+    let mut stream = inotify.into_event_stream(vec![0u8; 4096])?;
+    tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    if let Some(run) = ev.name.and_then(|n| n.to_str()?.parse().ok()) {
+                        if tx.send(run).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("inotify on exit records failed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(())
+}

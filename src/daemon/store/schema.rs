@@ -1,0 +1,47 @@
+//! The database schema as an append-only list of migrations, applied under
+//! `PRAGMA user_version` in one transaction. Never edit an applied entry:
+//! add a new one (fixture databases of each released version are upgraded
+//! in the tests).
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: processes, their runs (one per launch) and the event history.
+    r#"
+    CREATE TABLE processes (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT NOT NULL,
+        workspace   TEXT NOT NULL,
+        session     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        restarts    INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL,
+        -- JSON of store::ProcessConfig: command, cwd, env, labels, limits, policy
+        config      TEXT NOT NULL,
+        current_run INTEGER
+    );
+    CREATE INDEX processes_workspace ON processes(workspace);
+    CREATE TABLE runs (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        process_id    INTEGER NOT NULL REFERENCES processes(id) ON DELETE CASCADE,
+        unit          TEXT NOT NULL,
+        control_group TEXT NOT NULL DEFAULT '',
+        main_pid      INTEGER NOT NULL DEFAULT 0,
+        started_at    INTEGER NOT NULL,
+        exited_at     INTEGER,
+        exit_code     INTEGER,
+        exit_signal   INTEGER,
+        reason        TEXT
+    );
+    CREATE INDEX runs_process ON runs(process_id);
+    -- No foreign key: a process's history outlives its removal until
+    -- retention deletes it.
+    CREATE TABLE events (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         INTEGER NOT NULL,
+        process_id INTEGER,
+        run_id     INTEGER,
+        kind       TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    );
+    CREATE INDEX events_process ON events(process_id, id);
+    "#,
+];

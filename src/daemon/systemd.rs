@@ -1,0 +1,423 @@
+//! Talking to systemd's manager over D-Bus: start a transient scope around
+//! a held PID and wait for its job, stop or signal a scope, list ours, and
+//! watch scopes vanish. Also owns unit-name escaping. Knows nothing of
+//! processes beyond unit names and PIDs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use zbus::zvariant::{OwnedObjectPath, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// systemd answered with an error; `name` is its D-Bus error name.
+    #[error("systemd: {op} {unit}: {message} ({name})")]
+    Call {
+        op: &'static str,
+        unit: String,
+        name: String,
+        message: String,
+    },
+    #[error("systemd: {op} {unit}: {source}")]
+    Transport {
+        op: &'static str,
+        unit: String,
+        source: zbus::Error,
+    },
+    #[error("systemd: job for {unit} finished with result '{result}'")]
+    Job { unit: String, result: String },
+    #[error("systemd: no answer for the job of {unit} within {secs}s")]
+    JobTimeout { unit: String, secs: u64 },
+}
+
+impl Error {
+    /// The unit does not exist (already gone): not a failure for Stop.
+    pub fn is_no_such_unit(&self) -> bool {
+        matches!(self, Error::Call { name, .. } if name == "org.freedesktop.systemd1.NoSuchUnit")
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One row of `ListUnitsByPatterns`.
+type UnitRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait SystemdManager {
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: Vec<(&str, Value<'_>)>,
+        aux: Vec<(&str, Vec<(&str, Value<'_>)>)>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+    fn list_units_by_patterns(
+        &self,
+        states: Vec<&str>,
+        patterns: Vec<&str>,
+    ) -> zbus::Result<Vec<UnitRow>>;
+    fn subscribe(&self) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn unit_removed(&self, unit: String, path: OwnedObjectPath) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn reloading(&self, active: bool) -> zbus::Result<()>;
+}
+
+/// Where a finished job's result waits if it arrived before its waiter
+/// registered (the reply and the signal race; FIELD-NOTES).
+enum JobSlot {
+    Waiting(oneshot::Sender<String>),
+    Done(String, Instant),
+}
+
+/// Resource limits and settings of a new scope.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeProps {
+    pub description: String,
+    pub slice: String,
+    pub memory_max: Option<u64>,
+    pub tasks_max: Option<u64>,
+    /// Percent of one CPU.
+    pub cpu_quota: Option<f64>,
+    pub stop_timeout: Duration,
+}
+
+/// Handle on systemd's manager. Cheap to clone.
+#[derive(Clone)]
+pub struct Systemd {
+    proxy: SystemdManagerProxy<'static>,
+    jobs: Arc<Mutex<HashMap<String, JobSlot>>>,
+}
+
+/// How long we wait for a job before giving up on it. A scope's start job
+/// takes milliseconds; a stop job takes up to the stop timeout.
+const JOB_GRACE: Duration = Duration::from_secs(30);
+
+fn call_err(op: &'static str, unit: &str, e: zbus::Error) -> Error {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => Error::Call {
+            op,
+            unit: unit.to_string(),
+            name: name.to_string(),
+            message: msg.unwrap_or_default(),
+        },
+        source => Error::Transport {
+            op,
+            unit: unit.to_string(),
+            source,
+        },
+    }
+}
+
+impl Systemd {
+    /// Connects, subscribes to job and unit signals, and starts the task
+    /// that dispatches them. `gone` receives the names of our scopes as
+    /// they disappear; `reloaded` fires after daemon-reload/reexec.
+    pub async fn connect(
+        conn: &zbus::Connection,
+        gone: mpsc::UnboundedSender<String>,
+    ) -> Result<Systemd> {
+        let proxy = SystemdManagerProxy::new(conn)
+            .await
+            .map_err(|e| call_err("connect", "", e))?;
+        // Streams first, then Subscribe: no signal may slip between them.
+        let mut jobs_stream = proxy
+            .receive_job_removed()
+            .await
+            .map_err(|e| call_err("subscribe", "", e))?;
+        let mut removed_stream = proxy
+            .receive_unit_removed()
+            .await
+            .map_err(|e| call_err("subscribe", "", e))?;
+        let mut reload_stream = proxy
+            .receive_reloading()
+            .await
+            .map_err(|e| call_err("subscribe", "", e))?;
+        proxy
+            .subscribe()
+            .await
+            .map_err(|e| call_err("Subscribe", "", e))?;
+        let sd = Systemd {
+            proxy,
+            jobs: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let jobs = sd.jobs.clone();
+        let resubscribe = sd.proxy.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(sig) = jobs_stream.next() => {
+                        if let Ok(args) = sig.args() {
+                            finish_job(&jobs, args.job.as_str(), args.result.clone());
+                        }
+                    }
+                    Some(sig) = removed_stream.next() => {
+                        if let Ok(args) = sig.args() {
+                            if args.unit.starts_with("app-corral-") && args.unit.ends_with(".scope") {
+                                let _ = gone.send(args.unit.clone());
+                            }
+                        }
+                    }
+                    Some(sig) = reload_stream.next() => {
+                        // After daemon-reexec the manager forgets its
+                        // subscribers; subscribing again is harmless after a
+                        // plain reload.
+                        if matches!(sig.args(), Ok(a) if !a.active) {
+                            if let Err(e) = resubscribe.subscribe().await {
+                                tracing::warn!("re-subscribing to systemd after reload: {e}");
+                            }
+                        }
+                    }
+                    else => break,
+                }
+            }
+            tracing::warn!("systemd signal streams ended");
+        });
+        Ok(sd)
+    }
+
+    async fn wait_job(&self, unit: &str, job: &str, limit: Duration) -> Result<String> {
+        let rx = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(JobSlot::Done(result, _)) = jobs.remove(job) {
+                return Ok(result);
+            }
+            let (tx, rx) = oneshot::channel();
+            jobs.insert(job.to_string(), JobSlot::Waiting(tx));
+            rx
+        };
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(result)) => Ok(result),
+            _ => {
+                self.jobs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(job);
+                Err(Error::JobTimeout {
+                    unit: unit.to_string(),
+                    secs: limit.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Creates scope `unit` around `pids` and waits until systemd has moved
+    /// them into it (the start job is done).
+    pub async fn start_scope(&self, unit: &str, pids: &[u32], p: &ScopeProps) -> Result<()> {
+        let mut props: Vec<(&str, Value<'_>)> = vec![
+            ("PIDs", Value::from(pids.to_vec())),
+            ("Description", Value::from(p.description.as_str())),
+            ("Slice", Value::from(p.slice.as_str())),
+            ("CollectMode", Value::from("inactive-or-failed")),
+            (
+                "TimeoutStopUSec",
+                Value::from(p.stop_timeout.as_micros() as u64),
+            ),
+            // Usage is read from the cgroup files; asking for accounting
+            // makes systemd enable the controllers on pure cgroup v2.
+            ("MemoryAccounting", Value::from(true)),
+            ("CPUAccounting", Value::from(true)),
+            ("TasksAccounting", Value::from(true)),
+            ("IOAccounting", Value::from(true)),
+        ];
+        if let Some(m) = p.memory_max {
+            props.push(("MemoryMax", Value::from(m)));
+        }
+        if let Some(t) = p.tasks_max {
+            props.push(("TasksMax", Value::from(t)));
+        }
+        if let Some(q) = p.cpu_quota {
+            // systemd's CPUQuota=50% is CPUQuotaPerSecUSec=500000.
+            props.push((
+                "CPUQuotaPerSecUSec",
+                Value::from((q * 10_000.0).round() as u64),
+            ));
+        }
+        let job = self
+            .proxy
+            .start_transient_unit(unit, "fail", props, vec![])
+            .await
+            .map_err(|e| call_err("StartTransientUnit", unit, e))?;
+        let result = self.wait_job(unit, job.as_str(), JOB_GRACE).await?;
+        if result != "done" {
+            return Err(Error::Job {
+                unit: unit.to_string(),
+                result,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops `unit` (SIGTERM to every process, SIGKILL after its stop
+    /// timeout) and waits until it is gone. A unit already gone is Ok.
+    pub async fn stop_unit(&self, unit: &str, stop_timeout: Duration) -> Result<()> {
+        let job = match self.proxy.stop_unit(unit, "replace").await {
+            Ok(job) => job,
+            Err(e) => {
+                let err = call_err("StopUnit", unit, e);
+                return if err.is_no_such_unit() {
+                    Ok(())
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        self.wait_job(unit, job.as_str(), stop_timeout + JOB_GRACE)
+            .await?;
+        Ok(())
+    }
+
+    /// Sends `signal` to every process of `unit`.
+    pub async fn kill_unit(&self, unit: &str, signal: i32) -> Result<()> {
+        self.proxy
+            .kill_unit(unit, "all", signal)
+            .await
+            .map_err(|e| call_err("KillUnit", unit, e))
+    }
+
+    /// Names of the loaded scopes whose name matches `pattern`.
+    pub async fn list_scopes(&self, pattern: &str) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .proxy
+            .list_units_by_patterns(vec![], vec![pattern])
+            .await
+            .map_err(|e| call_err("ListUnitsByPatterns", pattern, e))?;
+        Ok(rows.into_iter().map(|r| (r.0, r.3)).collect())
+    }
+}
+
+fn finish_job(jobs: &Mutex<HashMap<String, JobSlot>>, job: &str, result: String) {
+    let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
+    match jobs.remove(job) {
+        Some(JobSlot::Waiting(tx)) => {
+            let _ = tx.send(result);
+        }
+        _ => {
+            // Nobody waits (yet): keep the result briefly for a waiter whose
+            // StartTransientUnit reply is still in flight.
+            let now = Instant::now();
+            jobs.retain(|_, slot| !matches!(slot, JobSlot::Done(_, at) if now.duration_since(*at) > Duration::from_secs(60)));
+            jobs.insert(job.to_string(), JobSlot::Done(result, now));
+        }
+    }
+}
+
+/// Escapes one component of a unit name the way systemd does (`\xNN` for
+/// every byte outside `[A-Za-z0-9:_.]`, and a leading `.`), so that `-`
+/// inside a workspace name cannot create nested slices. `/` is escaped
+/// too (systemd-escape would turn it into `-`, which collides).
+pub fn escape_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && i > 0);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Unit names are at most 255 bytes; a component that would not fit is cut
+/// (never inside a `\xNN`) and given a hash of the whole so distinct names
+/// stay distinct.
+fn fit_component(escaped: &str, budget: usize) -> String {
+    if escaped.len() <= budget {
+        return escaped.to_string();
+    }
+    let hash = escaped.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    });
+    let suffix = format!(":{hash:08x}");
+    let mut cut = budget.saturating_sub(suffix.len());
+    // Back up to the start of an escape sequence if we landed inside one.
+    if let Some(pos) = escaped[..cut].rfind('\\') {
+        if cut - pos < 4 {
+            cut = pos;
+        }
+    }
+    format!("{}{suffix}", &escaped[..cut])
+}
+
+const UNIT_MAX: usize = 255;
+
+/// `app-corral-<name>-<id>.scope`, the freedesktop app-scope convention.
+pub fn scope_name(name: &str, id: &str) -> String {
+    let budget = UNIT_MAX - "app-corral-".len() - 1 - id.len() - ".scope".len();
+    format!(
+        "app-corral-{}-{id}.scope",
+        fit_component(&escape_component(name), budget)
+    )
+}
+
+/// `app-corral-<workspace>.slice`: nested in `app-corral.slice`, so a
+/// workspace's totals come from one cgroup.
+pub fn slice_name(workspace: &str) -> String {
+    let budget = UNIT_MAX - "app-corral-".len() - ".slice".len();
+    format!(
+        "app-corral-{}.slice",
+        fit_component(&escape_component(workspace), budget)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_follows_systemd() {
+        assert_eq!(escape_component("web"), "web");
+        assert_eq!(escape_component("my-proj"), "my\\x2dproj");
+        assert_eq!(escape_component("a/b c"), "a\\x2fb\\x20c");
+        assert_eq!(escape_component(".hidden"), "\\x2ehidden");
+        assert_eq!(escape_component("é"), "\\xc3\\xa9");
+        assert_eq!(slice_name("my-proj"), "app-corral-my\\x2dproj.slice");
+        assert_eq!(
+            scope_name("npm run", "12"),
+            "app-corral-npm\\x20run-12.scope"
+        );
+    }
+
+    #[test]
+    fn long_names_fit_and_stay_distinct() {
+        let a = scope_name(&"é".repeat(64), "123456");
+        let b = scope_name(&format!("{}x", "é".repeat(63)), "123456");
+        assert!(a.len() <= 255 && b.len() <= 255, "{} {}", a.len(), b.len());
+        assert_ne!(a, b);
+        assert!(a.ends_with("-123456.scope"));
+        // The cut never splits an escape sequence.
+        let body = a.trim_start_matches("app-corral-");
+        let (comp, _) = body.split_once(':').unwrap();
+        assert!(comp.len() % 4 == 0, "{comp}");
+        assert!(slice_name(&"-".repeat(128)).len() <= 255);
+    }
+}
