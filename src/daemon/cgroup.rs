@@ -512,3 +512,402 @@ fn parse_error(path: &Path, what: &str, content: &[u8]) -> Error {
         detail: format!("{what}: {:?}", String::from_utf8_lossy(shown)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::time::Duration;
+
+    /// The ControlGroup systemd reported for the captured scopes (see
+    /// tests/fixtures/cgroup/README.md).
+    const SCOPE: &str = "/app.slice/app-corral.slice/app-corral-ws.slice/app-corral-web-3.scope";
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/cgroup")
+            .join(name)
+    }
+
+    /// Writes `files` (path relative to the root, content) into a tempdir.
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let p = dir.path().join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, content).unwrap();
+        }
+        dir
+    }
+
+    /// A copy of a fixture tree, to modify.
+    fn copy_fixture(name: &str) -> tempfile::TempDir {
+        fn copy(from: &Path, to: &Path) {
+            fs::create_dir_all(to).unwrap();
+            for entry in fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                let target = to.join(entry.file_name());
+                if entry.file_type().unwrap().is_dir() {
+                    copy(&entry.path(), &target);
+                } else {
+                    fs::copy(entry.path(), target).unwrap();
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        copy(&fixture(name), dir.path());
+        dir
+    }
+
+    #[test]
+    fn v2_fixture_is_unified() {
+        let fs = CgroupFs::detect(fixture("v2")).unwrap();
+        assert_eq!(fs.layout(), Layout::Unified);
+    }
+
+    #[test]
+    fn v2_fixture_usage() {
+        let fs = CgroupFs::detect(fixture("v2")).unwrap();
+        let usage = fs.read_usage(SCOPE).unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                memory_current: Some(22_302_720),
+                memory_peak: Some(23_420_928),
+                cpu_usage_nsec: Some(9_796_670_000),
+                tasks_current: Some(3),
+                io_read_bytes: Some(21_770_240),
+                io_write_bytes: Some(20_971_520),
+                oom_kills: Some(0),
+            }
+        );
+    }
+
+    #[test]
+    fn v2_fixture_procs_and_populated() {
+        let fs = CgroupFs::detect(fixture("v2")).unwrap();
+        assert!(fs.exists(SCOPE));
+        assert_eq!(fs.read_procs(SCOPE).unwrap(), vec![274, 279, 281]);
+        assert!(fs.read_populated(SCOPE).unwrap());
+    }
+
+    #[test]
+    fn hybrid_fixture_is_hybrid() {
+        let fs = CgroupFs::detect(fixture("hybrid")).unwrap();
+        assert_eq!(fs.layout(), Layout::Hybrid);
+    }
+
+    #[test]
+    fn hybrid_fixture_usage() {
+        let fs = CgroupFs::detect(fixture("hybrid")).unwrap();
+        let usage = fs.read_usage(SCOPE).unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                memory_current: Some(45_768_704),
+                memory_peak: Some(53_772_288),
+                // From unified/…/cpu.stat: the scope has no cpuacct cgroup.
+                cpu_usage_nsec: Some(1_603_750_000),
+                tasks_current: Some(1),
+                // blkio was not mounted where this was captured.
+                io_read_bytes: None,
+                io_write_bytes: None,
+                oom_kills: Some(0),
+            }
+        );
+    }
+
+    #[test]
+    fn hybrid_fixture_procs_and_populated() {
+        let fs = CgroupFs::detect(fixture("hybrid")).unwrap();
+        assert!(fs.exists(SCOPE));
+        assert_eq!(fs.read_procs(SCOPE).unwrap(), vec![49]);
+        assert!(fs.read_populated(SCOPE).unwrap());
+    }
+
+    #[test]
+    fn fixture_missing_cgroup_is_not_found() {
+        for name in ["v2", "hybrid"] {
+            let fs = CgroupFs::detect(fixture(name)).unwrap();
+            let gone = "/app.slice/app-corral.slice/app-corral-gone.scope";
+            assert!(!fs.exists(gone));
+            assert!(matches!(fs.read_usage(gone), Err(Error::NotFound { .. })));
+            assert!(matches!(fs.read_procs(gone), Err(Error::NotFound { .. })));
+            assert!(matches!(
+                fs.read_populated(gone),
+                Err(Error::NotFound { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn control_group_without_leading_slash_is_accepted() {
+        let fs = CgroupFs::detect(fixture("v2")).unwrap();
+        let usage = fs.read_usage(SCOPE.trim_start_matches('/')).unwrap();
+        assert_eq!(usage.tasks_current, Some(3));
+    }
+
+    #[test]
+    fn dotdot_in_control_group_is_refused() {
+        let fs = CgroupFs::detect(fixture("v2")).unwrap();
+        assert!(matches!(
+            fs.read_usage("/app.slice/../../etc"),
+            Err(Error::Parse { .. })
+        ));
+        assert!(!fs.exists("/.."));
+    }
+
+    #[test]
+    fn detect_legacy() {
+        let dir = tree(&[
+            ("systemd/a.scope/cgroup.procs", "7\n8\n"),
+            ("memory/a.scope/memory.usage_in_bytes", "4096\n"),
+            ("cpuacct/a.scope/cpuacct.usage", "1234567\n"),
+        ]);
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        assert_eq!(fs.layout(), Layout::Legacy);
+        let usage = fs.read_usage("/a.scope").unwrap();
+        assert_eq!(usage.memory_current, Some(4096));
+        assert_eq!(usage.cpu_usage_nsec, Some(1_234_567));
+        assert_eq!(usage.tasks_current, None);
+        assert_eq!(fs.read_procs("/a.scope").unwrap(), vec![7, 8]);
+        assert!(fs.read_populated("/a.scope").unwrap());
+    }
+
+    #[test]
+    fn legacy_combined_cpu_cpuacct_and_empty_procs() {
+        let dir = tree(&[
+            ("systemd/a.scope/cgroup.procs", ""),
+            ("cpu,cpuacct/a.scope/cpuacct.usage", "99\n"),
+        ]);
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        assert_eq!(fs.layout(), Layout::Legacy);
+        assert_eq!(fs.read_usage("/a.scope").unwrap().cpu_usage_nsec, Some(99));
+        assert!(!fs.read_populated("/a.scope").unwrap());
+    }
+
+    #[test]
+    fn detect_empty_or_missing_root_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            CgroupFs::detect(dir.path()),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            CgroupFs::detect(dir.path().join("nope")),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn v2_missing_memory_peak_is_none() {
+        // Linux before 5.19 has no memory.peak.
+        let dir = copy_fixture("v2");
+        let scope = dir.path().join(SCOPE.trim_start_matches('/'));
+        fs::remove_file(scope.join("memory.peak")).unwrap();
+        let usage = CgroupFs::detect(dir.path())
+            .unwrap()
+            .read_usage(SCOPE)
+            .unwrap();
+        assert_eq!(usage.memory_peak, None);
+        assert_eq!(usage.memory_current, Some(22_302_720));
+    }
+
+    #[test]
+    fn v2_without_controllers_reads_cpu_only() {
+        // A cgroup with no controller enabled still has cpu.stat.
+        let dir = tree(&[
+            ("cgroup.controllers", "cpu io memory pids\n"),
+            ("a.scope/cgroup.events", "populated 0\nfrozen 0\n"),
+            ("a.scope/cgroup.procs", ""),
+            (
+                "a.scope/cpu.stat",
+                "usage_usec 5\nuser_usec 3\nsystem_usec 2\n",
+            ),
+        ]);
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        let usage = fs.read_usage("/a.scope").unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                cpu_usage_nsec: Some(5000),
+                ..Usage::default()
+            }
+        );
+        assert!(!fs.read_populated("/a.scope").unwrap());
+        assert!(fs.read_procs("/a.scope").unwrap().is_empty());
+    }
+
+    #[test]
+    fn v2_io_stat_sums_devices_and_empty_is_zero() {
+        let dir = tree(&[
+            ("cgroup.controllers", "io\n"),
+            (
+                "a.scope/io.stat",
+                "254:0 rbytes=10 wbytes=20 rios=1 wios=1 dbytes=0 dios=0\n\
+                 8:16 rbytes=5 wbytes=7 rios=1 wios=1 dbytes=0 dios=0\n",
+            ),
+            ("b.scope/io.stat", ""),
+        ]);
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        let a = fs.read_usage("/a.scope").unwrap();
+        assert_eq!((a.io_read_bytes, a.io_write_bytes), (Some(15), Some(27)));
+        let b = fs.read_usage("/b.scope").unwrap();
+        assert_eq!((b.io_read_bytes, b.io_write_bytes), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn v1_blkio_sums_read_and_write_over_devices() {
+        // Format of blkio.throttle.io_service_bytes as documented in the
+        // kernel's cgroup-v1/blkio-controller.rst (no device had I/O on
+        // the capture host, so this one is written by hand).
+        let dir = tree(&[
+            ("unified/cgroup.controllers", ""),
+            ("unified/a.scope/cgroup.events", "populated 1\n"),
+            (
+                "blkio/a.scope/blkio.throttle.io_service_bytes",
+                "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 8192\n8:0 Async 4096\n\
+                 8:0 Discard 0\n8:0 Total 12288\n8:16 Read 1\n8:16 Write 2\n\
+                 8:16 Sync 0\n8:16 Async 3\n8:16 Discard 0\n8:16 Total 3\nTotal 12291\n",
+            ),
+        ]);
+        let usage = CgroupFs::detect(dir.path())
+            .unwrap()
+            .read_usage("/a.scope")
+            .unwrap();
+        assert_eq!(usage.io_read_bytes, Some(4097));
+        assert_eq!(usage.io_write_bytes, Some(8194));
+    }
+
+    #[test]
+    fn hybrid_falls_back_to_cpuacct_without_unified_cpu_stat() {
+        let dir = tree(&[
+            ("unified/cgroup.controllers", ""),
+            ("unified/a.scope/cgroup.events", "populated 1\n"),
+            ("cpuacct/a.scope/cpuacct.usage", "42\n"),
+        ]);
+        let usage = CgroupFs::detect(dir.path())
+            .unwrap()
+            .read_usage("/a.scope")
+            .unwrap();
+        assert_eq!(usage.cpu_usage_nsec, Some(42));
+    }
+
+    #[test]
+    fn garbage_content_is_parse_error() {
+        let cases: &[(&str, &str)] = &[
+            ("a.scope/memory.current", "lots\n"),
+            ("a.scope/memory.current", "-1\n"),
+            ("a.scope/memory.current", ""),
+            ("a.scope/memory.current", "99999999999999999999999\n"),
+            ("a.scope/cpu.stat", "usage_usec x12\n"),
+            ("a.scope/io.stat", "254:0 rbytes=1k wbytes=0\n"),
+            ("a.scope/memory.events", "oom_kill many\n"),
+        ];
+        for (file, content) in cases {
+            let dir = tree(&[("cgroup.controllers", ""), (file, content)]);
+            let res = CgroupFs::detect(dir.path()).unwrap().read_usage("/a.scope");
+            match res {
+                Err(Error::Parse { path, .. }) => assert!(path.ends_with(file), "{path:?}"),
+                other => panic!("{file} = {content:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_procs_and_events_are_parse_errors() {
+        let dir = tree(&[
+            ("cgroup.controllers", ""),
+            ("a.scope/cgroup.procs", "12\nabc\n"),
+            ("a.scope/cgroup.events", "frozen 0\n"),
+            ("b.scope/cgroup.events", "populated yes\n"),
+        ]);
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        assert!(matches!(
+            fs.read_procs("/a.scope"),
+            Err(Error::Parse { .. })
+        ));
+        assert!(matches!(
+            fs.read_populated("/a.scope"),
+            Err(Error::Parse { .. })
+        ));
+        assert!(matches!(
+            fs.read_populated("/b.scope"),
+            Err(Error::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_key_is_none_not_error() {
+        // memory.events before Linux 4.13 has no oom_kill line.
+        let dir = tree(&[
+            ("cgroup.controllers", ""),
+            ("a.scope/memory.events", "low 0\nhigh 0\nmax 0\noom 0\n"),
+        ]);
+        let usage = CgroupFs::detect(dir.path())
+            .unwrap()
+            .read_usage("/a.scope")
+            .unwrap();
+        assert_eq!(usage.oom_kills, None);
+    }
+
+    #[test]
+    fn unreadable_entry_is_io_error() {
+        // A directory where a file should be: open works, read fails (EISDIR).
+        let dir = tree(&[("cgroup.controllers", ""), ("a.scope/cgroup.procs", "")]);
+        fs::create_dir(dir.path().join("a.scope/memory.current")).unwrap();
+        let res = CgroupFs::detect(dir.path()).unwrap().read_usage("/a.scope");
+        assert!(matches!(res, Err(Error::Io { .. })), "{res:?}");
+    }
+
+    #[test]
+    fn large_file_is_read_whole() {
+        // io.stat with many devices is larger than the initial buffer.
+        let mut io = String::new();
+        for minor in 0..200 {
+            io.push_str(&format!(
+                "8:{minor} rbytes=1 wbytes=2 rios=1 wios=1 dbytes=0 dios=0\n"
+            ));
+        }
+        assert!(io.len() > BUF_CAPACITY * 2);
+        let dir = tree(&[("cgroup.controllers", ""), ("a.scope/io.stat", &io)]);
+        let usage = CgroupFs::detect(dir.path())
+            .unwrap()
+            .read_usage("/a.scope")
+            .unwrap();
+        assert_eq!(usage.io_read_bytes, Some(200));
+        assert_eq!(usage.io_write_bytes, Some(400));
+    }
+
+    #[test]
+    fn cpu_percent_math() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        // One full core for two seconds.
+        assert_eq!(cpu_percent(0, t0, 2_000_000_000, t1), 100.0);
+        // Half a core.
+        assert_eq!(cpu_percent(1_000, t0, 1_000_001_000, t1), 50.0);
+        // Two cores busy.
+        assert_eq!(cpu_percent(0, t0, 4_000_000_000, t1), 200.0);
+        // Idle.
+        assert_eq!(cpu_percent(7, t0, 7, t1), 0.0);
+        // Zero and negative intervals.
+        assert_eq!(cpu_percent(0, t0, 1_000, t0), 0.0);
+        assert_eq!(cpu_percent(0, t1, 1_000, t0), 0.0);
+        // Counter went back (a new cgroup under the same name).
+        assert_eq!(cpu_percent(5_000, t0, 1_000, t1), 0.0);
+        // Sub-second interval.
+        let t2 = t0 + Duration::from_millis(250);
+        assert_eq!(cpu_percent(0, t0, 25_000_000, t2), 10.0);
+    }
+
+    #[test]
+    fn parse_u64_edges() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"+1"), None);
+        assert_eq!(parse_u64(b"max"), None);
+    }
+}
