@@ -591,6 +591,30 @@ mod tests {
         assert!(fs.read_populated(SCOPE).unwrap());
     }
 
+    /// The path shape corral's scopes get: a scope in a user manager, where
+    /// user@.service is delegated only cpu, memory and pids, so there is
+    /// no io.stat.
+    #[test]
+    fn v2_fixture_user_manager_scope() {
+        const USER_SCOPE: &str = "/user.slice/user-1000.slice/user@1000.service/app.slice/\
+                                  app-corral.slice/app-corral-ws.slice/app-corral-web-4.scope";
+        let fs = CgroupFs::detect(fixture("v2")).unwrap();
+        assert_eq!(
+            fs.read_usage(USER_SCOPE).unwrap(),
+            Usage {
+                memory_current: Some(13_414_400),
+                memory_peak: Some(14_827_520),
+                cpu_usage_nsec: Some(685_839_000),
+                tasks_current: Some(2),
+                io_read_bytes: None,
+                io_write_bytes: None,
+                oom_kills: Some(0),
+            }
+        );
+        assert_eq!(fs.read_procs(USER_SCOPE).unwrap(), vec![296, 298]);
+        assert!(fs.read_populated(USER_SCOPE).unwrap());
+    }
+
     #[test]
     fn hybrid_fixture_is_hybrid() {
         let fs = CgroupFs::detect(fixture("hybrid")).unwrap();
