@@ -742,7 +742,9 @@ fn log_exit(log: &mut Log, note: &ExitNote) {
     } else {
         format!("exited code {}", rec.code)
     };
-    log.push(b's', rec.exited_at_us, text.as_bytes());
+    // Stamped now, not at `exited_at_us`: output read after the exit is
+    // logged before this line, and read_lines relies on time order.
+    log.push(b's', now_us(), text.as_bytes());
     if let Some(e) = &note.write_error {
         log.push(
             b's',
