@@ -210,7 +210,7 @@ pub fn read_lines(
                 }
             }
             out.push(line);
-            max_lines.map_or(true, |max| out.len() < max)
+            max_lines.is_none_or(|max| out.len() < max)
         })?;
         if !more {
             break;

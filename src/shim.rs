@@ -430,7 +430,7 @@ impl Log {
     fn writer(&mut self) -> Option<&mut LogWriter> {
         let due = self
             .last_attempt
-            .map_or(true, |t| t.elapsed() >= Duration::from_secs(1));
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if self.writer.is_none() && due {
             self.last_attempt = Some(Instant::now());
             let opened = fs::DirBuilder::new()

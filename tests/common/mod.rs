@@ -21,7 +21,9 @@ pub fn testbed_available() -> bool {
     if std::env::var_os("CORRAL_TEST_REQUIRE").is_some() {
         panic!("CORRAL_TEST_REQUIRE is set but CORRAL_TEST_MODE is neither testbed nor session");
     }
-    eprintln!("SKIPPED: no private systemd + D-Bus; run scripts/test (or set CORRAL_TEST_MODE=session)");
+    eprintln!(
+        "SKIPPED: no private systemd + D-Bus; run scripts/test (or set CORRAL_TEST_MODE=session)"
+    );
     false
 }
 
@@ -52,7 +54,9 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
 pub fn text(b: &[u8]) -> String {
@@ -73,10 +77,17 @@ impl Agent {
     }
 
     pub fn start_with(config_text: &str) -> Agent {
-        let state = tempfile::Builder::new().prefix("corral-test.").tempdir().expect("tempdir");
+        let state = tempfile::Builder::new()
+            .prefix("corral-test.")
+            .tempdir()
+            .expect("tempdir");
         let config = state.path().join("corrald.toml");
         std::fs::write(&config, config_text).expect("write config");
-        let mut a = Agent { child: None, state, config };
+        let mut a = Agent {
+            child: None,
+            state,
+            config,
+        };
         a.spawn();
         a
     }
@@ -111,7 +122,8 @@ impl Agent {
             .expect("spawn corrald");
         self.child = Some(child);
         let name_owned = || {
-            let out = run(Command::new("busctl").args(["--user", "status", "org.corral.Supervisor1"]));
+            let out =
+                run(Command::new("busctl").args(["--user", "status", "org.corral.Supervisor1"]));
             out.status.success().then_some(())
         };
         let start = Instant::now();
@@ -122,7 +134,10 @@ impl Agent {
                 }
             }
             if start.elapsed() > Duration::from_secs(20) {
-                panic!("corrald did not take its bus name in 20s; log:\n{}", self.log());
+                panic!(
+                    "corrald did not take its bus name in 20s; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -147,7 +162,8 @@ impl Agent {
         }
         // Its bus name must be free before another corrald can start.
         wait_for(Duration::from_secs(10), "bus name released", || {
-            let out = run(Command::new("busctl").args(["--user", "status", "org.corral.Supervisor1"]));
+            let out =
+                run(Command::new("busctl").args(["--user", "status", "org.corral.Supervisor1"]));
             (!out.status.success()).then_some(())
         });
     }
@@ -175,7 +191,8 @@ impl Agent {
         let mut args = vec!["--json", "list"];
         args.extend_from_slice(extra);
         let out = self.ctl_ok(&args);
-        serde_json::from_str::<Vec<Json>>(&out).unwrap_or_else(|e| panic!("list --json: {e}: {out}"))
+        serde_json::from_str::<Vec<Json>>(&out)
+            .unwrap_or_else(|e| panic!("list --json: {e}: {out}"))
     }
 
     pub fn get(&self, id: &str) -> Json {
@@ -240,13 +257,21 @@ pub fn process_property(id: &str, prop: &str) -> String {
         "org.corral.Supervisor1.Process",
         prop,
     ]));
-    assert!(out.status.success(), "get-property {prop}: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "get-property {prop}: {}",
+        text(&out.stderr)
+    );
     text(&out.stdout).trim().to_string()
 }
 
 /// PIDs in the cgroup of a process (unified or name=systemd hierarchy).
 pub fn cgroup_pids(control_group: &str) -> Vec<u32> {
-    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup"] {
+    for root in [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/systemd",
+        "/sys/fs/cgroup",
+    ] {
         let p = format!("{root}{control_group}/cgroup.procs");
         if let Ok(t) = std::fs::read_to_string(&p) {
             return t.lines().filter_map(|l| l.parse().ok()).collect();
@@ -258,7 +283,12 @@ pub fn cgroup_pids(control_group: &str) -> Vec<u32> {
 pub fn alive(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; look at its state.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

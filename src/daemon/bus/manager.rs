@@ -31,7 +31,7 @@ impl Manager {
         &self,
         spec: HashMap<String, OwnedValue>,
     ) -> Result<(String, OwnedObjectPath), Error> {
-        let spec = StartSpec::from_dict(spec).map_err(Error::InvalidArgument)?;
+        let spec = Box::new(StartSpec::from_dict(spec).map_err(Error::InvalidArgument)?);
         let id = self
             .handle
             .ask(|reply| Command::Start { spec, reply })

@@ -53,7 +53,7 @@ pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
 /// Requests from the bus.
 pub enum Command {
     Start {
-        spec: StartSpec,
+        spec: Box<StartSpec>,
         reply: Reply<String>,
     },
     List {
@@ -330,7 +330,7 @@ impl Supervisor {
 
     async fn command(&mut self, c: Command) {
         match c {
-            Command::Start { spec, reply } => self.start_new(spec, reply).await,
+            Command::Start { spec, reply } => self.start_new(*spec, reply).await,
             Command::List { filter, reply } => {
                 let ids: Vec<u64> = self
                     .procs
@@ -700,18 +700,12 @@ impl Supervisor {
             id: id.to_string(),
             run,
             argv: p.config.command.clone(),
-            cwd: p.config.cwd.clone(),
+            cwd: p.config.cwd.clone().into(),
             env: p.config.env.clone(),
-            log_dir: self
-                .logs_dir
-                .join(id.to_string())
-                .to_string_lossy()
-                .into_owned(),
+            log_dir: self.logs_dir.join(id.to_string()),
             log_max_bytes: self.cfg.log_max_size,
             log_files: self.cfg.log_files,
-            exit_file: exits::record_path(&self.exits_dir, run)
-                .to_string_lossy()
-                .into_owned(),
+            exit_file: exits::record_path(&self.exits_dir, run),
         };
         let props = ScopeProps {
             description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
@@ -987,7 +981,7 @@ impl Supervisor {
             Ok(r) => r,
             Err(e) => {
                 for w in std::mem::take(&mut p.launch_waiters) {
-                    let _ = w.send(Err(e.to_string()).map_err(Error::Storage));
+                    let _ = w.send(Err(Error::Storage(e.to_string())));
                 }
                 return;
             }
