@@ -109,7 +109,7 @@ enum Fact {
         run: u64,
         result: Result<Launched, Error>,
     },
-    /// An exit record appeared (inotify), or `u64::MAX`: rescan.
+    /// An exit record appeared (inotify), or `exits::RESCAN`.
     ExitRecorded(u64),
     ScopeGone(String),
     StopDone {
@@ -419,7 +419,7 @@ impl Supervisor {
     async fn fact(&mut self, f: Fact) {
         match f {
             Fact::Launched { id, run, result } => self.launched(id, run, result).await,
-            Fact::ExitRecorded(u64::MAX) => {
+            Fact::ExitRecorded(exits::RESCAN) => {
                 for run in exits::pending(&self.exits_dir) {
                     self.exit_recorded(run).await;
                 }
