@@ -50,6 +50,10 @@ done
 [ "$(cat "/sys/fs/cgroup$cg/memory.max" 2>/dev/null)" = 104857600 ] || bad "memory.max is not 100M"
 [ -r "/sys/fs/cgroup$cg/cpu.stat" ] || bad "no cpu.stat"
 wait
+# informative: io.stat/io.max and cpu.max only exist once a unit asks for the accounting
+echo "== same, with -p IOAccounting=yes -p CPUAccounting=yes: io/cpu files in the scope, app.slice subtree_control"
+systemd-run --user --scope -q -p IOAccounting=yes -p CPUAccounting=yes -- sh -c \
+    'cg=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); cd $cg && echo "  " io.* cpu.*; echo "  " $(cat ../cgroup.subtree_control)'
 echo "== busctl --user status org.freedesktop.systemd1"
 busctl --user status org.freedesktop.systemd1 | grep -E '^(PID|Comm|CommandLine|UID|Unit|UserUnit|Session|ControlGroup|UniqueName)=' \
     || bad "busctl --user status failed"
