@@ -21,13 +21,19 @@ fn env_is_what_run_suite_promises() {
     let uid = uid();
     assert_ne!(uid, "0", "must not run as root");
     assert_eq!(var("XDG_RUNTIME_DIR"), format!("/run/user/{uid}"));
-    assert_eq!(var("DBUS_SESSION_BUS_ADDRESS"), format!("unix:path=/run/user/{uid}/bus"));
+    assert_eq!(
+        var("DBUS_SESSION_BUS_ADDRESS"),
+        format!("unix:path=/run/user/{uid}/bus")
+    );
 }
 
 #[test]
 fn runs_inside_a_login_session_scope() {
     let cg = fs::read_to_string("/proc/self/cgroup").unwrap();
-    assert!(cg.starts_with("0::/user.slice/") && cg.contains("/session-"), "cgroup: {cg}");
+    assert!(
+        cg.starts_with("0::/user.slice/") && cg.contains("/session-"),
+        "cgroup: {cg}"
+    );
 }
 
 #[test]
