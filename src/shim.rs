@@ -556,7 +556,7 @@ enum Waiter {
         exit_file: PathBuf,
     },
     /// Fallback if no thread or socketpair could be made: the loop polls
-    /// waitpid(WNOHANG) every `POLL_INTERVAL`.
+    /// waitpid(WNOHANG) every `POLL_INTERVAL_MS`.
     Poll {
         pid: u32,
         run: u64,
@@ -580,7 +580,7 @@ impl Waiter {
         let thread_exit_file = exit_file.clone();
         let spawned = std::thread::Builder::new()
             .name("wait".into())
-            .stack_size(64 * 1024)
+            .stack_size(256 * 1024)
             .spawn(move || {
                 let status = wait_blocking(pid);
                 let _ = tx.send(record_exit(pid, run, &thread_exit_file, status));
