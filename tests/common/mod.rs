@@ -68,6 +68,7 @@ pub struct Agent {
     pub child: Option<Child>,
     pub state: tempfile::TempDir,
     pub config: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl Agent {
@@ -77,23 +78,30 @@ impl Agent {
     }
 
     pub fn start_with(config_text: &str) -> Agent {
+        Self::start_at(config_text, None)
+    }
+
+    /// Like `start_with`, with the state directory somewhere given.
+    pub fn start_at(config_text: &str, state_dir: Option<PathBuf>) -> Agent {
         let state = tempfile::Builder::new()
             .prefix("corral-test.")
             .tempdir()
             .expect("tempdir");
         let config = state.path().join("corrald.toml");
         std::fs::write(&config, config_text).expect("write config");
+        let state_dir = state_dir.unwrap_or_else(|| state.path().join("state"));
         let mut a = Agent {
             child: None,
             state,
             config,
+            state_dir,
         };
         a.spawn();
         a
     }
 
     pub fn state_dir(&self) -> PathBuf {
-        self.state.path().join("state")
+        self.state_dir.clone()
     }
 
     pub fn db_path(&self) -> PathBuf {
