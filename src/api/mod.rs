@@ -9,7 +9,7 @@ mod spec;
 mod view;
 
 pub use error::Error;
-pub use proxy::{ManagerProxy, ProcessProxy};
+pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
 pub use spec::{Filter, StartSpec};
 pub use view::{ProcessView, State, UNSET};
 

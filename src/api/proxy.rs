@@ -48,6 +48,10 @@ pub trait Manager {
         new_state: &str,
     ) -> zbus::Result<()>;
 
+    /// The last database write error; empty while writes succeed.
+    #[zbus(property)]
+    fn storage_error(&self) -> zbus::Result<String>;
+
     /// The agent's version.
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;

@@ -1,4 +1,5 @@
-//! corral-shim: the per-process keeper; see `corral::shim`.
+//! `corral-shim`: the per-process shim corrald starts; all logic lives in
+//! `corral::shim` so corrald shares its wire types.
 
 fn main() {
     std::process::exit(corral::shim::main());

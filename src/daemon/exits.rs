@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use inotify::{Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchMask};
 use tokio::sync::mpsc;
 
 use crate::shim::ExitRecord;
@@ -43,6 +43,10 @@ pub fn pending(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// Sent instead of a run id when the kernel's event queue overflowed:
+/// the receiver must rescan the directory.
+pub const RESCAN: u64 = u64::MAX;
+
 /// Watches `dir` and sends the run id of every record renamed into it.
 /// The watch is set up before this returns, so no record written after
 /// the call is missed.
@@ -53,6 +57,11 @@ pub fn watch(dir: &Path, tx: mpsc::UnboundedSender<u64>) -> std::io::Result<()> 
     tokio::spawn(async move {
         while let Some(ev) = stream.next().await {
             match ev {
+                Ok(ev) if ev.mask.contains(EventMask::Q_OVERFLOW) => {
+                    if tx.send(RESCAN).is_err() {
+                        break;
+                    }
+                }
                 Ok(ev) => {
                     if let Some(run) = ev.name.and_then(|n| n.to_str()?.parse().ok()) {
                         if tx.send(run).is_err() {

@@ -70,6 +70,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             source,
         })?;
     let store = store::Store::open(&dir.join("corral.db"))?;
+    let storage_health = store.health();
     let (bus_name, conn) = match config.mode {
         Mode::User => ("session", zbus::Connection::session().await),
         Mode::System => ("system", zbus::Connection::system().await),
@@ -95,7 +96,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let (handle, actor) = supervisor::start(settings, store, systemd, gone_rx, events_tx).await?;
-    bus::serve(&conn, handle.clone())
+    bus::serve(&conn, handle.clone(), storage_health)
         .await
         .map_err(Error::Serve)?;
     bus::publish_existing(&conn, &handle)

@@ -76,6 +76,7 @@ trait SystemdManager {
         states: Vec<&str>,
         patterns: Vec<&str>,
     ) -> zbus::Result<Vec<UnitRow>>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn subscribe(&self) -> zbus::Result<()>;
     #[zbus(signal)]
     fn job_removed(
@@ -301,6 +302,29 @@ impl Systemd {
             .kill_unit(unit, "all", signal)
             .await
             .map_err(|e| call_err("KillUnit", unit, e))
+    }
+
+    /// The cgroup of a loaded scope (its `ControlGroup` property).
+    pub async fn control_group(&self, unit: &str) -> Result<String> {
+        let path = self
+            .proxy
+            .get_unit(unit)
+            .await
+            .map_err(|e| call_err("GetUnit", unit, e))?;
+        let props = zbus::fdo::PropertiesProxy::builder(self.proxy.inner().connection())
+            .destination("org.freedesktop.systemd1")
+            .and_then(|b| b.path(path))
+            .map_err(|e| call_err("GetUnit", unit, e))?
+            .build()
+            .await
+            .map_err(|e| call_err("GetUnit", unit, e))?;
+        let iface =
+            zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Scope");
+        let v = props
+            .get(iface, "ControlGroup")
+            .await
+            .map_err(|e| call_err("Get ControlGroup", unit, e.into()))?;
+        String::try_from(v).map_err(|e| call_err("Get ControlGroup", unit, zbus::Error::Variant(e)))
     }
 
     /// Names of the loaded scopes whose name matches `pattern`.

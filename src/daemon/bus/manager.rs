@@ -12,11 +12,12 @@ use crate::daemon::supervisor::{Command, Handle};
 
 pub struct Manager {
     handle: Handle,
+    storage: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Manager {
-    pub fn new(handle: Handle) -> Self {
-        Manager { handle }
+    pub fn new(handle: Handle, storage: tokio::sync::watch::Receiver<Option<String>>) -> Self {
+        Manager { handle, storage }
     }
 }
 
@@ -31,7 +32,7 @@ impl Manager {
         &self,
         spec: HashMap<String, OwnedValue>,
     ) -> Result<(String, OwnedObjectPath), Error> {
-        let spec = StartSpec::from_dict(spec).map_err(Error::InvalidArgument)?;
+        let spec = Box::new(StartSpec::from_dict(spec).map_err(Error::InvalidArgument)?);
         let id = self
             .handle
             .ask(|reply| Command::Start { spec, reply })
@@ -132,6 +133,14 @@ impl Manager {
         old_state: &str,
         new_state: &str,
     ) -> zbus::Result<()>;
+
+    /// The last error writing the database, empty while writes succeed.
+    /// Supervision goes on while it is set; state is rewritten once writes
+    /// work again.
+    #[zbus(property)]
+    fn storage_error(&self) -> String {
+        self.storage.borrow().clone().unwrap_or_default()
+    }
 
     #[zbus(property)]
     fn version(&self) -> String {

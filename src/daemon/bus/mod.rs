@@ -34,13 +34,29 @@ pub(crate) fn gone() -> BusError {
     BusError::Busy("the agent is shutting down".into())
 }
 
-/// Serves the manager and the ObjectManager at their path.
-pub async fn serve(conn: &zbus::Connection, handle: Handle) -> zbus::Result<()> {
+/// Serves the manager and the ObjectManager at their path, and announces
+/// changes of the storage health as PropertiesChanged of `StorageError`.
+pub async fn serve(
+    conn: &zbus::Connection,
+    handle: Handle,
+    mut storage: tokio::sync::watch::Receiver<Option<String>>,
+) -> zbus::Result<()> {
     let server = conn.object_server();
     server
         .at(api::MANAGER_PATH, zbus::fdo::ObjectManager)
         .await?;
-    server.at(api::MANAGER_PATH, Manager::new(handle)).await?;
+    server
+        .at(api::MANAGER_PATH, Manager::new(handle, storage.clone()))
+        .await?;
+    let iface = server.interface::<_, Manager>(api::MANAGER_PATH).await?;
+    tokio::spawn(async move {
+        while storage.changed().await.is_ok() {
+            let emitter = iface.signal_emitter();
+            if let Err(e) = iface.get().await.storage_error_changed(emitter).await {
+                tracing::warn!("announcing the storage state: {e}");
+            }
+        }
+    });
     Ok(())
 }
 

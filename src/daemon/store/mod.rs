@@ -463,6 +463,36 @@ impl Db {
         Ok(ids)
     }
 
+    /// After a storage failure: rewrites every process's state and current
+    /// run from the supervisor's memory (the truth while writes failed).
+    pub fn resync(&mut self, procs: &[(u64, String, u32, RunRecord)], at: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for (id, state, restarts, run) in procs {
+            tx.execute(
+                "UPDATE processes SET state = ?1, restarts = ?2, current_run = ?3 WHERE id = ?4",
+                params![state, restarts, run.id as i64, *id as i64],
+            )?;
+            tx.execute(
+                "UPDATE runs SET main_pid = ?1, control_group = ?2, exited_at = ?3, exit_code = ?4, exit_signal = ?5, reason = ?6 WHERE id = ?7",
+                params![
+                    run.main_pid,
+                    run.control_group,
+                    run.exited_at.map(|v| v as i64),
+                    run.exit_code,
+                    run.exit_signal,
+                    run.reason,
+                    run.id as i64
+                ],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO events (at, kind, detail) VALUES (?1, 'storage', 'writes resumed; state rewritten from memory')",
+            params![at as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The process's record, if it exists.
     pub fn process_state(&self, process_id: u64) -> Result<Option<String>> {
         Ok(self
@@ -479,9 +509,12 @@ impl Db {
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
 /// Handle on the store thread. Cheap to clone; jobs run in send order.
+/// It also carries the store's health: the last write error, cleared only
+/// by [`Store::mark_healthy`] once the supervisor has rewritten its state.
 #[derive(Clone)]
 pub struct Store {
     tx: std::sync::mpsc::Sender<Job>,
+    health: std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl Store {
@@ -500,7 +533,25 @@ impl Store {
                 path: path.to_path_buf(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
-        Ok(Store { tx })
+        let (health, _) = tokio::sync::watch::channel(None);
+        Ok(Store {
+            tx,
+            health: std::sync::Arc::new(health),
+        })
+    }
+
+    /// The current storage error (None when healthy), to watch.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.health.subscribe()
+    }
+
+    /// Whether the last write failed and nothing has been rewritten since.
+    pub fn failing(&self) -> bool {
+        self.health.borrow().is_some()
+    }
+
+    pub fn mark_healthy(&self) {
+        self.health.send_if_modified(|h| h.take().is_some());
     }
 
     /// Runs `f` on the store thread and waits for its result.
@@ -515,7 +566,17 @@ impl Store {
                 let _ = tx.send(f(db));
             }))
             .map_err(|_| Error::Gone)?;
-        rx.await.map_err(|_| Error::Gone)?
+        let r = rx.await.map_err(|_| Error::Gone)?;
+        if let Err(e) = &r {
+            let msg = e.to_string();
+            tracing::error!("{msg}");
+            self.health.send_if_modified(|h| {
+                let changed = h.as_deref() != Some(msg.as_str());
+                *h = Some(msg);
+                changed
+            });
+        }
+        r
     }
 }
 

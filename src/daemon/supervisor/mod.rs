@@ -53,7 +53,7 @@ pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
 /// Requests from the bus.
 pub enum Command {
     Start {
-        spec: StartSpec,
+        spec: Box<StartSpec>,
         reply: Reply<String>,
     },
     List {
@@ -109,7 +109,7 @@ enum Fact {
         run: u64,
         result: Result<Launched, Error>,
     },
-    /// An exit record appeared (inotify), or `u64::MAX`: rescan.
+    /// An exit record appeared (inotify), or `exits::RESCAN`.
     ExitRecorded(u64),
     ScopeGone(String),
     StopDone {
@@ -330,7 +330,7 @@ impl Supervisor {
 
     async fn command(&mut self, c: Command) {
         match c {
-            Command::Start { spec, reply } => self.start_new(spec, reply).await,
+            Command::Start { spec, reply } => self.start_new(*spec, reply).await,
             Command::List { filter, reply } => {
                 let ids: Vec<u64> = self
                     .procs
@@ -419,7 +419,7 @@ impl Supervisor {
     async fn fact(&mut self, f: Fact) {
         match f {
             Fact::Launched { id, run, result } => self.launched(id, run, result).await,
-            Fact::ExitRecorded(u64::MAX) => {
+            Fact::ExitRecorded(exits::RESCAN) => {
                 for run in exits::pending(&self.exits_dir) {
                     self.exit_recorded(run).await;
                 }
@@ -442,7 +442,12 @@ impl Supervisor {
                     self.relaunch(id, "restart policy", false).await;
                 }
             }
-            Fact::Tick => self.sample_all(),
+            Fact::Tick => {
+                self.sample_all();
+                if self.store.failing() {
+                    self.resync().await;
+                }
+            }
             Fact::Prune => self.prune().await,
         }
     }
@@ -700,18 +705,12 @@ impl Supervisor {
             id: id.to_string(),
             run,
             argv: p.config.command.clone(),
-            cwd: p.config.cwd.clone(),
+            cwd: p.config.cwd.clone().into(),
             env: p.config.env.clone(),
-            log_dir: self
-                .logs_dir
-                .join(id.to_string())
-                .to_string_lossy()
-                .into_owned(),
+            log_dir: self.logs_dir.join(id.to_string()),
             log_max_bytes: self.cfg.log_max_size,
             log_files: self.cfg.log_files,
-            exit_file: exits::record_path(&self.exits_dir, run)
-                .to_string_lossy()
-                .into_owned(),
+            exit_file: exits::record_path(&self.exits_dir, run),
         };
         let props = ScopeProps {
             description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
@@ -846,8 +845,9 @@ impl Supervisor {
         let had_record = rec.is_some();
         let uptime = p.launched_at.elapsed();
         let unit = p.run.unit.clone();
-        self.record_ending(id, end.clone()).await;
-        if had_record {
+        // The record stays until its content is committed: if the store
+        // is failing, the next start (or the resync) still finds it.
+        if self.record_ending(id, end.clone()).await && had_record {
             exits::remove(&self.exits_dir, run);
         }
         let Some(p) = self.procs.get(&id) else { return };
@@ -884,9 +884,10 @@ impl Supervisor {
     }
 
     /// Writes the ending of the current run and publishes the new state.
-    async fn record_ending(&mut self, id: u64, end: Ending) {
+    /// Returns whether it was committed.
+    async fn record_ending(&mut self, id: u64, end: Ending) -> bool {
         let Some(p) = self.procs.get_mut(&id) else {
-            return;
+            return false;
         };
         let old = p.state;
         let new = State::parse(&end.state).unwrap_or(State::Failed);
@@ -899,14 +900,13 @@ impl Supervisor {
         let run = p.run.id;
         tracing::info!(id, run, state = %new, reason = %end.reason, code = end.exit_code, signal = end.exit_signal, "ended");
         let old_s = old.as_str();
-        if let Err(e) = self
+        let committed = self
             .store
             .call(move |db| db.record_exit(id, run, old_s, &end))
             .await
-        {
-            tracing::error!("recording the end of {id}: {e}");
-        }
+            .is_ok();
         self.changed(id, old);
+        committed
     }
 
     async fn apply_policy(&mut self, id: u64, uptime: Duration) {
@@ -987,7 +987,7 @@ impl Supervisor {
             Ok(r) => r,
             Err(e) => {
                 for w in std::mem::take(&mut p.launch_waiters) {
-                    let _ = w.send(Err(e.to_string()).map_err(Error::Storage));
+                    let _ = w.send(Err(Error::Storage(e.to_string())));
                 }
                 return;
             }
@@ -1255,6 +1255,44 @@ impl Supervisor {
         });
     }
 
+    // ---- storage failures ------------------------------------------------
+
+    /// Rewrites every process's state after writes failed; when that
+    /// succeeds the store is healthy again and exit records whose runs are
+    /// settled can go.
+    async fn resync(&mut self) {
+        let snapshot: Vec<(u64, String, u32, RunRecord)> = self
+            .procs
+            .values()
+            .map(|p| {
+                (
+                    p.id,
+                    p.state.as_str().to_string(),
+                    p.restarts,
+                    p.run.clone(),
+                )
+            })
+            .collect();
+        if self
+            .store
+            .call(move |db| db.resync(&snapshot, store::now_us()))
+            .await
+            .is_ok()
+        {
+            tracing::info!("storage writes resumed");
+            self.store.mark_healthy();
+            for run in exits::pending(&self.exits_dir) {
+                let settled = self
+                    .procs
+                    .values()
+                    .any(|p| p.run.id == run && !p.state.is_active());
+                if settled {
+                    exits::remove(&self.exits_dir, run);
+                }
+            }
+        }
+    }
+
     // ---- retention -----------------------------------------------------
 
     async fn prune(&mut self) {
@@ -1378,27 +1416,23 @@ impl Supervisor {
 
     async fn adopt(&mut self, p: &mut Proc) {
         let id = p.id;
-        let cg = if p.run.control_group.is_empty() {
-            None
-        } else {
-            Some(p.run.control_group.clone())
-        };
-        let procs = match (&self.cgroups, &cg) {
-            (Some(fs), Some(cg)) => fs.read_procs(cg).unwrap_or_default(),
+        if p.run.control_group.is_empty() {
+            // The agent died between scope creation and recording it.
+            match self.systemd.control_group(&p.run.unit).await {
+                Ok(cg) => p.run.control_group = cg,
+                Err(e) => tracing::warn!(id, "cgroup of {}: {e}", p.run.unit),
+            }
+        }
+        let procs = match &self.cgroups {
+            Some(fs) if !p.run.control_group.is_empty() => {
+                fs.read_procs(&p.run.control_group).unwrap_or_default()
+            }
             _ => vec![],
         };
-        let found = launch::find_shim_and_main(&procs);
-        if let Some((shim, main)) = found {
+        if let Some((_shim, main)) = launch::find_shim_and_main(&procs) {
             if p.run.main_pid == 0 {
                 p.run.main_pid = main;
             }
-            if cg.is_none() {
-                p.run.control_group = launch::read_control_group(shim).unwrap_or_default();
-            }
-        } else if cg.is_none() {
-            // Died mid-launch after the scope existed: find it by the
-            // scope's processes through any PID systemd knows of.
-            tracing::warn!(id, unit = %p.run.unit, "adopting a scope whose cgroup is unknown");
         }
         let was = p.state;
         p.state = if was == State::Stopping {
