@@ -11,13 +11,13 @@ use serde::Serialize;
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
-use crate::api::{self, Filter, ManagerProxy, ProcessProxy, ProcessView, State};
+use crate::api::{self, EventRow, Filter, LogRow, ManagerProxy, ProcessProxy, ProcessView, State};
 
 use super::args::{
     Cli, Command, EventsArgs, KillArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
 };
 use super::error::{Bus, CliError, Result};
-use super::render::{self, EventJson, EventRow, LogJson, LogRow, ProcessJson, StatusJson};
+use super::render::{self, EventJson, LogJson, ProcessJson, StatusJson};
 use super::spec::{build_spec, Caller};
 
 /// How often `logs -f` asks for new lines.

@@ -7,17 +7,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::api::{ProcessView, State, UNSET};
+use crate::api::{EventRow, LogRow, ProcessView, State, UNSET};
 
 use super::format::{
     format_bytes, format_cpu_time, format_duration, format_opt_bytes, format_relative,
     format_time_us, format_time_us_ms, render_table, sanitize, shell_join, signal_name, Align,
 };
-
-/// One event row of `Manager.Events`: (µs, id, kind, detail).
-pub type EventRow = (u64, String, String, String);
-/// One log row of `Manager.Logs`: (µs, stream `o`/`e`/`s`, text).
-pub type LogRow = (u64, String, String);
 
 fn known(n: u64) -> Option<u64> {
     (n != UNSET).then_some(n)
