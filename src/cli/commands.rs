@@ -20,6 +20,8 @@ use super::error::{Bus, CliError, Result};
 use super::render::{self, EventJson, LogJson, ProcessJson, StatusJson};
 use super::spec::{build_spec, Caller};
 
+const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
+
 /// How often `logs -f` asks for new lines.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -48,7 +50,7 @@ fn emit_json<T: Serialize>(value: &T) -> Result<()> {
 
 /// A failure of one of several operations, reported as it happens so the
 /// others still run.
-fn warn(what: &str, e: &CliError) {
+fn warn(what: &str, e: &dyn std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "corralctl: {what}: {e}");
 }
 
@@ -259,6 +261,15 @@ async fn status(ctx: &Ctx, a: &StatusArgs) -> Result<()> {
             Vec::new()
         }
     };
+    // The record may be stale when the agent cannot write its database.
+    if let Ok(err) = ctx.manager.storage_error().await {
+        if !err.is_empty() {
+            warn(
+                "warning: corrald cannot write its database",
+                &CliError::Usage(err),
+            );
+        }
+    }
     if ctx.json {
         emit_json(&StatusJson {
             process: ProcessJson::from(&view),
@@ -315,7 +326,13 @@ async fn per_process(ctx: &Ctx, args: &[String], op: Op) -> Result<()> {
             Op::Restart => p.restart().await,
             Op::Remove => p.remove().await,
         }
-        .map_err(ctx.call_err())?;
+        .map_err(|e| match CliError::from_call(ctx.bus, e) {
+            // The agent serves no object for an unknown id: the bus answers.
+            CliError::Bus { name, .. } if name == UNKNOWN_OBJECT => {
+                CliError::NoSuchProcess(t.id.clone())
+            }
+            other => other,
+        })?;
         Ok::<String, CliError>(t.id)
     }))
     .await;
