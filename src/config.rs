@@ -225,8 +225,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "d" => 86400.0,
         _ => return None,
     };
-    let secs = n * mult;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    // try_from: `from_secs_f64` panics past u64::MAX seconds ("1e30d").
+    Duration::try_from_secs_f64(n * mult).ok()
 }
 
 /// `"512M"`, `"1G"`, `"64K"`, `"1024"` (bytes); binary multiples.
@@ -314,5 +314,7 @@ mod tests {
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
         assert_eq!(parse_duration("-1"), None);
+        // Regression: a huge value panicked in Duration::from_secs_f64.
+        assert_eq!(parse_duration("99999999999999999999999d"), None);
     }
 }

@@ -1,0 +1,373 @@
+//! The `corralctl` command line as clap derive types, plus the value
+//! parsers that turn flag text into typed values. Every malformed value is
+//! rejected here, so it becomes a clap usage error (exit 2) naming the flag;
+//! nothing in this file talks to the bus.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_duration, parse_size};
+
+use super::format::parse_signal;
+
+/// Control corrald, the corral process supervisor, over D-Bus.
+#[derive(Debug, Parser)]
+#[command(name = "corralctl", version, propagate_version = true)]
+pub struct Cli {
+    /// Talk to the system agent on the system bus (default: the user's agent on the session bus).
+    #[arg(long, global = true)]
+    pub system: bool,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a command under supervision, in its own systemd scope; prints its id.
+    Start(Box<StartArgs>),
+    /// List processes, ended ones included.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show everything known about one process, with recent events and output.
+    Status(StatusArgs),
+    /// Stop processes (SIGTERM, then SIGKILL after the agent's stop timeout).
+    Stop(MatchArgs),
+    /// Send a signal to a process's main process and its process group.
+    Kill(KillArgs),
+    /// Stop a process (if running) and start it again with the same id.
+    Restart(IdArg),
+    /// Stop (if running) and forget processes; their events stay.
+    #[command(visible_alias = "remove")]
+    Rm(MatchArgs),
+    /// Show the agent's event history, of one process or of all.
+    Events(EventsArgs),
+    /// Show a process's output.
+    Logs(LogsArgs),
+}
+
+/// `KEY=VALUE` for `--env`, or a bare `KEY` meaning "the caller's value".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvArg {
+    Set(String, String),
+    Inherit(String),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Name shown in lists and usable instead of the id (default: basename of CMD).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Workspace to group the process in (default: the agent's `default`).
+    #[arg(long, short = 'w')]
+    pub workspace: Option<String>,
+    /// Free-form session key to group the process in.
+    #[arg(long, short = 's')]
+    pub session: Option<String>,
+    /// Working directory (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<std::path::PathBuf>,
+    /// Set an environment variable; a bare KEY copies the caller's value. Repeatable.
+    #[arg(long, short = 'e', value_name = "KEY=VALUE", value_parser = parse_env_arg)]
+    pub env: Vec<EnvArg>,
+    /// Send only the --env entries instead of the whole current environment
+    /// (the agent still adds its own environment underneath).
+    #[arg(long)]
+    pub clean_env: bool,
+    /// Attach a label. Repeatable.
+    #[arg(long, short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+    /// Memory limit, e.g. 512M, 2G (binary units) or bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_max: Option<u64>,
+    /// CPU limit in percent of one CPU (50 = half a core, 200 = two cores).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub cpu_quota: Option<f64>,
+    /// Limit on the number of tasks (processes and threads).
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u64>,
+    /// Restart policy.
+    #[arg(long, value_name = "POLICY", value_parser = RESTART_POLICIES)]
+    pub restart: Option<String>,
+    /// First restart delay, doubled on each restart (e.g. 100ms, 2s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub restart_delay: Option<Duration>,
+    /// Cap of the doubling restart delay (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub restart_delay_max: Option<Duration>,
+    /// Restarts allowed within --restart-limit-interval before the process is declared failed.
+    #[arg(long, value_name = "N")]
+    pub restart_limit: Option<u32>,
+    /// Window of --restart-limit (e.g. 60s); rounded up to whole seconds.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub restart_limit_interval: Option<Duration>,
+    /// Uptime after which the restart backoff starts over (e.g. 60s); rounded up to whole seconds.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub restart_reset: Option<Duration>,
+    /// Relaunch the process when the agent starts and its scope is gone.
+    #[arg(long)]
+    pub persistent: bool,
+    /// The command and its arguments (put `--` before it when it has options).
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only processes of this workspace.
+    #[arg(long, short = 'w')]
+    pub workspace: Option<String>,
+    /// Only processes of this session.
+    #[arg(long, short = 's')]
+    pub session: Option<String>,
+    /// Only processes in this state.
+    #[arg(long, value_parser = STATE_NAMES)]
+    pub state: Option<String>,
+}
+
+/// The agent's `Restart` values (`api::spec::RESTART_POLICIES`, which the
+/// api module does not re-export).
+const RESTART_POLICIES: [&str; 3] = ["no", "on-failure", "always"];
+
+/// `api::State` names; a test keeps the two in step.
+const STATE_NAMES: [&str; 6] = [
+    "starting", "running", "stopping", "stopped", "exited", "failed",
+];
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Process id or unique name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Number of events and log lines to show.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub lines: u32,
+}
+
+/// Ids, or a workspace/session filter: `stop` and `rm`.
+#[derive(Debug, Args)]
+pub struct MatchArgs {
+    /// Process ids or unique names.
+    #[arg(
+        value_name = "ID",
+        required_unless_present_any = ["workspace", "session"],
+        conflicts_with_all = ["workspace", "session"]
+    )]
+    pub ids: Vec<String>,
+    /// Every process of this workspace.
+    #[arg(long, short = 'w')]
+    pub workspace: Option<String>,
+    /// Every process of this session.
+    #[arg(long, short = 's')]
+    pub session: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal name (TERM, SIGTERM, hup, …) or number.
+    #[arg(long, short = 's', default_value = "TERM", value_parser = parse_signal_arg)]
+    pub signal: i32,
+    /// Process ids or unique names.
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// Process ids or unique names.
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Process id or unique name (default: events of every process).
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+    /// Number of newest events to show.
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub lines: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Process id or unique name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Number of last lines to show (0 = every kept line).
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub lines: u32,
+    /// Only lines since a time: a duration ago (10m, 2h) or a unix timestamp in seconds.
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub since: Option<Since>,
+    /// Keep printing new output until the process ends or Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Prefix each line with its local time.
+    #[arg(long, short = 't')]
+    pub timestamps: bool,
+    /// Prefix each line with its stream: `[out]`, `[err]` or `[sys]`.
+    #[arg(long)]
+    pub streams: bool,
+}
+
+/// What `--since` means, resolved against the clock only when used.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Since {
+    Ago(Duration),
+    /// Seconds since the epoch.
+    At(u64),
+}
+
+/// Unix timestamps are told apart from durations by size: no one asks for
+/// logs "since 31 years ago", and no timestamp is below 1e9 (2001) anymore.
+const TIMESTAMP_MIN: u64 = 1_000_000_000;
+
+pub fn parse_since(s: &str) -> Result<Since, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        if n >= TIMESTAMP_MIN {
+            return Ok(Since::At(n));
+        }
+    }
+    parse_duration(t)
+        .map(Since::Ago)
+        .ok_or_else(|| format!("'{s}' is neither a duration (10m, 2h) nor a unix timestamp"))
+}
+
+pub fn parse_env_arg(s: &str) -> Result<EnvArg, String> {
+    if s.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    match s.split_once('=') {
+        Some(("", _)) => Err(format!("'{s}' has an empty variable name")),
+        Some((k, v)) => Ok(EnvArg::Set(k.to_string(), v.to_string())),
+        None if s.is_empty() => Err("empty variable name".into()),
+        None => Ok(EnvArg::Inherit(s.to_string())),
+    }
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+pub fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).ok_or_else(|| format!("'{s}' is not a size (e.g. 512M, 2G, 1048576)"))
+}
+
+pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).ok_or_else(|| format!("'{s}' is not a duration (e.g. 100ms, 30s, 5m)"))
+}
+
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix('%').unwrap_or(t);
+    match t.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive percentage (e.g. 50, 200)")),
+    }
+}
+
+pub fn parse_signal_arg(s: &str) -> Result<i32, String> {
+    parse_signal(s)
+        .ok_or_else(|| format!("'{s}' is not a signal name (TERM, SIGKILL, hup) or number (1-64)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::State;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+        for s in STATE_NAMES {
+            assert!(State::parse(s).is_some(), "{s}");
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("corralctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn start_takes_the_command_after_dashes_or_not() {
+        let cli = parse(&["start", "--name", "x", "--", "ls", "-la", "--name"]).unwrap();
+        let Command::Start(a) = cli.command else {
+            panic!("not start")
+        };
+        assert_eq!(a.name.as_deref(), Some("x"));
+        assert_eq!(a.command, ["ls", "-la", "--name"]);
+
+        let cli = parse(&["--json", "start", "sleep", "-9"]).unwrap();
+        assert!(cli.json);
+        let Command::Start(a) = cli.command else {
+            panic!("not start")
+        };
+        assert_eq!(a.command, ["sleep", "-9"]);
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for args in [
+            &["start"][..],
+            &["start", "--memory-max", "lots", "--", "x"],
+            &["start", "--restart", "sometimes", "--", "x"],
+            &["start", "--env", "=v", "--", "x"],
+            &["start", "--cpu-quota", "-5", "--", "x"],
+            &["kill", "-s", "NOPE", "1"],
+            &["stop"],
+            &["stop", "1", "--workspace", "w"],
+            &["list", "--state", "zombie"],
+            &["logs", "1", "--since", "yesterday"],
+            &["bogus"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn global_flags_after_the_subcommand() {
+        let cli = parse(&["list", "--json", "--system"]).unwrap();
+        assert!(cli.json && cli.system);
+    }
+
+    #[test]
+    fn since_tells_timestamps_from_durations() {
+        assert_eq!(parse_since("10m"), Ok(Since::Ago(Duration::from_secs(600))));
+        assert_eq!(parse_since("90"), Ok(Since::Ago(Duration::from_secs(90))));
+        assert_eq!(parse_since("1700000000"), Ok(Since::At(1_700_000_000)));
+        assert!(parse_since("-3").is_err());
+    }
+
+    #[test]
+    fn env_and_label_args() {
+        assert_eq!(
+            parse_env_arg("A=b=c"),
+            Ok(EnvArg::Set("A".into(), "b=c".into()))
+        );
+        assert_eq!(parse_env_arg("A="), Ok(EnvArg::Set("A".into(), "".into())));
+        assert_eq!(parse_env_arg("HOME"), Ok(EnvArg::Inherit("HOME".into())));
+        assert!(parse_env_arg("=x").is_err());
+        assert!(parse_env_arg("").is_err());
+        assert_eq!(parse_label("k=v"), Ok(("k".into(), "v".into())));
+        assert!(parse_label("k").is_err());
+        assert_eq!(parse_percent("50%"), Ok(50.0));
+        assert!(parse_percent("0").is_err());
+        assert!(parse_percent("NaN").is_err());
+    }
+}

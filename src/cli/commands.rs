@@ -1,0 +1,600 @@
+//! The subcommands: each turns its arguments into calls on the agent's
+//! `ManagerProxy` / `ProcessProxy` and hands the answers to `render`.
+//! Owns the bus connection, id-or-name resolution and `logs -f` polling;
+//! formats nothing itself and never calls anything but the `api` proxies.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::join_all;
+use serde::Serialize;
+use zbus::proxy::CacheProperties;
+use zbus::Connection;
+
+use crate::api::{self, EventRow, Filter, LogRow, ManagerProxy, ProcessProxy, ProcessView, State};
+
+use super::args::{
+    Cli, Command, EventsArgs, KillArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
+};
+use super::error::{Bus, CliError, Result};
+use super::render::{self, EventJson, LogJson, ProcessJson, StatusJson};
+use super::spec::{build_spec, Caller};
+
+const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
+
+/// How often `logs -f` asks for new lines.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Writes to stdout, flushing at once so `logs -f` output is not held in
+/// a buffer. A closed pipe comes back as an error (never a panic, as
+/// `println!` would), which ends the command quietly.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)
+}
+
+fn emit_json<T: Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+    emit(&format!("{text}\n"))
+}
+
+/// A failure of one of several operations, reported as it happens so the
+/// others still run.
+fn warn(what: &str, e: &dyn std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "corralctl: {what}: {e}");
+}
+
+/// Lines of ids, one per line, or a JSON array of them.
+fn emit_ids(ids: &[String], json: bool) -> Result<()> {
+    if json {
+        emit_json(&ids)
+    } else {
+        emit(&ids.iter().map(|id| format!("{id}\n")).collect::<String>())
+    }
+}
+
+/// A process the user named on the command line.
+struct Target {
+    id: String,
+    /// Its `List` record; None when an unknown numeric id is passed on for
+    /// the agent to judge (a removed process still has events).
+    view: Option<ProcessView>,
+}
+
+/// The connection and proxy every command uses.
+struct Ctx {
+    bus: Bus,
+    conn: Connection,
+    manager: ManagerProxy<'static>,
+    json: bool,
+}
+
+impl Ctx {
+    async fn connect(bus: Bus, json: bool) -> Result<Ctx> {
+        let conn = match bus {
+            Bus::Session => Connection::session().await,
+            Bus::System => Connection::system().await,
+        }
+        .map_err(|source| CliError::Connect { bus, source })?;
+        // No property cache: it would subscribe to signals and fetch every
+        // property up front, for a client that reads at most one.
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| CliError::from_call(bus, e))?;
+        Ok(Ctx {
+            bus,
+            conn,
+            manager,
+            json,
+        })
+    }
+
+    fn call_err(&self) -> impl Fn(zbus::Error) -> CliError {
+        let bus = self.bus;
+        move |e| CliError::from_call(bus, e)
+    }
+
+    async fn process(&self, id: &str) -> Result<ProcessProxy<'static>> {
+        ProcessProxy::builder(&self.conn)
+            .path(api::process_path(id))
+            .map_err(|_| CliError::NoSuchProcess(id.to_string()))?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(self.call_err())
+    }
+
+    async fn list(&self, filter: &Filter) -> Result<Vec<ProcessView>> {
+        let records = self
+            .manager
+            .list(filter.to_dict())
+            .await
+            .map_err(self.call_err())?;
+        let mut views: Vec<ProcessView> = records.into_iter().map(ProcessView::from_dict).collect();
+        views.sort_by_key(|v| (v.id.parse::<u64>().unwrap_or(u64::MAX), v.id.clone()));
+        Ok(views)
+    }
+
+    /// Resolves each argument against one `List` snapshot.
+    async fn resolve_all(&self, args: &[String]) -> Result<Vec<Result<Target>>> {
+        let views = self.list(&Filter::default()).await?;
+        Ok(args.iter().map(|a| resolve(&views, a)).collect())
+    }
+
+    async fn resolve(&self, arg: &str) -> Result<Target> {
+        let views = self.list(&Filter::default()).await?;
+        resolve(&views, arg)
+    }
+}
+
+/// An id, else a unique name. Names are not unique over time (ended runs
+/// are kept for the retention period), so among several processes of one
+/// name the single active one is meant; anything else is ambiguous.
+fn resolve(views: &[ProcessView], arg: &str) -> Result<Target> {
+    let found = |v: &ProcessView| Target {
+        id: v.id.clone(),
+        view: Some(v.clone()),
+    };
+    if let Some(v) = views.iter().find(|v| v.id == arg) {
+        return Ok(found(v));
+    }
+    let named: Vec<&ProcessView> = views.iter().filter(|v| v.name == arg).collect();
+    match named.as_slice() {
+        [v] => Ok(found(v)),
+        [] if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit()) => Ok(Target {
+            id: arg.to_string(),
+            view: None,
+        }),
+        [] => Err(CliError::NoSuchProcess(arg.to_string())),
+        many => {
+            let active: Vec<&&ProcessView> = many.iter().filter(|v| v.state.is_active()).collect();
+            if let [v] = active.as_slice() {
+                return Ok(found(v));
+            }
+            let candidates = many
+                .iter()
+                .map(|v| format!("{} ({})", v.id, render::state_text(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Err(CliError::Ambiguous {
+                name: arg.to_string(),
+                candidates,
+            })
+        }
+    }
+}
+
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    let bus = if cli.system {
+        Bus::System
+    } else {
+        Bus::Session
+    };
+    // Build the spec before connecting, so a bad flag is reported even
+    // when the agent is not running.
+    let spec = match &cli.command {
+        Command::Start(a) => Some(build_spec(a, &Caller::current()).map_err(CliError::Usage)?),
+        _ => None,
+    };
+    let ctx = Ctx::connect(bus, cli.json).await?;
+    match cli.command {
+        Command::Start(_) => match spec {
+            Some(spec) => start(&ctx, spec).await,
+            None => Ok(()),
+        },
+        Command::List(a) => list(&ctx, &a).await,
+        Command::Status(a) => status(&ctx, &a).await,
+        Command::Stop(a) => stop_or_remove(&ctx, &a, Op::Stop).await,
+        Command::Rm(a) => stop_or_remove(&ctx, &a, Op::Remove).await,
+        Command::Kill(a) => kill(&ctx, &a).await,
+        Command::Restart(a) => per_process(&ctx, &a.ids, Op::Restart).await,
+        Command::Events(a) => events(&ctx, &a).await,
+        Command::Logs(a) => logs(&ctx, &a).await,
+    }
+}
+
+async fn start(ctx: &Ctx, spec: api::StartSpec) -> Result<()> {
+    let (id, path) = ctx
+        .manager
+        .start(spec.to_dict())
+        .await
+        .map_err(ctx.call_err())?;
+    if ctx.json {
+        #[derive(Serialize)]
+        struct Started {
+            id: String,
+            path: String,
+        }
+        emit_json(&Started {
+            id,
+            path: path.to_string(),
+        })
+    } else {
+        // Just the id, so `id=$(corralctl start -- sleep 9)` works.
+        emit(&format!("{id}\n"))
+    }
+}
+
+async fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
+    let filter = Filter {
+        workspace: a.workspace.clone(),
+        session: a.session.clone(),
+        state: a.state.clone(),
+    };
+    let views = ctx.list(&filter).await?;
+    if ctx.json {
+        emit_json(&views.iter().map(ProcessJson::from).collect::<Vec<_>>())
+    } else {
+        emit(&render::list_table(&views, now_us()))
+    }
+}
+
+async fn status(ctx: &Ctx, a: &StatusArgs) -> Result<()> {
+    let target = ctx.resolve(&a.id).await?;
+    let view = target
+        .view
+        .ok_or_else(|| CliError::NoSuchProcess(a.id.clone()))?;
+    // Events and logs are extras: show the record even if they fail.
+    let events: Vec<EventRow> = match ctx.manager.events(&view.id, a.lines).await {
+        Ok(e) => e,
+        Err(e) => {
+            warn("cannot read events", &CliError::from_call(ctx.bus, e));
+            Vec::new()
+        }
+    };
+    let logs: Vec<LogRow> = match ctx.manager.logs(&view.id, a.lines, 0).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn("cannot read logs", &CliError::from_call(ctx.bus, e));
+            Vec::new()
+        }
+    };
+    // The record may be stale when the agent cannot write its database.
+    if let Ok(err) = ctx.manager.storage_error().await {
+        if !err.is_empty() {
+            warn(
+                "warning: corrald cannot write its database",
+                &CliError::Usage(err),
+            );
+        }
+    }
+    if ctx.json {
+        emit_json(&StatusJson {
+            process: ProcessJson::from(&view),
+            events: events.iter().map(EventJson::from).collect(),
+            logs: logs.iter().map(LogJson::from).collect(),
+        })
+    } else {
+        emit(&render::status_page(&view, &events, &logs, now_us()))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Stop,
+    Kill(i32),
+    Restart,
+    Remove,
+}
+
+async fn stop_or_remove(ctx: &Ctx, a: &MatchArgs, op: Op) -> Result<()> {
+    if a.ids.is_empty() {
+        let filter = Filter {
+            workspace: a.workspace.clone(),
+            session: a.session.clone(),
+            state: None,
+        };
+        let ids = match op {
+            Op::Remove => ctx.manager.remove_matching(filter.to_dict()).await,
+            _ => ctx.manager.stop_matching(filter.to_dict()).await,
+        }
+        .map_err(ctx.call_err())?;
+        return emit_ids(&ids, ctx.json);
+    }
+    per_process(ctx, &a.ids, op).await
+}
+
+async fn kill(ctx: &Ctx, a: &KillArgs) -> Result<()> {
+    per_process(ctx, &a.ids, Op::Kill(a.signal)).await
+}
+
+/// Runs `op` on each named process, concurrently (a Stop returns only once
+/// the process has ended, up to the agent's stop timeout). Prints nothing
+/// on success except with --json (the ids done). With one argument its
+/// error is the command's error; with several, each is reported with its
+/// argument and the others still run.
+async fn per_process(ctx: &Ctx, args: &[String], op: Op) -> Result<()> {
+    let targets = ctx.resolve_all(args).await?;
+    let results = join_all(targets.into_iter().map(|t| async move {
+        let t = t?;
+        let p = ctx.process(&t.id).await?;
+        match op {
+            Op::Stop => p.stop().await,
+            Op::Kill(sig) => p.kill(sig).await,
+            Op::Restart => p.restart().await,
+            Op::Remove => p.remove().await,
+        }
+        .map_err(|e| match CliError::from_call(ctx.bus, e) {
+            // The agent serves no object for an unknown id: the bus answers.
+            CliError::Bus { name, .. } if name == UNKNOWN_OBJECT => {
+                CliError::NoSuchProcess(t.id.clone())
+            }
+            other => other,
+        })?;
+        Ok::<String, CliError>(t.id)
+    }))
+    .await;
+    if let [Err(_)] = results.as_slice() {
+        return results.into_iter().next().map_or(Ok(()), |r| r.map(|_| ()));
+    }
+    let mut done = Vec::new();
+    let mut failed = 0;
+    for (arg, r) in args.iter().zip(results) {
+        match r {
+            Ok(id) => done.push(id),
+            Err(e) => {
+                warn(arg, &e);
+                failed += 1;
+            }
+        }
+    }
+    if ctx.json {
+        emit_json(&done)?;
+    }
+    if failed > 0 {
+        return Err(CliError::Partial(failed));
+    }
+    Ok(())
+}
+
+async fn events(ctx: &Ctx, a: &EventsArgs) -> Result<()> {
+    let id = match &a.id {
+        Some(arg) => ctx.resolve(arg).await?.id,
+        None => String::new(),
+    };
+    let rows = ctx
+        .manager
+        .events(&id, a.lines)
+        .await
+        .map_err(ctx.call_err())?;
+    if ctx.json {
+        emit_json(&rows.iter().map(EventJson::from).collect::<Vec<_>>())
+    } else {
+        emit(&render::event_lines(&rows, true))
+    }
+}
+
+/// `--since` as µs since the epoch; 0 means "any time" to the agent, so a
+/// moment at or before the epoch becomes 1.
+fn since_us(since: Option<Since>, now_us: u64) -> u64 {
+    match since {
+        None => 0,
+        Some(Since::Ago(d)) => {
+            let ago = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            now_us.saturating_sub(ago).max(1)
+        }
+        Some(Since::At(secs)) => secs.saturating_mul(1_000_000).max(1),
+    }
+}
+
+/// Prints log rows: JSON Lines with --json (one object per line, so that
+/// `-f` output can be consumed as it comes), else the text.
+fn emit_logs(rows: &[LogRow], a: &LogsArgs, json: bool) -> Result<()> {
+    let mut text = String::new();
+    for row in rows {
+        if json {
+            let line = serde_json::to_string(&LogJson::from(row))
+                .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+            text.push_str(&line);
+        } else {
+            text.push_str(&render::log_line(row, a.timestamps, a.streams));
+        }
+        text.push('\n');
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    emit(&text)
+}
+
+/// Where `logs -f` stands: the newest timestamp printed and how many lines
+/// with exactly that timestamp were printed. Polls ask from that timestamp
+/// on and skip those lines, so two lines in the same microsecond are
+/// neither lost nor printed twice, whether the agent's `since` is
+/// inclusive or not.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Cursor {
+    last_us: u64,
+    seen_at_last: usize,
+}
+
+impl Cursor {
+    fn new(start_us: u64, rows: &[LogRow]) -> Cursor {
+        let mut c = Cursor {
+            last_us: start_us,
+            seen_at_last: 0,
+        };
+        c.advance(rows);
+        c
+    }
+
+    /// Keeps the rows not printed yet, oldest first, and moves past them.
+    fn fresh(&mut self, rows: Vec<LogRow>) -> Vec<LogRow> {
+        let mut skip = self.seen_at_last;
+        let new: Vec<LogRow> = rows
+            .into_iter()
+            .filter(|r| {
+                if r.0 < self.last_us {
+                    return false;
+                }
+                if r.0 == self.last_us && skip > 0 {
+                    skip -= 1;
+                    return false;
+                }
+                true
+            })
+            .collect();
+        self.advance(&new);
+        new
+    }
+
+    fn advance(&mut self, rows: &[LogRow]) {
+        for r in rows {
+            if r.0 > self.last_us {
+                self.last_us = r.0;
+                self.seen_at_last = 1;
+            } else if r.0 == self.last_us {
+                self.seen_at_last += 1;
+            }
+        }
+    }
+}
+
+async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
+    let target = ctx.resolve(&a.id).await?;
+    let since = since_us(a.since, now_us());
+    let rows = ctx
+        .manager
+        .logs(&target.id, a.lines, since)
+        .await
+        .map_err(ctx.call_err())?;
+    emit_logs(&rows, a, ctx.json)?;
+    if !a.follow {
+        return Ok(());
+    }
+    let mut cursor = Cursor::new(since, &rows);
+    let process = ctx.process(&target.id).await?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+        }
+        // State first, lines second: whatever the process wrote before it
+        // ended is in the agent's log by the time the state says so.
+        let alive = still_running(ctx, &process, &target.id).await;
+        let rows = ctx
+            .manager
+            .logs(&target.id, 0, cursor.last_us)
+            .await
+            .map_err(ctx.call_err())?;
+        emit_logs(&cursor.fresh(rows), a, ctx.json)?;
+        if !alive {
+            return Ok(());
+        }
+    }
+}
+
+/// Active, or ended with an automatic restart due (following goes on
+/// through restarts). A process that vanished (removed) has ended.
+async fn still_running(ctx: &Ctx, process: &ProcessProxy<'_>, id: &str) -> bool {
+    let active = match process.state().await {
+        Ok(s) => State::parse(&s).is_some_and(State::is_active),
+        Err(_) => return false,
+    };
+    if active {
+        return true;
+    }
+    // NextRestartAt is not a Process property in the proxy; List has it.
+    match ctx.list(&Filter::default()).await {
+        Ok(views) => views.iter().any(|v| v.id == id && v.next_restart_at != 0),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, name: &str, state: State) -> ProcessView {
+        let mut v = ProcessView::from_dict(Default::default());
+        v.id = id.into();
+        v.name = name.into();
+        v.state = state;
+        v
+    }
+
+    #[test]
+    fn ids_and_names_resolve() {
+        let views = [
+            view("1", "web", State::Exited),
+            view("2", "web", State::Running),
+            view("3", "db", State::Failed),
+            view("4", "db", State::Exited),
+            view("5", "3", State::Running),
+        ];
+        assert_eq!(resolve(&views, "1").unwrap().id, "1");
+        // An id wins over a name that looks like one.
+        assert_eq!(resolve(&views, "3").unwrap().id, "3");
+        // Of two "web", the running one is meant.
+        assert_eq!(resolve(&views, "web").unwrap().id, "2");
+        let err = resolve(&views, "db").err().unwrap();
+        assert!(matches!(err, CliError::Ambiguous { .. }));
+        assert!(err.to_string().contains("3 (failed)") && err.to_string().contains("4 (exited)"));
+        // Unknown numbers are passed on; unknown names are errors.
+        let t = resolve(&views, "99").unwrap();
+        assert!(t.id == "99" && t.view.is_none());
+        assert!(matches!(
+            resolve(&views, "nope"),
+            Err(CliError::NoSuchProcess(_))
+        ));
+        assert!(matches!(
+            resolve(&views, ""),
+            Err(CliError::NoSuchProcess(_))
+        ));
+    }
+
+    fn row(t: u64, s: &str) -> LogRow {
+        (t, "o".into(), s.into())
+    }
+
+    #[test]
+    fn follow_cursor_neither_loses_nor_repeats_lines() {
+        let mut c = Cursor::new(0, &[row(5, "a"), row(7, "b"), row(7, "c")]);
+        assert_eq!(
+            c,
+            Cursor {
+                last_us: 7,
+                seen_at_last: 2
+            }
+        );
+        // An inclusive `since` returns the two lines at 7 again, plus a third.
+        let new = c.fresh(vec![row(7, "b"), row(7, "c"), row(7, "d"), row(9, "e")]);
+        assert_eq!(new, vec![row(7, "d"), row(9, "e")]);
+        // An exclusive one does not.
+        let new = c.fresh(vec![row(10, "f")]);
+        assert_eq!(new, vec![row(10, "f")]);
+        assert!(c.fresh(vec![row(10, "f"), row(3, "old")]).is_empty());
+    }
+
+    #[test]
+    fn since_conversion() {
+        assert_eq!(since_us(None, 100), 0);
+        assert_eq!(
+            since_us(Some(Since::Ago(Duration::from_secs(1))), 5_000_000),
+            4_000_000
+        );
+        assert_eq!(
+            since_us(Some(Since::Ago(Duration::from_secs(10))), 5_000_000),
+            1
+        );
+        assert_eq!(
+            since_us(Some(Since::At(1_700_000_000)), 0),
+            1_700_000_000_000_000
+        );
+        assert_eq!(since_us(Some(Since::At(u64::MAX)), 0), u64::MAX);
+    }
+}

@@ -1,0 +1,617 @@
+//! What `corralctl` prints: the list table, the status page, event and log
+//! lines, and the JSON objects of `--json`. Pure functions of the agent's
+//! records and the current time; the JSON key set is a public interface
+//! (scripts parse it), so it is fixed here and tested.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::api::{EventRow, LogRow, ProcessView, State, UNSET};
+
+use super::format::{
+    format_bytes, format_cpu_time, format_duration, format_opt_bytes, format_relative,
+    format_time_us, format_time_us_ms, render_table, sanitize, shell_join, signal_name, Align,
+};
+
+fn known(n: u64) -> Option<u64> {
+    (n != UNSET).then_some(n)
+}
+
+fn nonzero(n: u64) -> Option<u64> {
+    (n != 0).then_some(n)
+}
+
+/// A process as `list --json` prints it. The first eighteen keys are the
+/// documented contract; the rest are extras, appended after them.
+#[derive(Debug, Serialize)]
+pub struct ProcessJson {
+    pub id: String,
+    pub name: String,
+    pub workspace: String,
+    pub session: String,
+    pub state: State,
+    pub pid: Option<u32>,
+    pub unit: String,
+    pub control_group: String,
+    pub exit_code: Option<i32>,
+    pub exit_signal: Option<i32>,
+    pub restarts: u32,
+    pub memory_bytes: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+    pub cpu_usage_nsec: Option<u64>,
+    pub cpu_percent: Option<f64>,
+    pub tasks: Option<u64>,
+    pub started_at: Option<u64>,
+    pub exited_at: Option<u64>,
+    // Extras.
+    pub command: Vec<String>,
+    pub working_directory: String,
+    pub labels: BTreeMap<String, String>,
+    pub exit_reason: Option<String>,
+    pub restart: String,
+    pub next_restart_at: Option<u64>,
+    pub persistent: bool,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+}
+
+impl From<&ProcessView> for ProcessJson {
+    fn from(v: &ProcessView) -> Self {
+        ProcessJson {
+            id: v.id.clone(),
+            name: v.name.clone(),
+            workspace: v.workspace.clone(),
+            session: v.session.clone(),
+            state: v.state,
+            pid: (v.main_pid != 0).then_some(v.main_pid),
+            unit: v.unit.clone(),
+            control_group: v.control_group.clone(),
+            exit_code: (v.exit_code != -1).then_some(v.exit_code),
+            exit_signal: (v.exit_signal != 0).then_some(v.exit_signal),
+            restarts: v.restarts,
+            memory_bytes: known(v.memory_current),
+            memory_peak_bytes: known(v.memory_peak),
+            cpu_usage_nsec: known(v.cpu_usage_nsec),
+            cpu_percent: cpu_percent(v),
+            tasks: known(v.tasks_current),
+            started_at: nonzero(v.started_at),
+            exited_at: nonzero(v.exited_at),
+            command: v.command.clone(),
+            working_directory: v.working_directory.clone(),
+            labels: v.labels.clone(),
+            exit_reason: Some(v.exit_reason.clone()).filter(|r| !r.is_empty()),
+            restart: v.restart_policy.clone(),
+            next_restart_at: nonzero(v.next_restart_at),
+            persistent: v.persistent,
+            io_read_bytes: known(v.io_read_bytes),
+            io_write_bytes: known(v.io_write_bytes),
+        }
+    }
+}
+
+/// The agent has no "unset" for the percentage itself: it is only
+/// meaningful while CPU time is known, and only while the scope lives.
+fn cpu_percent(v: &ProcessView) -> Option<f64> {
+    (v.state.is_active()
+        && v.cpu_usage_nsec != UNSET
+        && v.cpu_percent.is_finite()
+        && v.cpu_percent >= 0.0)
+        .then_some(v.cpu_percent)
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    pub time_us: u64,
+    pub id: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+impl From<&EventRow> for EventJson {
+    fn from((t, id, kind, detail): &EventRow) -> Self {
+        EventJson {
+            time_us: *t,
+            id: id.clone(),
+            kind: kind.clone(),
+            detail: detail.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogJson {
+    pub time_us: u64,
+    /// `stdout`, `stderr` or `system` (a line the agent wrote itself).
+    pub stream: String,
+    pub text: String,
+}
+
+fn stream_name(s: &str) -> &str {
+    match s {
+        "o" => "stdout",
+        "e" => "stderr",
+        "s" => "system",
+        other => other,
+    }
+}
+
+impl From<&LogRow> for LogJson {
+    fn from((t, stream, text): &LogRow) -> Self {
+        LogJson {
+            time_us: *t,
+            stream: stream_name(stream).to_string(),
+            text: text.clone(),
+        }
+    }
+}
+
+/// `status --json`: the list object plus recent events and output.
+#[derive(Debug, Serialize)]
+pub struct StatusJson {
+    #[serde(flatten)]
+    pub process: ProcessJson,
+    pub events: Vec<EventJson>,
+    pub logs: Vec<LogJson>,
+}
+
+/// The STATE cell: the state, and for ended processes how they ended
+/// (`exited 0`, `failed 3`, `failed SIGKILL`, `failed oom-kill`), plus
+/// `(restarting)` while an automatic restart is due.
+pub fn state_text(v: &ProcessView) -> String {
+    let mut s = match v.state {
+        State::Starting | State::Running | State::Stopping | State::Stopped => {
+            v.state.as_str().to_string()
+        }
+        State::Exited | State::Failed => {
+            let how = match v.exit_reason.as_str() {
+                "oom-kill" | "spawn-failed" | "crash-loop" | "lost" => v.exit_reason.clone(),
+                _ if v.exit_signal > 0 => signal_name(v.exit_signal),
+                _ if v.exit_code >= 0 => v.exit_code.to_string(),
+                _ => String::new(),
+            };
+            if how.is_empty() {
+                v.state.as_str().to_string()
+            } else {
+                format!("{} {how}", v.state)
+            }
+        }
+    };
+    if !v.state.is_active() && v.next_restart_at != 0 {
+        s.push_str(" (restarting)");
+    }
+    s
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        sanitize(s)
+    }
+}
+
+fn uptime(v: &ProcessView, now_us: u64) -> Option<String> {
+    (v.state.is_active() && v.started_at != 0)
+        .then(|| format_duration(now_us.saturating_sub(v.started_at) / 1_000_000))
+}
+
+/// `list` as an aligned table, in the order given.
+pub fn list_table(views: &[ProcessView], now_us: u64) -> String {
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.clone(),
+                dash(&v.name),
+                dash(&v.workspace),
+                state_text(v),
+                if v.main_pid == 0 {
+                    "-".into()
+                } else {
+                    v.main_pid.to_string()
+                },
+                format_opt_bytes(v.memory_current),
+                cpu_percent(v).map_or("-".into(), |p| format!("{p:.1}")),
+                uptime(v, now_us).unwrap_or_else(|| "-".into()),
+                shell_join(&v.command),
+            ]
+        })
+        .collect();
+    use Align::{Left as L, Right as R};
+    render_table(
+        Some(&[
+            "ID",
+            "NAME",
+            "WORKSPACE",
+            "STATE",
+            "PID",
+            "MEM",
+            "CPU%",
+            "UPTIME",
+            "COMMAND",
+        ]),
+        &rows,
+        &[L, L, L, L, R, R, R, R, L],
+    )
+}
+
+/// Event rows, one per line: local time, id (unless `with_id` is false),
+/// kind, detail.
+pub fn event_lines(events: &[EventRow], with_id: bool) -> String {
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|(t, id, kind, detail)| {
+            let mut r = vec![format_time_us_ms(*t)];
+            if with_id {
+                r.push(sanitize(id));
+            }
+            r.push(sanitize(kind));
+            r.push(sanitize(detail));
+            r
+        })
+        .collect();
+    render_table(None, &rows, &[])
+}
+
+/// One output line for `logs`: the text as the process wrote it (colour
+/// escapes intact), optionally after its time and a stream tag.
+pub fn log_line(row: &LogRow, timestamps: bool, streams: bool) -> String {
+    let (t, stream, text) = row;
+    let mut s = String::new();
+    if timestamps {
+        s.push_str(&format_time_us_ms(*t));
+        s.push(' ');
+    }
+    if streams {
+        s.push_str(match stream.as_str() {
+            "o" => "[out] ",
+            "e" => "[err] ",
+            "s" => "[sys] ",
+            _ => "[?] ",
+        });
+    }
+    s.push_str(text);
+    s
+}
+
+/// "(code 3)", "(signal SIGKILL, oom-kill)": how a run ended, for status.
+fn ending(v: &ProcessView) -> String {
+    let mut parts = Vec::new();
+    if v.exit_signal > 0 {
+        parts.push(format!("signal {}", signal_name(v.exit_signal)));
+    } else if v.exit_code >= 0 {
+        parts.push(format!("exit code {}", v.exit_code));
+    }
+    if !["", "exit", "signal", v.state.as_str()].contains(&v.exit_reason.as_str()) {
+        parts.push(sanitize(&v.exit_reason));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+fn when(us: u64, now_us: u64) -> String {
+    format!("{} ({})", format_time_us(us), format_relative(us, now_us))
+}
+
+/// The `status` page, modelled on `systemctl status`.
+pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us: u64) -> String {
+    let mut fields: Vec<(&str, String)> = Vec::new();
+    let state = if v.state.is_active() {
+        match v.started_at {
+            0 => v.state.as_str().to_string(),
+            t => format!("{} since {}", v.state, when(t, now_us)),
+        }
+    } else {
+        let mut s = format!("{}{}", v.state, ending(v));
+        if v.exited_at != 0 {
+            s.push_str(&format!(" since {}", when(v.exited_at, now_us)));
+        }
+        s
+    };
+    fields.push(("State", state));
+    if v.main_pid != 0 {
+        fields.push(("Main PID", v.main_pid.to_string()));
+    }
+    fields.push(("Unit", dash(&v.unit)));
+    fields.push(("CGroup", dash(&v.control_group)));
+    fields.push(("Workspace", dash(&v.workspace)));
+    fields.push(("Session", dash(&v.session)));
+    fields.push(("Command", shell_join(&v.command)));
+    fields.push(("Directory", dash(&v.working_directory)));
+    if !v.labels.is_empty() {
+        let labels: Vec<String> = v
+            .labels
+            .iter()
+            .map(|(k, val)| sanitize(&format!("{k}={val}")))
+            .collect();
+        fields.push(("Labels", labels.join(", ")));
+    }
+    let mut mem = format_opt_bytes(v.memory_current);
+    if v.memory_peak != UNSET {
+        mem.push_str(&format!(" (peak {})", format_bytes(v.memory_peak)));
+    }
+    fields.push(("Memory", mem));
+    let mut cpu = format_cpu_time(v.cpu_usage_nsec);
+    if let Some(p) = cpu_percent(v) {
+        cpu.push_str(&format!(" ({p:.1}%)"));
+    }
+    fields.push(("CPU", cpu));
+    fields.push((
+        "Tasks",
+        known(v.tasks_current).map_or("-".into(), |n| n.to_string()),
+    ));
+    fields.push((
+        "IO",
+        format!(
+            "{} read, {} written",
+            format_opt_bytes(v.io_read_bytes),
+            format_opt_bytes(v.io_write_bytes)
+        ),
+    ));
+    let mut restarts = format!("{} (policy {})", v.restarts, dash(&v.restart_policy));
+    if v.next_restart_at != 0 {
+        restarts.push_str(&format!(
+            ", next {}",
+            format_relative(v.next_restart_at, now_us)
+        ));
+    }
+    fields.push(("Restarts", restarts));
+    fields.push(("Persistent", if v.persistent { "yes" } else { "no" }.into()));
+    if v.started_at != 0 {
+        fields.push(("Started", when(v.started_at, now_us)));
+    }
+    if v.exited_at != 0 {
+        fields.push(("Exited", when(v.exited_at, now_us)));
+    }
+
+    let mut out = format!("● {} {}: {}\n", v.id, dash(&v.name), state_text(v));
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 2;
+    for (k, val) in &fields {
+        out.push_str(&format!("{k:>width$}: {val}\n"));
+    }
+    out.push_str(&format!("\nLast {} events:\n", events.len()));
+    for line in event_lines(events, false).lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out.push_str(&format!("\nLast {} log lines:\n", logs.len()));
+    for row in logs {
+        out.push_str(&format!("  {}\n", log_line(row, false, false)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> ProcessView {
+        ProcessView {
+            id: "7".into(),
+            name: "wéb".into(),
+            command: vec!["sleep".into(), "9".into()],
+            working_directory: "/tmp".into(),
+            workspace: "w".into(),
+            session: String::new(),
+            labels: BTreeMap::new(),
+            state: State::Running,
+            main_pid: 42,
+            unit: "app-corral-web-7.scope".into(),
+            control_group: "/app.slice/app-corral-web-7.scope".into(),
+            exit_code: -1,
+            exit_signal: 0,
+            exit_reason: String::new(),
+            started_at: 1_000_000,
+            exited_at: 0,
+            restarts: 0,
+            restart_policy: "no".into(),
+            next_restart_at: 0,
+            persistent: false,
+            memory_current: 12_900_000,
+            memory_peak: UNSET,
+            cpu_usage_nsec: 5_000_000,
+            cpu_percent: 2.5,
+            tasks_current: 3,
+            io_read_bytes: UNSET,
+            io_write_bytes: UNSET,
+        }
+    }
+
+    const REQUIRED: [&str; 18] = [
+        "id",
+        "name",
+        "workspace",
+        "session",
+        "state",
+        "pid",
+        "unit",
+        "control_group",
+        "exit_code",
+        "exit_signal",
+        "restarts",
+        "memory_bytes",
+        "memory_peak_bytes",
+        "cpu_usage_nsec",
+        "cpu_percent",
+        "tasks",
+        "started_at",
+        "exited_at",
+    ];
+
+    fn json(v: &ProcessView) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(ProcessJson::from(v)).unwrap() {
+            serde_json::Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn json_has_the_required_keys_first() {
+        let text = serde_json::to_string(&ProcessJson::from(&view())).unwrap();
+        // Key order as written: the required ones, in order, then extras.
+        let mut at = 0;
+        for k in REQUIRED {
+            let pos = text
+                .find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("{k} missing"));
+            assert!(pos >= at, "{k} out of order");
+            at = pos;
+        }
+        let m = json(&view());
+        let extras: Vec<&str> = m
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !REQUIRED.contains(k))
+            .collect();
+        assert_eq!(m.len(), REQUIRED.len() + extras.len());
+        for e in extras {
+            assert!(
+                text.find(&format!("\"{e}\":")).unwrap() > at,
+                "{e} before the required keys"
+            );
+        }
+    }
+
+    #[test]
+    fn json_nulls_for_unknown_values() {
+        let m = json(&view());
+        assert_eq!(m["state"], "running");
+        assert_eq!(m["pid"], 42);
+        assert_eq!(m["memory_bytes"], 12_900_000);
+        assert!(m["memory_peak_bytes"].is_null());
+        assert!(m["exit_code"].is_null());
+        assert!(m["exit_signal"].is_null());
+        assert!(m["exited_at"].is_null());
+        assert_eq!(m["started_at"], 1_000_000);
+        assert_eq!(m["cpu_percent"], 2.5);
+        assert!(m["exit_reason"].is_null());
+
+        let mut ended = view();
+        ended.state = State::Failed;
+        ended.main_pid = 0;
+        ended.exit_code = 0;
+        ended.exit_signal = 9;
+        ended.exit_reason = "signal".into();
+        ended.started_at = 0;
+        ended.exited_at = 5;
+        ended.memory_current = UNSET;
+        ended.cpu_usage_nsec = UNSET;
+        ended.tasks_current = UNSET;
+        let m = json(&ended);
+        for k in [
+            "pid",
+            "memory_bytes",
+            "cpu_usage_nsec",
+            "cpu_percent",
+            "tasks",
+            "started_at",
+        ] {
+            assert!(m[k].is_null(), "{k}");
+        }
+        assert_eq!(m["exit_code"], 0);
+        assert_eq!(m["exit_signal"], 9);
+        assert_eq!(m["exited_at"], 5);
+        assert_eq!(m["exit_reason"], "signal");
+    }
+
+    #[test]
+    fn status_json_adds_events_and_logs() {
+        let s = StatusJson {
+            process: ProcessJson::from(&view()),
+            events: vec![EventJson::from(&(
+                1,
+                "7".into(),
+                "started".into(),
+                "pid 42".into(),
+            ))],
+            logs: vec![LogJson::from(&(2, "e".into(), "oops".into()))],
+        };
+        let v = serde_json::to_value(s).unwrap();
+        assert_eq!(v["id"], "7");
+        assert_eq!(v["events"][0]["kind"], "started");
+        assert_eq!(v["logs"][0]["stream"], "stderr");
+    }
+
+    #[test]
+    fn state_cells() {
+        let mut v = view();
+        assert_eq!(state_text(&v), "running");
+        v.state = State::Exited;
+        v.exit_code = 0;
+        assert_eq!(state_text(&v), "exited 0");
+        v.state = State::Failed;
+        v.exit_code = 3;
+        assert_eq!(state_text(&v), "failed 3");
+        v.exit_code = -1;
+        v.exit_signal = 9;
+        assert_eq!(state_text(&v), "failed SIGKILL");
+        v.exit_reason = "oom-kill".into();
+        assert_eq!(state_text(&v), "failed oom-kill");
+        v.next_restart_at = 5;
+        assert_eq!(state_text(&v), "failed oom-kill (restarting)");
+        v.state = State::Stopped;
+        v.next_restart_at = 0;
+        assert_eq!(state_text(&v), "stopped");
+    }
+
+    #[test]
+    fn list_table_stays_aligned_with_utf8_names() {
+        let mut b = view();
+        b.id = "12".into();
+        b.name = "x".into();
+        b.state = State::Exited;
+        b.exit_code = 0;
+        b.main_pid = 0;
+        b.memory_current = UNSET;
+        let out = list_table(&[view(), b], 193_000_000);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let col = |l: &str, pat: &str| l.find(pat).map(|i| l[..i].chars().count());
+        // COMMAND starts at the same column on every line.
+        let c = col(lines[0], "COMMAND");
+        assert_eq!(col(lines[1], "sleep 9"), c);
+        assert_eq!(col(lines[2], "sleep 9"), c);
+        assert_eq!(col(lines[1], "running"), col(lines[0], "STATE"));
+        assert_eq!(col(lines[2], "exited 0"), col(lines[0], "STATE"));
+        assert!(
+            lines[1].contains("12.3M") && lines[1].contains("3m12s") && lines[1].contains("2.5")
+        );
+        assert!(lines[1].contains("wéb"));
+    }
+
+    #[test]
+    fn status_page_mentions_the_essentials() {
+        let mut v = view();
+        v.state = State::Failed;
+        v.exit_code = 3;
+        v.exit_reason = "crash-loop".into();
+        v.exited_at = 2_000_000;
+        let page = status_page(
+            &v,
+            &[(1_000_000, "7".into(), "exited".into(), "code 3".into())],
+            &[(1_500_000, "o".into(), "hello".into())],
+            10_000_000,
+        );
+        assert!(page.starts_with("● 7 wéb: failed crash-loop\n"), "{page}");
+        assert!(
+            page.contains("State: failed (exit code 3, crash-loop) since"),
+            "{page}"
+        );
+        assert!(page.contains("Main PID: 42"));
+        assert!(page.contains("Memory: 12.3M"));
+        assert!(page.contains("Last 1 events:"));
+        assert!(page.contains("exited  code 3"));
+        assert!(page.contains("  hello\n"));
+    }
+
+    #[test]
+    fn log_lines() {
+        let row = (0, "e".to_string(), "boom".to_string());
+        assert_eq!(log_line(&row, false, false), "boom");
+        assert_eq!(log_line(&row, false, true), "[err] boom");
+        assert!(log_line(&row, true, false).ends_with(" boom"));
+    }
+}
