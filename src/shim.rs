@@ -125,6 +125,9 @@ impl LaunchReply {
     }
 }
 
+/// Bytes reserved for an exit record at start (a record is ~110 bytes).
+const RESERVED_RECORD_BYTES: usize = 512;
+
 /// How the child ended, written to `exit_file` as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
@@ -158,21 +161,41 @@ impl ExitRecord {
         }
     }
 
-    /// Writes `<path>.tmp`, fsyncs it and renames it to `path`, so a reader
-    /// woken by IN_MOVED_TO always sees a whole record, even after a crash.
-    pub fn write_atomic(&self, path: &Path) -> io::Result<()> {
+    fn tmp_path(path: &Path) -> PathBuf {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut json = serde_json::to_vec(self).map_err(io::Error::other)?;
-        json.push(b'\n');
+        PathBuf::from(tmp)
+    }
+
+    /// Creates `<path>.tmp` filled with blanks, so the record written at
+    /// exit overwrites space already allocated (a full disk cannot lose it).
+    pub fn reserve(path: &Path) -> io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o640)
+            .open(Self::tmp_path(path))?;
+        file.write_all(&[b' '; RESERVED_RECORD_BYTES])?;
+        file.sync_all()
+    }
+
+    /// Writes `<path>.tmp` (over its reserved space if any), fsyncs it and
+    /// renames it to `path`, so a reader woken by IN_MOVED_TO always sees a
+    /// whole record, even after a crash.
+    pub fn write_atomic(&self, path: &Path) -> io::Result<()> {
+        let tmp = Self::tmp_path(path);
+        let mut json = serde_json::to_vec(self).map_err(io::Error::other)?;
+        json.push(b'\n');
+        // No truncate on open: shrinking afterwards never needs new space.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o640)
             .open(&tmp)?;
         file.write_all(&json)?;
+        file.set_len(json.len() as u64)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&tmp, path)?;
@@ -328,6 +351,15 @@ fn reply(control: &UnixStream, reply: &LaunchReply) {
 /// Everything after `go`: start the child, answer, log, record the exit.
 fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
     let mut log = Log::new(&spec);
+    // Claim the disk space of the exit record now: if the state disk fills
+    // up while the command runs, its exit can still be recorded.
+    if let Err(e) = ExitRecord::reserve(&spec.exit_file) {
+        log.push(
+            b's',
+            now_us(),
+            format!("exit record space not reserved: {e}").as_bytes(),
+        );
+    }
     let mut child = match spawn_child(&spec) {
         Ok(child) => child,
         Err(e) => {

@@ -29,8 +29,10 @@ pub fn read(dir: &Path, run: u64) -> Option<ExitRecord> {
     }
 }
 
+/// Deletes the record of `run` and the space the shim reserved for it.
 pub fn remove(dir: &Path, run: u64) {
     let _ = std::fs::remove_file(record_path(dir, run));
+    let _ = std::fs::remove_file(dir.join(format!("{run}.tmp")));
 }
 
 /// Run ids of every record present (start-up scan).

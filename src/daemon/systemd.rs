@@ -192,8 +192,11 @@ impl Systemd {
                         // subscribers; subscribing again is harmless after a
                         // plain reload.
                         if matches!(sig.args(), Ok(a) if !a.active) {
-                            if let Err(e) = resubscribe.subscribe().await {
-                                tracing::warn!("re-subscribing to systemd after reload: {e}");
+                            match resubscribe.subscribe().await {
+                                Ok(()) => tracing::info!("re-subscribed to systemd after reexec"),
+                                Err(zbus::Error::MethodError(name, _, _))
+                                    if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+                                Err(e) => tracing::warn!("re-subscribing to systemd after reload: {e}"),
                             }
                         }
                     }

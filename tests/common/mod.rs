@@ -219,10 +219,20 @@ impl Agent {
 
     /// Waits until process `id` is in `state`; returns its record.
     pub fn wait_state(&self, id: &str, state: &str, limit: Duration) -> Json {
-        wait_for(limit, &format!("process {id} to be {state}"), || {
+        let start = Instant::now();
+        loop {
             let p = self.get(id);
-            (p["state"] == state).then_some(p)
-        })
+            if p["state"] == state {
+                return p;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "timed out after {limit:?} waiting for process {id} to be {state}: {p}\nagent log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

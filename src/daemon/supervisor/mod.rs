@@ -429,8 +429,24 @@ impl Supervisor {
                 let hit = self.procs.values().find(|p| {
                     p.run.unit == unit && p.state.is_active() && p.state != State::Starting
                 });
+                // systemd also sends UnitRemoved for every unit it unloads
+                // during daemon-reload/reexec, and loads them right back:
+                // only a cgroup with no process left means the scope is gone.
+                let still_there = hit.is_some_and(|p| {
+                    self.cgroups
+                        .as_ref()
+                        .is_some_and(|cg| cg.read_populated(&p.run.control_group).unwrap_or(false))
+                });
                 if let Some((id, run)) = hit.map(|p| (p.id, p.run.id)) {
-                    self.settle_run(id, run).await;
+                    if still_there {
+                        tracing::debug!(
+                            id,
+                            unit,
+                            "UnitRemoved for a populated scope (manager reload): ignored"
+                        );
+                    } else {
+                        self.settle_run(id, run).await;
+                    }
                 }
             }
             Fact::StopDone { id, run, result } => self.stop_done(id, run, result).await,
@@ -1385,6 +1401,16 @@ impl Supervisor {
         }
         for (id, run) in to_settle {
             self.settle_run(id, run).await;
+            // Persistent means "running whenever the agent runs": whatever
+            // ended it while the agent was away (a logout's SIGTERM leaves an
+            // exit record too), it comes back unless its policy already
+            // scheduled a restart.
+            let relaunch = self.procs.get(&id).is_some_and(|p| {
+                p.config.persistent && !p.state.is_active() && p.next_restart_at == 0
+            });
+            if relaunch {
+                to_relaunch.push(id);
+            }
         }
         for id in to_relaunch {
             let _ = self
@@ -1394,7 +1420,7 @@ impl Supervisor {
                         id,
                         None,
                         "persistent",
-                        "scope gone at agent start: relaunching",
+                        "not running at agent start: relaunching",
                         store::now_us(),
                     )
                 })
