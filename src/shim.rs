@@ -370,6 +370,8 @@ fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
             // Also in the log, where `corralctl logs` users look first.
             log.push(b's', now_us(), format!("start failed: {e}").as_bytes());
             log.flush();
+            // No run, no record: give the reserved space back.
+            let _ = fs::remove_file(ExitRecord::tmp_path(&spec.exit_file));
             reply(&control, &failed);
             return EXIT_SPAWN_FAILED;
         }

@@ -125,9 +125,12 @@ fn start_via_busctl_and_read_properties() {
 fn memory_of_a_forking_tree_is_counted_whole() {
     need_testbed!();
     let agent = Agent::start();
-    // Three children each touching 50 MB; the parent waits.
-    let script = "import os,time\nfor i in range(3):\n    if os.fork()==0:\n        b=bytearray(50*1024*1024)\n        for j in range(0,len(b),4096): b[j]=1\n        time.sleep(300)\n        os._exit(0)\ntime.sleep(300)\n";
-    let id = agent.start_cmd(&["--name", "tree", "--", "python3", "-c", script]);
+    // Three children each holding 50 MB: dd fills its 50 MB buffer and
+    // then blocks writing it into a pipe nobody reads. Plain coreutils, so
+    // it runs in the VM guest too.
+    let script =
+        "for i in 1 2 3; do dd if=/dev/zero bs=50M count=1 2>/dev/null | sleep 300 & done; wait";
+    let id = agent.start_cmd(&["--name", "tree", "--", "sh", "-c", script]);
     agent.wait_state(&id, "running", T);
     let p = wait_for(Duration::from_secs(20), "memory >= 150 MB", || {
         let p = agent.get(&id);
