@@ -728,3 +728,27 @@ fn config_errors_name_the_key() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn corralctl_start_runs_like_a_shell_would() {
+    need_testbed!();
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(Command::new(bin("corralctl"))
+        .args(["start", "--", "sh", "-c", "pwd; echo \"var=$MY_VAR\""])
+        .current_dir(dir.path())
+        .env("MY_VAR", "from-the-caller"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    agent.wait_state(&id, "exited", T);
+    let logs = agent.ctl_ok(&["logs", &id]);
+    let cwd = dir.path().canonicalize().unwrap();
+    assert!(logs.contains(cwd.to_str().unwrap()), "{logs}");
+    assert!(logs.contains("var=from-the-caller"), "{logs}");
+    // --clean-env: only what is given, neither the caller's nor the agent's.
+    let id = agent.start_cmd(&["--clean-env", "--env", "ONLY=this", "--", "/usr/bin/env"]);
+    agent.wait_state(&id, "exited", T);
+    let logs = agent.ctl_ok(&["logs", &id]);
+    assert!(logs.contains("ONLY=this"), "{logs}");
+    assert!(!logs.contains("HOME="), "{logs}");
+}

@@ -23,6 +23,9 @@ pub struct StartSpec {
     pub working_directory: Option<String>,
     /// `Environment` (as): `KEY=VALUE` entries added to the agent's environment.
     pub environment: Vec<String>,
+    /// `CleanEnvironment` (b): `Environment` is the whole environment
+    /// instead of additions to the agent's.
+    pub clean_environment: Option<bool>,
     /// `Workspace` (s): defaults to `default`.
     pub workspace: Option<String>,
     /// `Session` (s): free-form grouping key, empty when unset.
@@ -119,6 +122,7 @@ impl StartSpec {
                 "Name" => spec.name = Some(typed(k, value, "s")?),
                 "WorkingDirectory" => spec.working_directory = Some(typed(k, value, "s")?),
                 "Environment" => spec.environment = typed(k, value, "as")?,
+                "CleanEnvironment" => spec.clean_environment = Some(typed(k, value, "b")?),
                 "Workspace" => spec.workspace = Some(typed(k, value, "s")?),
                 "Session" => spec.session = Some(typed(k, value, "s")?),
                 "Labels" => {
@@ -225,6 +229,9 @@ impl StartSpec {
         }
         if !self.environment.is_empty() {
             put("Environment", Value::from(self.environment.clone()));
+        }
+        if let Some(v) = self.clean_environment {
+            put("CleanEnvironment", Value::from(v));
         }
         if let Some(v) = &self.workspace {
             put("Workspace", Value::from(v.clone()));
@@ -348,6 +355,7 @@ mod tests {
             name: Some("web".into()),
             working_directory: Some("/tmp".into()),
             environment: vec!["A=1".into()],
+            clean_environment: Some(true),
             workspace: Some("proj".into()),
             session: Some("s1".into()),
             labels: [("k".to_string(), "v".to_string())].into(),

@@ -73,8 +73,8 @@ pub struct StartArgs {
     /// Set an environment variable; a bare KEY copies the caller's value. Repeatable.
     #[arg(long, short = 'e', value_name = "KEY=VALUE", value_parser = parse_env_arg)]
     pub env: Vec<EnvArg>,
-    /// Send only the --env entries instead of the whole current environment
-    /// (the agent still adds its own environment underneath).
+    /// Run with only the --env entries as the environment (neither the
+    /// caller's nor the agent's).
     #[arg(long)]
     pub clean_env: bool,
     /// Attach a label. Repeatable.

@@ -40,6 +40,7 @@ pub fn build_spec(args: &StartArgs, caller: &Caller) -> Result<StartSpec, String
     spec.session = args.session.clone();
     spec.working_directory = Some(working_directory(args.cwd.as_deref(), &caller.current_dir)?);
     spec.environment = environment(&caller.env, args.clean_env, &args.env);
+    spec.clean_environment = args.clean_env.then_some(true);
     spec.labels = args.label.iter().cloned().collect();
     spec.memory_max = args.memory_max;
     spec.cpu_quota = args.cpu_quota;

@@ -575,7 +575,11 @@ impl Supervisor {
     // ---- start -------------------------------------------------------
 
     fn process_config(&self, spec: &StartSpec) -> ProcessConfig {
-        let mut env: Vec<(String, String)> = self.base_env.clone();
+        let mut env: Vec<(String, String)> = if spec.clean_environment == Some(true) {
+            Vec::new()
+        } else {
+            self.base_env.clone()
+        };
         for e in &spec.environment {
             if let Some((k, v)) = e.split_once('=') {
                 env.retain(|(ek, _)| ek != k);
