@@ -310,3 +310,43 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A file a supervised `sh` waits for: lets a test decide exactly when a
+/// process ends (e.g. while the agent is down) instead of guessing with
+/// sleeps, which breaks on slow machines (the VM tier).
+pub struct Gate {
+    dir: tempfile::TempDir,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate {
+            dir: tempfile::Builder::new()
+                .prefix("corral-gate.")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("open")
+    }
+
+    /// A script that waits for the gate, then consumes it and exits `code`.
+    pub fn script(&self, code: i32) -> String {
+        let p = self.path();
+        let p = p.display();
+        format!("while [ ! -e {p} ]; do sleep 0.02; done; rm -f {p}; exit {code}")
+    }
+
+    pub fn open(&self) {
+        std::fs::write(self.path(), b"").expect("open gate");
+    }
+}
+
+/// Waits until `pid` has exited.
+pub fn wait_gone(pid: u32, limit: Duration) {
+    wait_for(limit, &format!("pid {pid} to exit"), || {
+        (!alive(pid)).then_some(())
+    });
+}
