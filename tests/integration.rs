@@ -757,3 +757,33 @@ fn corralctl_start_runs_like_a_shell_would() {
     assert!(logs.contains("ONLY=this"), "{logs}");
     assert!(!logs.contains("HOME="), "{logs}");
 }
+
+#[test]
+fn io_bytes_come_from_io_stat_where_the_io_controller_is_delegated() {
+    need_testbed!();
+    let agent = Agent::start();
+    let gate = Gate::new();
+    // Write 8 MB to a real block device (not tmpfs), synced, then wait.
+    let script = format!(
+        "f=/var/tmp/corral-io.$$; dd if=/dev/zero of=$f bs=1M count=8 conv=fsync 2>/dev/null; rm -f $f; {}",
+        gate.script(0)
+    );
+    let id = agent.start_cmd(&["--", "sh", "-c", &script]);
+    let p = agent.wait_state(&id, "running", T);
+    let cg = p["control_group"].as_str().unwrap().to_string();
+    // Only a cgroup v2 hierarchy with the io controller has io.stat.
+    let has_io_stat = std::path::Path::new(&format!("/sys/fs/cgroup{cg}/io.stat")).exists();
+    if has_io_stat {
+        let p = wait_for(T, "8 MB written", || {
+            let p = agent.get(&id);
+            (p["io_write_bytes"].as_u64().unwrap_or(0) >= 8 << 20).then_some(p)
+        });
+        eprintln!("io.stat: wrote {} bytes", p["io_write_bytes"]);
+    } else {
+        // Hybrid host (v1 blkio is not set up by the user manager): unknown, not 0.
+        assert!(p["io_write_bytes"].is_null(), "{p}");
+        eprintln!("no io.stat for {cg}: I/O reported as unknown");
+    }
+    gate.open();
+    agent.wait_state(&id, "exited", T);
+}
