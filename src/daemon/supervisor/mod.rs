@@ -1631,38 +1631,27 @@ mod tests {
 
     #[test]
     fn endings_follow_the_state_rules() {
-        let st = |e: Ending| (e.state, e.reason);
-        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
-        assert_eq!(
-            st(ending(false, 0, Some(&rec(0, 0)), false)),
-            s("exited", "exit")
-        );
-        assert_eq!(
-            st(ending(false, 0, Some(&rec(3, 0)), false)),
-            s("failed", "exit")
-        );
-        assert_eq!(
-            st(ending(false, 0, Some(&rec(-1, 9)), false)),
-            s("failed", "signal")
-        );
-        assert_eq!(
-            st(ending(false, 0, Some(&rec(-1, 9)), true)),
-            s("failed", "oom-kill")
-        );
-        assert_eq!(
-            st(ending(false, 15, Some(&rec(-1, 15)), false)),
-            s("stopped", "killed")
-        );
-        assert_eq!(
-            st(ending(false, 1, Some(&rec(-1, 15)), false)),
-            s("failed", "signal")
-        );
-        assert_eq!(
-            st(ending(true, 0, Some(&rec(-1, 15)), false)),
-            s("stopped", "stopped")
-        );
-        assert_eq!(st(ending(true, 0, None, false)), s("stopped", "stopped"));
-        assert_eq!(st(ending(false, 0, None, false)), s("failed", "lost"));
+        // (stop requested, Kill signal sent, record (code, signal), OOM) -> (state, reason)
+        let cases = [
+            (false, 0, Some((0, 0)), false, "exited", "exit"),
+            (false, 0, Some((3, 0)), false, "failed", "exit"),
+            (false, 0, Some((-1, 9)), false, "failed", "signal"),
+            (false, 0, Some((-1, 9)), true, "failed", "oom-kill"),
+            (false, 15, Some((-1, 15)), false, "stopped", "killed"),
+            (false, 1, Some((-1, 15)), false, "failed", "signal"),
+            (true, 0, Some((-1, 15)), false, "stopped", "stopped"),
+            (true, 0, None, false, "stopped", "stopped"),
+            (false, 0, None, false, "failed", "lost"),
+        ];
+        for (stop, kill, r, oom, state, reason) in cases {
+            let record = r.map(|(c, s)| rec(c, s));
+            let e = ending(stop, kill, record.as_ref(), oom);
+            assert_eq!(
+                (e.state.as_str(), e.reason.as_str()),
+                (state, reason),
+                "{stop} {kill} {r:?} {oom}"
+            );
+        }
         assert_eq!(ending(false, 0, Some(&rec(3, 0)), false).at, 5);
     }
 }
