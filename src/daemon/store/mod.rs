@@ -218,6 +218,7 @@ impl Db {
     pub fn insert_run(
         &mut self,
         process_id: u64,
+        old: &str,
         unit: &str,
         reason: &str,
         reset_restarts: bool,
@@ -236,7 +237,7 @@ impl Db {
         )?;
         tx.execute(
             "INSERT INTO events (at, process_id, run_id, kind, detail) VALUES (?1, ?2, ?3, 'state', ?4)",
-            params![at as i64, process_id as i64, run as i64, format!("-> starting ({reason})")],
+            params![at as i64, process_id as i64, run as i64, format!("{old} -> starting ({reason})")],
         )?;
         tx.commit()?;
         Ok(run)

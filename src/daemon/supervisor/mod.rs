@@ -998,7 +998,7 @@ impl Supervisor {
         let u = unit.clone();
         let inserted = self
             .store
-            .call(move |db| db.insert_run(id, &u, why, manual, store::now_us()))
+            .call(move |db| db.insert_run(id, old.as_str(), &u, why, manual, store::now_us()))
             .await;
         let Some(p) = self.procs.get_mut(&id) else {
             return;
