@@ -547,14 +547,16 @@ fn a_failed_start_leaves_no_row_and_no_scope() {
         text(&out.stderr)
     );
     assert!(agent.list(&[]).is_empty());
-    let units = run(Command::new("systemctl").args([
-        "--user",
-        "list-units",
-        "--all",
-        "--no-legend",
-        "app-corral-ghost*",
-    ]));
+    // The shim exits once it has reported the failure; its scope, empty,
+    // goes with it.
     wait_for(T, "no ghost scope", || {
+        let units = run(Command::new("systemctl").args([
+            "--user",
+            "list-units",
+            "--all",
+            "--no-legend",
+            "app-corral-ghost*",
+        ]));
         text(&units.stdout).trim().is_empty().then_some(())
     });
     let db = rusqlite::Connection::open(agent.db_path()).unwrap();
