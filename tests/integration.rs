@@ -133,7 +133,7 @@ fn memory_of_a_forking_tree_is_counted_whole() {
         "for i in 1 2 3; do dd if=/dev/zero bs=50M count=1 2>/dev/null | sleep 300 & done; wait";
     let id = agent.start_cmd(&["--name", "tree", "--", "sh", "-c", script]);
     agent.wait_state(&id, "running", T);
-    let p = wait_for(Duration::from_secs(20), "memory >= 150 MB", || {
+    let p = wait_for(T, "memory >= 150 MB", || {
         let p = agent.get(&id);
         (p["memory_bytes"].as_u64().unwrap_or(0) >= 150 << 20).then_some(p)
     });
@@ -147,7 +147,7 @@ fn cpu_time_and_percent_come_from_the_cgroup() {
     let agent = Agent::start();
     let id = agent.start_cmd(&["--name", "spin", "--", "sh", "-c", "while :; do :; done"]);
     agent.wait_state(&id, "running", T);
-    let p = wait_for(Duration::from_secs(20), "cpu% > 20", || {
+    let p = wait_for(T, "cpu% > 20", || {
         let p = agent.get(&id);
         (p["cpu_percent"].as_f64().unwrap_or(0.0) > 20.0).then_some(p)
     });

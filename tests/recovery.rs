@@ -144,18 +144,18 @@ fn twenty_processes_survive_kill_9_of_the_agent() {
         "{s}"
     );
     assert_eq!(agent.list(&[]).len(), 20, "no duplicates");
-    let scopes = run(Command::new("systemctl").args([
-        "--user",
-        "list-units",
-        "--no-legend",
-        "--state=active",
-        "app-corral-*.scope",
-    ]));
-    assert_eq!(
-        text(&scopes.stdout).lines().count(),
-        19,
-        "one scope per running process"
-    );
+    // One scope per running process (the ended one's goes as soon as its
+    // shim has drained the last output).
+    wait_for(T, "19 active scopes", || {
+        let scopes = run(Command::new("systemctl").args([
+            "--user",
+            "list-units",
+            "--no-legend",
+            "--state=active",
+            "app-corral-*.scope",
+        ]));
+        (text(&scopes.stdout).lines().count() == 19).then_some(())
+    });
     // Usage continues for adopted processes.
     assert!(agent.get(&ids[0])["memory_bytes"].as_u64().is_some());
 }
