@@ -180,9 +180,9 @@ impl ExitRecord {
         file.sync_all()
     }
 
-    /// Writes `<path>.tmp` (over its reserved space if any), fsyncs it and
-    /// renames it to `path`, so a reader woken by IN_MOVED_TO always sees a
-    /// whole record, even after a crash.
+    /// Writes `<path>.tmp` (over its reserved space if any) and renames it
+    /// to `path`, so a reader woken by IN_MOVED_TO always sees a whole
+    /// record.
     pub fn write_atomic(&self, path: &Path) -> io::Result<()> {
         let tmp = Self::tmp_path(path);
         let mut json = serde_json::to_vec(self).map_err(io::Error::other)?;
@@ -196,16 +196,13 @@ impl ExitRecord {
             .open(&tmp)?;
         file.write_all(&json)?;
         file.set_len(json.len() as u64)?;
-        file.sync_all()?;
         drop(file);
+        // No fsync: the rename is what wakes corrald, and it is on the
+        // path of exit-detection latency (an fsync costs milliseconds, up
+        // to tens on a busy disk). The record must survive a crash of
+        // corrald, which the page cache does; after a power loss the
+        // process is gone anyway and is recorded `lost`.
         fs::rename(&tmp, path)?;
-        // Make the rename itself durable; failing that is not worth
-        // reporting, the record is already visible.
-        if let Some(dir) = path.parent() {
-            if let Ok(dir) = File::open(dir) {
-                let _ = dir.sync_all();
-            }
-        }
         Ok(())
     }
 
