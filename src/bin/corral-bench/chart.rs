@@ -4,8 +4,8 @@
 
 use crate::report::{percentile, Figure};
 
-const W: f64 = 1000.0;
-const LEFT: f64 = 390.0;
+/// Width of the plot area and the right margin, px.
+const PLOT: f64 = 620.0;
 const RIGHT: f64 = 30.0;
 const ROW: f64 = 26.0;
 const TOP: f64 = 56.0;
@@ -48,11 +48,19 @@ pub fn svg(title: &str, figures: &[&Figure]) -> String {
         .fold(0.0, f64::max)
         .max(lo * 10.0);
     let (d0, d1) = (lo.log10().floor(), hi.log10().ceil());
-    let plot_w = W - LEFT - RIGHT;
-    let x = |v: f64| LEFT + (v.max(1e-3).log10() - d0) / (d1 - d0) * plot_w;
+    // DejaVu Sans at 12 px averages under 7 px a character.
+    let longest = rows
+        .iter()
+        .map(|(f, s)| f.label.chars().count() + format!(" (n={})", s.len()).len())
+        .max()
+        .unwrap_or(20);
+    let left = 7.0 * longest as f64 + 20.0;
+    let w = left + PLOT + RIGHT;
+    let plot_w = PLOT;
+    let x = |v: f64| left + (v.max(1e-3).log10() - d0) / (d1 - d0) * plot_w;
     let h = TOP + ROW * rows.len() as f64 + 60.0;
     let mut o = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" viewBox=\"0 0 {W} {h}\" font-family=\"DejaVu Sans, sans-serif\" font-size=\"12\">\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"DejaVu Sans, sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
         10,
@@ -86,14 +94,14 @@ pub fn svg(title: &str, figures: &[&Figure]) -> String {
         let cy = TOP + ROW * i as f64 + ROW / 2.0;
         if i % 2 == 1 {
             o += &format!(
-                "<rect x=\"0\" y=\"{}\" width=\"{W}\" height=\"{ROW}\" fill=\"#000\" fill-opacity=\"0.03\"/>\n",
+                "<rect x=\"0\" y=\"{}\" width=\"{w}\" height=\"{ROW}\" fill=\"#000\" fill-opacity=\"0.03\"/>\n",
                 cy - ROW / 2.0
             );
         }
         let label = format!("{} (n={})", f.label, s.len());
         o += &format!(
             "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
-            LEFT - 8.0,
+            left - 8.0,
             cy + 4.0,
             esc(&label)
         );
@@ -128,7 +136,7 @@ pub fn svg(title: &str, figures: &[&Figure]) -> String {
         );
     }
     o += &format!(
-        "<text x=\"{LEFT}\" y=\"{:.1}\" fill=\"#333\">whisker: min–max · box: p25–p75 · black: median · red: p99 · grey rows: baselines (not corral) · log scale</text>\n</svg>\n",
+        "<text x=\"10\" y=\"{:.1}\" fill=\"#333\">whisker: min–max · box: p25–p75 · black: median · red: p99 · grey rows: baselines (not corral) · log scale</text>\n</svg>\n",
         bottom + 40.0
     );
     o

@@ -282,16 +282,24 @@ async fn run(args: Args) -> Result<()> {
         let agent = Agent::start(&b.bins, &b.ctl.conn, b.plan.latency_interval_s).await?;
         let r = async {
             if wants("start") {
+                let busy = sys::Busy::new();
                 b.start_latency().await?;
+                b.busy_note("1 start latency", &busy);
             }
             if wants("storm") {
+                let busy = sys::Busy::new();
                 b.storm_and_kill().await?;
+                b.busy_note("2 storm + 3 kill -9", &busy);
             }
             if wants("exit") {
+                let busy = sys::Busy::new();
                 b.exit_detection().await?;
+                b.busy_note("3 exit detection", &busy);
             }
             if wants("restart") {
+                let busy = sys::Busy::new();
                 b.restart_latency().await?;
+                b.busy_note("4 restart", &busy);
             }
             anyhow::Ok(())
         }
@@ -311,10 +319,7 @@ async fn run(args: Args) -> Result<()> {
     b.rep.duration_s = started.elapsed().as_secs_f64();
     set_targets(&mut b.rep, &b.plan);
     write_outputs(&b.rep, &args.out)?;
-    println!("{}", b.rep.table());
-    for n in &b.rep.notes {
-        println!("note: {n}");
-    }
+    println!("{}\nnotes:\n{}", b.rep.table(), b.rep.notes_text());
     println!(
         "\nwrote {}/bench-results.json, bench-table.md, latency.svg ({:.0} s)",
         args.out.display(),
@@ -334,8 +339,14 @@ fn write_outputs(rep: &Report, out: &Path) -> Result<()> {
         out.join("bench-results.json"),
         serde_json::to_string_pretty(rep)?,
     )?;
-    std::fs::write(out.join("bench-table.txt"), rep.table())?;
-    std::fs::write(out.join("bench-table.md"), rep.markdown())?;
+    std::fs::write(
+        out.join("bench-table.txt"),
+        format!("{}\nnotes:\n{}", rep.table(), rep.notes_text()),
+    )?;
+    std::fs::write(
+        out.join("bench-table.md"),
+        format!("{}\n{}", rep.markdown(), rep.notes_text()),
+    )?;
     let figs: Vec<&report::Figure> = rep.figures.iter().filter(|f| f.chart).collect();
     let title = format!(
         "corral latency distributions — {} CPUs, {}, {}",
@@ -399,6 +410,17 @@ fn set_targets(rep: &mut Report, plan: &Plan) {
 }
 
 impl Bench {
+    /// Records how busy the whole machine was during a section: the bench,
+    /// corrald, systemd and dbus-daemon share the CPUs with anything else.
+    fn busy_note(&mut self, what: &str, busy: &sys::Busy) {
+        if let Some(p) = busy.percent() {
+            let nproc = self.rep.machine["nproc"].as_u64().unwrap_or(0);
+            self.rep.notes.push(format!(
+                "{what}: the machine's {nproc} CPUs were {p:.0}% busy (all processes, ours included)"
+            ));
+        }
+    }
+
     // ---- 1: start latency ---------------------------------------------
 
     async fn start_latency(&mut self) -> Result<()> {
@@ -665,6 +687,39 @@ impl Bench {
         );
         if nerr > 0 {
             r.note_on("storm.errors", &format!("{errors:?}"));
+        }
+
+        // Baseline: the same storm of systemd-run --scope processes.
+        let t0 = Instant::now();
+        let children: Vec<_> = (0..n)
+            .filter_map(|_| {
+                Command::new("systemd-run")
+                    .args(["--user", "--scope", "--quiet", "true"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        let spawned = children.len();
+        let sd_ok = children
+            .into_iter()
+            .filter_map(|mut c| c.wait().ok())
+            .filter(|s| s.success())
+            .count();
+        self.rep.add(
+            sec,
+            "baseline.sdrun_storm",
+            &format!("baseline: {n} systemd-run --scope true at once → all exited"),
+            "ms",
+            vec![ms(t0.elapsed())],
+        );
+        if sd_ok < n {
+            self.rep.note_on(
+                "baseline.sdrun_storm",
+                &format!("{spawned} spawned, {sd_ok} succeeded"),
+            );
         }
 
         // 3b: kill -9 of the main process at a known time → signal.
@@ -958,9 +1013,10 @@ impl Bench {
             self.rep.note_on(
                 &format!("footprint.cpu.{tag}"),
                 &format!(
-                    "{:.3}% of one core over a {:.0} s window; shims together {:.3} s/min, systemd --user {:.3} s/min, dbus-daemon {:.3} s/min",
+                    "{:.3}% of one core over a {:.0} s window (machine {:.0}% busy); shims together {:.3} s/min, systemd --user {:.3} s/min, dbus-daemon {:.3} s/min",
                     w.cpu_s_per_min / 60.0 * 100.0,
                     w.secs,
+                    w.machine_busy,
                     w.shims_cpu_s_per_min,
                     w.systemd_cpu_s_per_min,
                     w.dbus_cpu_s_per_min
@@ -1228,6 +1284,8 @@ async fn start_many(clients: &[Client], n: usize, conc: usize) -> (usize, Vec<St
 }
 
 struct Window {
+    /// Whole machine, all CPUs, percent.
+    machine_busy: f64,
     secs: f64,
     rss_mb: Vec<f64>,
     cpu_s_per_min: f64,
@@ -1248,6 +1306,7 @@ async fn measure_window(pid: u32, len: Duration) -> Window {
     let systemd = sys::pids_by_comm("systemd");
     let dbus = sys::pids_by_comm("dbus-daemon");
     let t0 = Instant::now();
+    let busy = sys::Busy::new();
     let c0 = sys::read_cpu_ticks(pid).unwrap_or(0);
     let (s0, d0, b0) = (ticks(&shims), ticks(&systemd), ticks(&dbus));
     let mut rss = vec![];
@@ -1268,6 +1327,7 @@ async fn measure_window(pid: u32, len: Duration) -> Window {
     let per_min = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / hz / secs * 60.0;
     let c1 = sys::read_cpu_ticks(pid).unwrap_or(0);
     Window {
+        machine_busy: busy.percent().unwrap_or(f64::NAN),
         secs,
         rss_mb: rss,
         cpu_s_per_min: per_min(c0, c1),

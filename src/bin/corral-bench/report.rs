@@ -258,6 +258,18 @@ impl Report {
         out
     }
 
+    /// The figures' notes and the run's notes, one per line.
+    pub fn notes_text(&self) -> String {
+        let mut out = String::new();
+        for f in self.figures.iter().filter(|f| !f.note.is_empty()) {
+            out.push_str(&format!("- {}: {}\n", f.label, f.note));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("- {n}\n"));
+        }
+        out
+    }
+
     /// The same table in Markdown, for BENCHMARK.md.
     pub fn markdown(&self) -> String {
         let mut out = String::from(

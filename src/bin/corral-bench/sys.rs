@@ -121,3 +121,36 @@ pub fn machine() -> serde_json::Value {
         "corral_rev": std::env::var("CORRAL_BENCH_REV").unwrap_or_default(),
     })
 }
+
+/// Whole-machine CPU time from /proc/stat: (busy, total) in ticks, all
+/// CPUs. /proc/stat is not namespaced, so this sees everything on the
+/// machine — including work that is not ours and competes with it.
+pub fn read_machine_cpu() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Measures how busy the whole machine was between `new` and `percent`.
+pub struct Busy(Option<(u64, u64)>);
+
+impl Busy {
+    pub fn new() -> Busy {
+        Busy(read_machine_cpu())
+    }
+
+    /// Busy share of all CPUs since `new`, percent.
+    pub fn percent(&self) -> Option<f64> {
+        let (b0, t0) = self.0?;
+        let (b1, t1) = read_machine_cpu()?;
+        (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0)
+    }
+}
