@@ -56,6 +56,15 @@ struct Args {
     /// Run only these sections (start, storm, exit, restart, footprint); for debugging.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Override the footprint process counts (e.g. 0,1000), for profiling.
+    #[arg(long, value_delimiter = ',')]
+    counts: Vec<usize>,
+    /// Override the footprint sample intervals in seconds (e.g. 1), for profiling.
+    #[arg(long, value_delimiter = ',')]
+    intervals: Vec<u64>,
+    /// Override the footprint window in seconds, for profiling.
+    #[arg(long)]
+    window: Option<u64>,
 }
 
 /// Sample counts and windows of a run.
@@ -118,7 +127,7 @@ impl Plan {
                 window_s: 60,
                 settle_s: 5,
                 query_n: 200,
-                cold_query_n: 20,
+                cold_query_n: 10,
                 cold_gap_ms: 1200,
                 events_per_process: 10,
                 latency_interval_s: 1,
@@ -229,7 +238,16 @@ struct Bench {
 
 async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
-    let plan = Plan::new(args.quick);
+    let mut plan = Plan::new(args.quick);
+    if !args.counts.is_empty() {
+        plan.counts = args.counts.clone();
+    }
+    if !args.intervals.is_empty() {
+        plan.intervals_s = args.intervals.clone();
+    }
+    if let Some(w) = args.window {
+        plan.window_s = w;
+    }
     let exe = std::env::current_exe().context("locating this program")?;
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -856,23 +874,54 @@ impl Bench {
         s.restart_limit_interval_sec = Some(60);
         let (id, _) = self.ctl.mgr.start(s.to_dict()).await?;
         let runs = warm + n + 1;
-        let limit = Duration::from_millis((runs as u64) * (life + 2000));
-        let st = wait_stamp(&file, runs, runs - 1, limit).await;
+        // The loop can stop by itself (a restart whose launch fails is not
+        // restarted again): when no new run has started for STALL, record
+        // why, restart it by hand and leave that one gap out of the samples.
+        const STALL: Duration = Duration::from_secs(5);
+        const MAX_STALLS: usize = 10;
+        let mut manual: HashSet<usize> = HashSet::new();
+        let mut stalls: Vec<String> = vec![];
+        let (mut seen, mut changed) = (0, Instant::now());
+        let st = loop {
+            let st = probe::Stamps::read(&file);
+            if st.starts.len() >= runs && st.exits.len() + 1 >= runs {
+                break st;
+            }
+            if st.starts.len() != seen {
+                (seen, changed) = (st.starts.len(), Instant::now());
+            } else if changed.elapsed() > STALL {
+                let why = self
+                    .ctl
+                    .mgr
+                    .events(&id, 3)
+                    .await
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|r| format!("{}: {}", r.2, r.3))
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    })
+                    .unwrap_or_default();
+                stalls.push(format!("after run {}: {why}", st.starts.len()));
+                if stalls.len() > MAX_STALLS {
+                    break st;
+                }
+                manual.insert(st.starts.len());
+                let p = ProcessProxy::builder(&self.ctl.conn)
+                    .path(api::process_path(&id))?
+                    .build()
+                    .await?;
+                if let Err(e) = p.restart().await {
+                    stalls.push(format!("manual Restart failed: {}", error_name(&e)));
+                    break st;
+                }
+                changed = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         // Stop the loop before reading the signals so their count is final.
         let (k, t) = remove_all(&self.ctl).await?;
         eprintln!("   removed {k} processes in {:.0} ms", ms(t));
-        let st = match st {
-            Some(st) => st,
-            None => {
-                let st = probe::Stamps::read(&file);
-                self.rep.notes.push(format!(
-                    "restart: only {} runs within {:?}",
-                    st.starts.len(),
-                    limit
-                ));
-                st
-            }
-        };
         let running: Vec<SystemTime> = self
             .sigs
             .of(&id)
@@ -883,6 +932,9 @@ impl Bench {
         let mut to_first = vec![];
         let mut to_signal = vec![];
         for k in (warm + 1)..st.starts.len().min(st.exits.len() + 1) {
+            if manual.contains(&k) {
+                continue;
+            }
             let exit = st.exits[k - 1] as f64;
             to_first.push((st.starts[k].0 as f64 - exit) / 1e6);
             if let Some(at) = running.get(k) {
@@ -902,6 +954,16 @@ impl Bench {
             "restart (delay 0): exit → running signal at client",
             to_signal,
         );
+        if !stalls.is_empty() {
+            self.rep.note_on(
+                "restart.first",
+                &format!(
+                    "the restart loop stopped by itself {} times and was restarted by hand (those gaps are not samples): {}",
+                    manual.len(),
+                    stalls.join("; ")
+                ),
+            );
+        }
         if running.len() != st.starts.len() {
             self.rep.note_on(
                 "restart.running",
