@@ -1,5 +1,5 @@
 //! corral-bench: the benchmark of issue 4. Runs inside the private systemd
-//! + D-Bus harness (`scripts/bench` puts it there), starts its own release
+//! and D-Bus harness (`scripts/bench` puts it there), starts its own release
 //! `corrald` on a fresh state directory per phase group, and measures start
 //! latency (against `systemd-run --scope` and a bare fork+exec taken in the
 //! same run), a start storm, exit and kill detection, restart latency,
@@ -497,11 +497,8 @@ impl Bench {
                 .status();
             let dt = ms(t0.elapsed());
             match st {
-                Ok(s) if s.success() => {
-                    if keep {
-                        sdrun.push(dt)
-                    }
-                }
+                Ok(s) if s.success() && keep => sdrun.push(dt),
+                Ok(s) if s.success() => {}
                 _ if keep => errors.push(format!("systemd-run: {st:?}")),
                 _ => {}
             }
