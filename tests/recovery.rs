@@ -589,3 +589,33 @@ fn a_corrupt_or_newer_database_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+/// Regression (found by the benchmark): with `RestartDelayMs=0` the next
+/// run's scope, which has the same name, was created while the previous
+/// one was still being torn down (`UnitExists`), and the loop stopped for
+/// good as `spawn-failed`.
+#[test]
+fn restart_with_zero_delay_waits_for_the_previous_scope() {
+    need_testbed!();
+    let agent = Agent::start();
+    // Each run leaves behind a daemonized child that ignores SIGTERM, so
+    // its scope lingers for the stop timeout (3 s) after the run ended.
+    let id = agent.start_cmd(&[
+        "--restart",
+        "on-failure",
+        "--restart-delay",
+        "0",
+        "--restart-limit",
+        "1000",
+        "--",
+        "sh",
+        "-c",
+        "setsid sh -c 'trap \"\" TERM; sleep 60' & sleep 0.05; exit 1",
+    ]);
+    wait_for(Duration::from_secs(60), "3 restarts", || {
+        (agent.get(&id)["restarts"].as_u64() >= Some(3)).then_some(())
+    });
+    let ev = events_of(&agent, &id);
+    assert!(!ev.contains("spawn-failed"), "{ev}");
+    agent.ctl_ok(&["stop", &id]);
+}

@@ -34,6 +34,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// The unit name is taken (by an older run still being torn down, or by
+    /// a unit corral did not make).
+    pub fn is_unit_exists(&self) -> bool {
+        matches!(self, Error::Call { name, .. } if name == "org.freedesktop.systemd1.UnitExists")
+    }
+
     /// The unit does not exist (already gone): not a failure for Stop.
     pub fn is_no_such_unit(&self) -> bool {
         matches!(self, Error::Call { name, .. } if name == "org.freedesktop.systemd1.NoSuchUnit")
@@ -95,7 +101,9 @@ trait SystemdManager {
 /// Where a finished job's result waits if it arrived before its waiter
 /// registered (the reply and the signal race; FIELD-NOTES).
 enum JobSlot {
-    Waiting(oneshot::Sender<String>),
+    /// Several callers can wait for one job: StopUnit on a unit that is
+    /// already stopping returns the job in progress.
+    Waiting(Vec<oneshot::Sender<String>>),
     Done(String, Instant),
 }
 
@@ -211,25 +219,28 @@ impl Systemd {
     async fn wait_job(&self, unit: &str, job: &str, limit: Duration) -> Result<String> {
         let rx = {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(JobSlot::Done(result, _)) = jobs.remove(job) {
-                return Ok(result);
-            }
             let (tx, rx) = oneshot::channel();
-            jobs.insert(job.to_string(), JobSlot::Waiting(tx));
+            match jobs.get_mut(job) {
+                Some(JobSlot::Waiting(waiters)) => waiters.push(tx),
+                Some(JobSlot::Done(result, _)) => {
+                    // Finished before we asked. Other callers of the same
+                    // job may come too, so the result stays until pruned.
+                    return Ok(result.clone());
+                }
+                None => {
+                    jobs.insert(job.to_string(), JobSlot::Waiting(vec![tx]));
+                }
+            }
             rx
         };
         match tokio::time::timeout(limit, rx).await {
             Ok(Ok(result)) => Ok(result),
-            _ => {
-                self.jobs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(job);
-                Err(Error::JobTimeout {
-                    unit: unit.to_string(),
-                    secs: limit.as_secs(),
-                })
-            }
+            // The slot stays: other callers may wait for the same job, and
+            // a late JobRemoved just finds a closed channel.
+            _ => Err(Error::JobTimeout {
+                unit: unit.to_string(),
+                secs: limit.as_secs(),
+            }),
         }
     }
 
@@ -344,8 +355,10 @@ impl Systemd {
 fn finish_job(jobs: &Mutex<HashMap<String, JobSlot>>, job: &str, result: String) {
     let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
     match jobs.remove(job) {
-        Some(JobSlot::Waiting(tx)) => {
-            let _ = tx.send(result);
+        Some(JobSlot::Waiting(waiters)) => {
+            for tx in waiters {
+                let _ = tx.send(result.clone());
+            }
         }
         _ => {
             // Nobody waits (yet): keep the result briefly for a waiter whose

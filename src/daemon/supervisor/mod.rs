@@ -719,6 +719,7 @@ impl Supervisor {
             return;
         };
         p.launched_at = Instant::now();
+        let relaunch = !p.fresh;
         let run = p.run.id;
         let unit = p.run.unit.clone();
         let spec = LaunchSpec {
@@ -744,7 +745,7 @@ impl Supervisor {
         let sd = self.systemd.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let result = launch_run(&shim, &sd, &unit, &spec, &props).await;
+            let result = launch_run(&shim, &sd, &unit, &spec, &props, relaunch).await;
             let _ = tx.send(Msg::Fact(Fact::Launched { id, run, result })).await;
         });
     }
@@ -811,6 +812,12 @@ impl Supervisor {
                         at: store::now_us(),
                     };
                     self.record_ending(id, end).await;
+                    // An automatic restart that could not start is one more
+                    // failure for the policy (the crash-loop limit ends it);
+                    // a client's Restart gets the error instead.
+                    if waiters.is_empty() {
+                        self.apply_policy(id, Duration::ZERO).await;
+                    }
                 }
                 let msg = e.to_string();
                 for w in waiters {
@@ -1038,11 +1045,34 @@ impl Supervisor {
         };
         match p.state {
             State::Starting => {
-                if let Some(r) = reply {
-                    let _ = r.send(Err(Error::Busy(format!(
-                        "process {id} is still starting; try again"
-                    ))));
-                }
+                // Let the launch finish (its scope must exist to be stopped),
+                // then ask again: Stop and Remove of a process that is
+                // between two runs of a restart loop just work.
+                let (ltx, lrx) = oneshot::channel::<Result<String, Error>>();
+                p.launch_waiters.push(ltx);
+                let h = Handle {
+                    tx: self.tx.clone(),
+                };
+                let id_s = id.to_string();
+                tokio::spawn(async move {
+                    let _ = lrx.await;
+                    let r = match after {
+                        AfterStop::Remove => {
+                            h.ask(|reply| Command::Remove { id: id_s, reply }).await
+                        }
+                        AfterStop::Relaunch => {
+                            h.ask(|reply| Command::Restart { id: id_s, reply }).await
+                        }
+                        AfterStop::Nothing => {
+                            h.ask(|reply| Command::Stop { id: id_s, reply }).await
+                        }
+                    };
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r.unwrap_or_else(|| {
+                            Err(Error::Busy("the agent is shutting down".into()))
+                        }));
+                    }
+                });
             }
             State::Running | State::Stopping => {
                 if after != AfterStop::Nothing {
@@ -1232,33 +1262,7 @@ impl Supervisor {
         let mut pending = Vec::new();
         for &id in &ids {
             let (tx, rx) = oneshot::channel();
-            if self
-                .procs
-                .get(&id)
-                .is_some_and(|p| p.state == State::Starting)
-            {
-                // Let it finish starting, then stop it: wait for the launch.
-                let (ltx, lrx) = oneshot::channel::<Result<String, Error>>();
-                if let Some(p) = self.procs.get_mut(&id) {
-                    p.launch_waiters.push(ltx);
-                }
-                let h = Handle {
-                    tx: self.tx.clone(),
-                };
-                let id_s = id.to_string();
-                let remove = after == AfterStop::Remove;
-                tokio::spawn(async move {
-                    let _ = lrx.await;
-                    let r = if remove {
-                        h.ask(|reply| Command::Remove { id: id_s, reply }).await
-                    } else {
-                        h.ask(|reply| Command::Stop { id: id_s, reply }).await
-                    };
-                    let _ = tx.send(r.unwrap_or(Ok(())));
-                });
-            } else {
-                self.begin_stop(id, after, Some(tx)).await;
-            }
+            self.begin_stop(id, after, Some(tx)).await;
             pending.push(rx);
         }
         tokio::spawn(async move {
@@ -1586,12 +1590,29 @@ async fn launch_run(
     unit: &str,
     spec: &LaunchSpec,
     props: &ScopeProps,
+    relaunch: bool,
 ) -> Result<Launched, Error> {
     let held = launch::hold(shim, spec)
         .await
         .map_err(|e| Error::SpawnFailed(e.to_string()))?;
     let shim_pid = held.shim_pid;
-    if let Err(e) = sd.start_scope(unit, &[shim_pid], props).await {
+    let mut started = sd.start_scope(unit, &[shim_pid], props).await;
+    if relaunch && started.as_ref().is_err_and(|e| e.is_unit_exists()) {
+        // Regression (bench, RestartDelayMs=0): the previous run's scope,
+        // same name, can still be going away (leftovers being stopped, or
+        // systemd not yet done collecting the empty unit). It is ours and
+        // its run has ended: finish it off, then retry while the name is
+        // still taken, for a bounded time.
+        let _ = sd.stop_unit(unit, props.stop_timeout).await;
+        for _ in 0..100 {
+            started = sd.start_scope(unit, &[shim_pid], props).await;
+            if !started.as_ref().is_err_and(|e| e.is_unit_exists()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if let Err(e) = started {
         held.abandon();
         return Err(Error::Systemd(e.to_string()));
     }
