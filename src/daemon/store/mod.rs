@@ -55,7 +55,11 @@ pub struct RestartPolicy {
 pub struct ProcessConfig {
     pub command: Vec<String>,
     pub cwd: String,
+    /// The spec's `Environment` entries (`KEY=VALUE`); the agent's own
+    /// environment is added underneath at each launch unless `clean_env`.
     pub env: Vec<String>,
+    #[serde(default)]
+    pub clean_env: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub memory_max: Option<u64>,
@@ -590,6 +594,7 @@ mod tests {
             command: vec!["sleep".into(), "1".into()],
             cwd: "/".into(),
             env: vec![],
+            clean_env: false,
             labels: BTreeMap::new(),
             memory_max: None,
             cpu_quota: None,

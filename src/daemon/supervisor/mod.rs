@@ -487,7 +487,8 @@ impl Supervisor {
 
     // ---- usage -------------------------------------------------------
 
-    fn refresh_usage(&mut self, id: u64, force: bool) {
+    /// Re-reads the usage of `id` if what we have is older than 1 s.
+    fn refresh_usage(&mut self, id: u64) {
         let Some(cg) = self.cgroups.clone() else {
             return;
         };
@@ -498,7 +499,7 @@ impl Supervisor {
             return;
         }
         let now = Instant::now();
-        if !force && p.usage_at.is_some_and(|t| now.duration_since(t) < FRESH) {
+        if p.usage_at.is_some_and(|t| now.duration_since(t) < FRESH) {
             return;
         }
         match cg.read_usage(&p.run.control_group) {
@@ -524,20 +525,38 @@ impl Supervisor {
         }
     }
 
+    /// The tick: CPU time of every running process, for CPU % over the
+    /// interval. The other figures are read when a client asks (cached for
+    /// at most 1 s), so an idle agent reads one file per process per tick.
     fn sample_all(&mut self) {
-        let ids: Vec<u64> = self
+        let Some(cg) = self.cgroups.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        for p in self
             .procs
-            .values()
+            .values_mut()
             .filter(|p| p.state == State::Running)
-            .map(|p| p.id)
-            .collect();
-        for id in ids {
-            self.refresh_usage(id, true);
+        {
+            if p.run.control_group.is_empty() {
+                continue;
+            }
+            match cg.read_cpu_nsec(&p.run.control_group) {
+                Ok(Some(cpu)) => {
+                    if let Some((at, prev)) = p.cpu_sample {
+                        p.cpu_percent = cgroup::cpu_percent(prev, at, cpu, now);
+                    }
+                    p.cpu_sample = Some((now, cpu));
+                    p.usage.cpu_usage_nsec = Some(cpu);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("cpu of {}: {e}", p.run.control_group),
+            }
         }
     }
 
     fn view(&mut self, id: u64) -> Option<ProcessView> {
-        self.refresh_usage(id, false);
+        self.refresh_usage(id);
         let p = self.procs.get(&id)?;
         let active = p.state.is_active();
         let u = if active { p.usage } else { Usage::default() };
@@ -574,18 +593,28 @@ impl Supervisor {
 
     // ---- start -------------------------------------------------------
 
-    fn process_config(&self, spec: &StartSpec) -> ProcessConfig {
-        let mut env: Vec<(String, String)> = if spec.clean_environment == Some(true) {
+    /// The environment of a launch: the agent's own (unless the spec asked
+    /// for a clean one) with the spec's entries on top. Computed at each
+    /// launch rather than stored, so a process costs only its own entries.
+    fn launch_env(&self, config: &ProcessConfig) -> Vec<String> {
+        let mut env: Vec<(&str, &str)> = if config.clean_env {
             Vec::new()
         } else {
-            self.base_env.clone()
+            self.base_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect()
         };
-        for e in &spec.environment {
+        for e in &config.env {
             if let Some((k, v)) = e.split_once('=') {
-                env.retain(|(ek, _)| ek != k);
-                env.push((k.to_string(), v.to_string()));
+                env.retain(|(ek, _)| *ek != k);
+                env.push((k, v));
             }
         }
+        env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    fn process_config(&self, spec: &StartSpec) -> ProcessConfig {
         let c = &self.cfg;
         ProcessConfig {
             command: spec.command.clone(),
@@ -593,7 +622,8 @@ impl Supervisor {
                 .working_directory
                 .clone()
                 .unwrap_or_else(|| self.home.clone()),
-            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env: spec.environment.clone(),
+            clean_env: spec.clean_environment == Some(true),
             labels: spec.labels.clone(),
             memory_max: spec.memory_max,
             cpu_quota: spec.cpu_quota,
@@ -715,6 +745,9 @@ impl Supervisor {
 
     /// Runs the launch of the current run of `id` in its own task.
     fn spawn_launch(&mut self, id: u64) {
+        let Some(env) = self.procs.get(&id).map(|p| self.launch_env(&p.config)) else {
+            return;
+        };
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };
@@ -727,7 +760,7 @@ impl Supervisor {
             run,
             argv: p.config.command.clone(),
             cwd: p.config.cwd.clone().into(),
-            env: p.config.env.clone(),
+            env,
             log_dir: self.logs_dir.join(id.to_string()),
             log_max_bytes: self.cfg.log_max_size,
             log_files: self.cfg.log_files,
