@@ -706,36 +706,26 @@ impl Supervisor {
                 return;
             }
         };
-        let proc = Proc {
+        let record = ProcessRecord {
             id,
             name,
             workspace,
             session,
-            config,
-            state: State::Starting,
-            run: RunRecord {
-                id: run,
-                process_id: id,
-                unit,
-                started_at: store::now_us(),
-                ..Default::default()
-            },
+            state: State::Starting.as_str().into(),
             restarts: 0,
-            stop_requested: false,
-            kill_signal: 0,
-            after_stop: AfterStop::Nothing,
-            stop_waiters: vec![],
-            launch_waiters: vec![reply],
-            fresh: true,
-            early_exit: false,
-            launched_at: Instant::now(),
-            backoff: Backoff::default(),
-            next_restart_at: 0,
-            usage: Usage::default(),
-            usage_at: None,
-            cpu_sample: None,
-            cpu_percent: 0.0,
+            created_at: store::now_us(),
+            config,
         };
+        let run = RunRecord {
+            id: run,
+            process_id: id,
+            unit,
+            started_at: store::now_us(),
+            ..Default::default()
+        };
+        let mut proc = Proc::new(record, run, State::Starting);
+        proc.fresh = true;
+        proc.launch_waiters.push(reply);
         self.procs.insert(id, proc);
         if let Some(v) = self.view(id) {
             self.publish(Event::Added(v));
@@ -1392,7 +1382,7 @@ impl Supervisor {
             let state = State::parse(&rec.state).unwrap_or(State::Failed);
             let run = run.unwrap_or_default();
             owned.insert(run.unit.clone());
-            let mut p = self.proc_from_record(rec, run, state);
+            let mut p = Proc::new(rec, run, state);
             if state.is_active() {
                 let record = exits::read(&self.exits_dir, p.run.id);
                 let alive = live
@@ -1544,8 +1534,11 @@ impl Supervisor {
             });
         }
     }
+}
 
-    fn proc_from_record(&self, rec: ProcessRecord, run: RunRecord, state: State) -> Proc {
+impl Proc {
+    /// A process as recorded, with nothing in flight.
+    fn new(rec: ProcessRecord, run: RunRecord, state: State) -> Proc {
         Proc {
             id: rec.id,
             name: rec.name,
@@ -1571,9 +1564,7 @@ impl Supervisor {
             cpu_percent: 0.0,
         }
     }
-}
 
-impl Proc {
     fn apply_ending(&mut self, end: &Ending) {
         self.state = State::parse(&end.state).unwrap_or(State::Failed);
         self.run.exited_at = Some(end.at);
