@@ -1122,16 +1122,7 @@ impl Supervisor {
                     })
                     .await;
                 self.changed(id, State::Running);
-                let sd = self.systemd.clone();
-                let tx = self.tx.clone();
-                let timeout = self.cfg.stop_timeout;
-                tokio::spawn(async move {
-                    let result = sd
-                        .stop_unit(&unit, timeout)
-                        .await
-                        .map_err(|e| e.to_string());
-                    let _ = tx.send(Msg::Fact(Fact::StopDone { id, run, result })).await;
-                });
+                self.spawn_stop(id, run, unit);
             }
             State::Stopped | State::Exited | State::Failed => {
                 // Already ended: a pending automatic restart is cancelled.
@@ -1140,6 +1131,20 @@ impl Supervisor {
                     .await;
             }
         }
+    }
+
+    /// Stops `unit` in its own task and reports `StopDone` for `run`.
+    fn spawn_stop(&self, id: u64, run: u64, unit: String) {
+        let sd = self.systemd.clone();
+        let tx = self.tx.clone();
+        let timeout = self.cfg.stop_timeout;
+        tokio::spawn(async move {
+            let result = sd
+                .stop_unit(&unit, timeout)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Msg::Fact(Fact::StopDone { id, run, result })).await;
+        });
     }
 
     async fn stop_done(&mut self, id: u64, run: u64, result: Result<(), String>) {
@@ -1522,16 +1527,7 @@ impl Supervisor {
         if was == State::Stopping {
             // The stop was in flight when the agent died: finish it.
             p.stop_requested = true;
-            let sd = self.systemd.clone();
-            let tx = self.tx.clone();
-            let (unit, timeout) = (p.run.unit.clone(), self.cfg.stop_timeout);
-            tokio::spawn(async move {
-                let result = sd
-                    .stop_unit(&unit, timeout)
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = tx.send(Msg::Fact(Fact::StopDone { id, run, result })).await;
-            });
+            self.spawn_stop(id, run, p.run.unit.clone());
         }
     }
 }
