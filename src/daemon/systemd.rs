@@ -76,7 +76,6 @@ trait SystemdManager {
         aux: Vec<(&str, Vec<(&str, Value<'_>)>)>,
     ) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
     fn list_units_by_patterns(
         &self,
         states: Vec<&str>,
@@ -308,14 +307,6 @@ impl Systemd {
         self.wait_job(unit, job.as_str(), stop_timeout + JOB_GRACE)
             .await?;
         Ok(())
-    }
-
-    /// Sends `signal` to every process of `unit`.
-    pub async fn kill_unit(&self, unit: &str, signal: i32) -> Result<()> {
-        self.proxy
-            .kill_unit(unit, "all", signal)
-            .await
-            .map_err(|e| call_err("KillUnit", unit, e))
     }
 
     /// The cgroup of a loaded scope (its `ControlGroup` property).
