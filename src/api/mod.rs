@@ -4,11 +4,13 @@
 //! here knows how a process is supervised.
 
 mod error;
+mod lifecycle;
 mod proxy;
 mod spec;
 mod view;
 
 pub use error::Error;
+pub use lifecycle::{ExitReason, RestartMode};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
 pub use spec::{Filter, StartSpec};
 pub use view::{ProcessView, State, UNSET};

@@ -1,0 +1,84 @@
+//! The lifecycle words of the wire contract besides `State`: why a run
+//! ended (`ExitReason` property) and when a process is restarted
+//! (`RestartPolicy` property, `Restart` spec key). Enums inside the
+//! program; the strings below are what the store and D-Bus carry.
+
+use serde::Serialize;
+
+/// Defines a fieldless enum with one wire string per variant, its list
+/// of names, `as_str`, `parse` and `Display`, so a name is written once.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v,)+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            /// The wire names, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($s),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s,)+ }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($s => Some($name::$v),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Why the last run ended (`ExitReason`; empty on the wire while it runs).
+    ExitReason {
+        /// Exited by itself; the code says whether it failed.
+        Exit = "exit",
+        /// Killed by a signal corral did not send.
+        Signal = "signal",
+        /// SIGKILL while the cgroup counted an OOM kill.
+        OomKill = "oom-kill",
+        /// Ended by the signal a client sent with `Kill`.
+        Killed = "killed",
+        /// Ended because a client asked (Stop, Remove, Restart).
+        Stopped = "stopped",
+        /// Its scope vanished and the shim left no exit record.
+        Lost = "lost",
+        /// The command could not be started.
+        SpawnFailed = "spawn-failed",
+        /// Too many automatic restarts within the limit interval.
+        CrashLoop = "crash-loop",
+    }
+}
+
+wire_enum! {
+    /// When an ended run is started again (`Restart` spec key).
+    RestartMode {
+        No = "no",
+        OnFailure = "on-failure",
+        Always = "always",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for r in ExitReason::ALL {
+            assert_eq!(ExitReason::parse(r.as_str()), Some(*r));
+        }
+        for r in RestartMode::ALL {
+            assert_eq!(RestartMode::parse(r.as_str()), Some(*r));
+        }
+        assert_eq!(RestartMode::NAMES, ["no", "on-failure", "always"]);
+        assert_eq!(ExitReason::parse("nope"), None);
+    }
+}
