@@ -3,14 +3,14 @@
 //! (`RestartPolicy` property, `Restart` spec key). Enums inside the
 //! program; the strings below are what the store and D-Bus carry.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Defines a fieldless enum with one wire string per variant, its list
 /// of names, `as_str`, `parse` and `Display`, so a name is written once.
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v,)+ }
 
         impl $name {

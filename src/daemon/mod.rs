@@ -42,6 +42,8 @@ pub enum Error {
     Serve(zbus::Error),
     #[error("{name} is already owned on the bus: is another corrald running?")]
     NameTaken { name: &'static str },
+    #[error("the supervisor stopped unexpectedly: {0}")]
+    SupervisorEnded(String),
 }
 
 /// Variables of corrald's own service environment that must not leak into
@@ -95,7 +97,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         home,
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (handle, actor) = supervisor::start(settings, store, systemd, gone_rx, events_tx).await?;
+    let (handle, mut actor) =
+        supervisor::start(settings, store, systemd, gone_rx, events_tx).await?;
     bus::serve(&conn, handle.clone(), storage_health)
         .await
         .map_err(Error::Serve)?;
@@ -113,7 +116,19 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         });
     }
     tracing::info!(state_dir = %config.state_dir.display(), bus = bus_name, "corrald ready");
-    cancel.cancelled().await;
+    // A supervisor that ended (a panic) leaves a bus that can only answer
+    // "shutting down": exit non-zero instead, so the unit restarts us.
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        ended = &mut actor => {
+            let why = match ended {
+                Ok(()) => "its task returned".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!("supervisor ended: {why}");
+            return Err(Error::SupervisorEnded(why));
+        }
+    }
     tracing::info!("shutting down; supervised processes keep running in their scopes");
     let _ = conn.release_name(api::BUS_NAME).await;
     drop(handle);

@@ -9,9 +9,11 @@ mod schema;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+
+use crate::api::{ExitReason, RestartMode, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,10 +40,30 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A process's id: its row in `processes`, its object path's last element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ProcessId(pub u64);
+
+/// One launch of a process: its row in `runs`, its exit record's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct RunId(pub u64);
+
+impl std::fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Restart policy of one process, with defaults filled in from the config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestartPolicy {
-    pub policy: String,
+    pub policy: RestartMode,
     pub delay_ms: u64,
     pub delay_max_ms: u64,
     pub reset_sec: u32,
@@ -72,11 +94,11 @@ pub struct ProcessConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessRecord {
-    pub id: u64,
+    pub id: ProcessId,
     pub name: String,
     pub workspace: String,
     pub session: String,
-    pub state: String,
+    pub state: State,
     pub restarts: u32,
     pub created_at: u64,
     pub config: ProcessConfig,
@@ -84,8 +106,8 @@ pub struct ProcessRecord {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunRecord {
-    pub id: u64,
-    pub process_id: u64,
+    pub id: RunId,
+    pub process_id: ProcessId,
     pub unit: String,
     pub control_group: String,
     pub main_pid: u32,
@@ -93,17 +115,56 @@ pub struct RunRecord {
     pub exited_at: Option<u64>,
     pub exit_code: Option<i32>,
     pub exit_signal: Option<i32>,
-    pub reason: Option<String>,
+    pub reason: Option<ExitReason>,
 }
 
 /// How a run ended, as recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ending {
-    pub state: String,
+    pub state: State,
     pub exit_code: i32,
     pub exit_signal: i32,
-    pub reason: String,
+    pub reason: ExitReason,
     pub at: u64,
+}
+
+/// One state change of a process, written in one transaction with its
+/// event row (`old -> new (why)`): the store half of the supervisor's
+/// transition function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub process: ProcessId,
+    /// The run the change belongs to (for `RunChange::New`, the old one).
+    pub run: RunId,
+    pub old: State,
+    pub new: State,
+    pub why: String,
+    pub at: u64,
+    pub run_change: RunChange,
+}
+
+/// What a state change writes to the run besides the state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunChange {
+    None,
+    /// Inside its scope, the command executing.
+    Running {
+        main_pid: u32,
+        control_group: String,
+    },
+    /// The run ended.
+    Ended {
+        exit_code: i32,
+        exit_signal: i32,
+        reason: ExitReason,
+    },
+    /// The recorded reason of the ended run changes (crash-loop verdict).
+    Reason(ExitReason),
+    /// A new run starts (restart); the change is recorded against it.
+    New {
+        unit: String,
+        reset_restarts: bool,
+    },
 }
 
 /// One event row: (time µs, process id, kind, detail).
@@ -191,16 +252,16 @@ impl Db {
         workspace: &str,
         session: &str,
         config: &ProcessConfig,
-        unit_for: impl FnOnce(u64) -> String,
+        unit_for: impl FnOnce(ProcessId) -> String,
         at: u64,
-    ) -> Result<(u64, u64, String)> {
+    ) -> Result<(ProcessId, RunId, String)> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO processes (name, workspace, session, state, created_at, config) VALUES (?1, ?2, ?3, 'starting', ?4, ?5)",
             params![name, workspace, session, at as i64, serde_json::to_string(config)?],
         )?;
         let id = tx.last_insert_rowid() as u64;
-        let unit = unit_for(id);
+        let unit = unit_for(ProcessId(id));
         tx.execute(
             "INSERT INTO runs (process_id, unit, started_at) VALUES (?1, ?2, ?3)",
             params![id as i64, unit, at as i64],
@@ -215,139 +276,87 @@ impl Db {
             params![at as i64, id as i64, run as i64, format!("{} in workspace {workspace}", config.command.join(" "))],
         )?;
         tx.commit()?;
-        Ok((id, run, unit))
+        Ok((ProcessId(id), RunId(run), unit))
     }
 
-    /// A new run of an existing process (restart): state `starting`.
-    pub fn insert_run(
-        &mut self,
-        process_id: u64,
-        old: &str,
-        unit: &str,
-        reason: &str,
-        reset_restarts: bool,
-        at: u64,
-    ) -> Result<u64> {
+    /// Writes one state change and its event row; returns the run the
+    /// change is recorded against (the new one for `RunChange::New`).
+    pub fn change_state(&mut self, c: &Change) -> Result<RunId> {
         let tx = self.conn.transaction()?;
+        let (pid, at) = (c.process.0 as i64, c.at as i64);
+        let mut run = c.run;
+        match &c.run_change {
+            RunChange::None => {}
+            RunChange::Running {
+                main_pid,
+                control_group,
+            } => {
+                tx.execute(
+                    "UPDATE runs SET main_pid = ?1, control_group = ?2, started_at = ?3 WHERE id = ?4",
+                    params![main_pid, control_group, at, run.0 as i64],
+                )?;
+            }
+            RunChange::Ended {
+                exit_code,
+                exit_signal,
+                reason,
+            } => {
+                tx.execute(
+                    "UPDATE runs SET exited_at = ?1, exit_code = ?2, exit_signal = ?3, reason = ?4 WHERE id = ?5",
+                    params![at, exit_code, exit_signal, reason.as_str(), run.0 as i64],
+                )?;
+            }
+            RunChange::Reason(reason) => {
+                tx.execute(
+                    "UPDATE runs SET reason = ?1 WHERE id = ?2",
+                    params![reason.as_str(), run.0 as i64],
+                )?;
+            }
+            RunChange::New {
+                unit,
+                reset_restarts,
+            } => {
+                tx.execute(
+                    "INSERT INTO runs (process_id, unit, started_at) VALUES (?1, ?2, ?3)",
+                    params![pid, unit, at],
+                )?;
+                run = RunId(tx.last_insert_rowid() as u64);
+                let restarts_sql = if *reset_restarts { "0" } else { "restarts + 1" };
+                tx.execute(
+                    &format!(
+                        "UPDATE processes SET current_run = ?1, restarts = {restarts_sql} WHERE id = ?2"
+                    ),
+                    params![run.0 as i64, pid],
+                )?;
+            }
+        }
         tx.execute(
-            "INSERT INTO runs (process_id, unit, started_at) VALUES (?1, ?2, ?3)",
-            params![process_id as i64, unit, at as i64],
-        )?;
-        let run = tx.last_insert_rowid() as u64;
-        let restarts_sql = if reset_restarts { "0" } else { "restarts + 1" };
-        tx.execute(
-            &format!("UPDATE processes SET current_run = ?1, state = 'starting', restarts = {restarts_sql} WHERE id = ?2"),
-            params![run as i64, process_id as i64],
+            "UPDATE processes SET state = ?1 WHERE id = ?2",
+            params![c.new.as_str(), pid],
         )?;
         tx.execute(
             "INSERT INTO events (at, process_id, run_id, kind, detail) VALUES (?1, ?2, ?3, 'state', ?4)",
-            params![at as i64, process_id as i64, run as i64, format!("{old} -> starting ({reason})")],
+            params![at, pid, run.0 as i64, format!("{} -> {} ({})", c.old, c.new, c.why)],
         )?;
         tx.commit()?;
         Ok(run)
     }
 
-    /// The run is inside its scope and the command is executing.
-    pub fn mark_running(
-        &mut self,
-        process_id: u64,
-        run_id: u64,
-        main_pid: u32,
-        control_group: &str,
-        at: u64,
-    ) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE runs SET main_pid = ?1, control_group = ?2, started_at = ?3 WHERE id = ?4",
-            params![main_pid, control_group, at as i64, run_id as i64],
-        )?;
-        tx.execute(
-            "UPDATE processes SET state = 'running' WHERE id = ?1",
-            params![process_id as i64],
-        )?;
-        tx.execute(
-            "INSERT INTO events (at, process_id, run_id, kind, detail) VALUES (?1, ?2, ?3, 'state', ?4)",
-            params![at as i64, process_id as i64, run_id as i64, format!("starting -> running (pid {main_pid})")],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Records how a run ended and the process's new state.
-    pub fn record_exit(
-        &mut self,
-        process_id: u64,
-        run_id: u64,
-        old_state: &str,
-        end: &Ending,
-    ) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE runs SET exited_at = ?1, exit_code = ?2, exit_signal = ?3, reason = ?4 WHERE id = ?5",
-            params![end.at as i64, end.exit_code, end.exit_signal, end.reason, run_id as i64],
-        )?;
-        tx.execute(
-            "UPDATE processes SET state = ?1 WHERE id = ?2",
-            params![end.state, process_id as i64],
-        )?;
-        let detail = format!(
-            "{old_state} -> {} ({}, code {}, signal {})",
-            end.state, end.reason, end.exit_code, end.exit_signal
-        );
-        tx.execute(
-            "INSERT INTO events (at, process_id, run_id, kind, detail) VALUES (?1, ?2, ?3, 'state', ?4)",
-            params![end.at as i64, process_id as i64, run_id as i64, detail],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// A state change with no exit (stopping, or a crash-loop verdict).
-    pub fn set_state(
-        &mut self,
-        process_id: u64,
-        run_id: Option<u64>,
-        old: &str,
-        new: &str,
-        why: &str,
-        at: u64,
-    ) -> Result<()> {
-        self.conn.execute(
-            "UPDATE processes SET state = ?1 WHERE id = ?2",
-            params![new, process_id as i64],
-        )?;
-        self.event(
-            at,
-            process_id,
-            run_id,
-            "state",
-            &format!("{old} -> {new} ({why})"),
-        )
-    }
-
-    /// Overrides the recorded reason of a run's end (crash-loop verdict).
-    pub fn set_reason(&mut self, run_id: u64, reason: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET reason = ?1 WHERE id = ?2",
-            params![reason, run_id as i64],
-        )?;
-        Ok(())
-    }
-
     /// Any other event worth keeping (adopted at start-up, restart scheduled…).
     pub fn add_event(
         &mut self,
-        process_id: u64,
-        run_id: Option<u64>,
+        process_id: ProcessId,
+        run_id: Option<RunId>,
         kind: &str,
         detail: &str,
         at: u64,
     ) -> Result<()> {
-        self.event(at, process_id, run_id, kind, detail)
+        self.event(at, process_id.0, run_id.map(|r| r.0), kind, detail)
     }
 
     /// Forgets a process and its runs; its events stay until retention.
-    pub fn delete_process(&mut self, process_id: u64, why: &str, at: u64) -> Result<()> {
+    pub fn delete_process(&mut self, process_id: ProcessId, why: &str, at: u64) -> Result<()> {
+        let process_id = process_id.0;
         let tx = self.conn.transaction()?;
         tx.execute(
             "DELETE FROM processes WHERE id = ?1",
@@ -374,8 +383,8 @@ impl Db {
             let proc_id: i64 = r.get(0)?;
             let run = match run_id {
                 Some(run_id) => Some(RunRecord {
-                    id: run_id as u64,
-                    process_id: proc_id as u64,
+                    id: RunId(run_id as u64),
+                    process_id: ProcessId(proc_id as u64),
                     unit: r.get(9)?,
                     control_group: r.get(10)?,
                     main_pid: r.get(11)?,
@@ -383,7 +392,10 @@ impl Db {
                     exited_at: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
                     exit_code: r.get(14)?,
                     exit_signal: r.get(15)?,
-                    reason: r.get(16)?,
+                    reason: r
+                        .get::<_, Option<String>>(16)?
+                        .as_deref()
+                        .and_then(ExitReason::parse),
                 }),
                 None => None,
             };
@@ -403,9 +415,12 @@ impl Db {
         for row in rows {
             let (id, name, workspace, session, state, restarts, created_at, config, run) = row?;
             let config: ProcessConfig = serde_json::from_str(&config)?;
+            // Only this program writes the column; an unknown word means a
+            // damaged row, and a process that cannot be trusted to run.
+            let state = State::parse(&state).unwrap_or(State::Failed);
             out.push((
                 ProcessRecord {
-                    id,
+                    id: ProcessId(id),
                     name,
                     workspace,
                     session,
@@ -421,12 +436,12 @@ impl Db {
     }
 
     /// The newest `limit` events (of one process, or all), oldest first.
-    pub fn events(&self, process_id: Option<u64>, limit: u32) -> Result<Vec<EventRow>> {
+    pub fn events(&self, process_id: Option<ProcessId>, limit: u32) -> Result<Vec<EventRow>> {
         let mut stmt = self.conn.prepare(
             "SELECT at, process_id, kind, detail FROM events
              WHERE (?1 IS NULL OR process_id = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![process_id.map(|p| p as i64), limit], |r| {
+        let rows = stmt.query_map(params![process_id.map(|p| p.0 as i64), limit], |r| {
             Ok((
                 r.get::<_, i64>(0)? as u64,
                 r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
@@ -441,7 +456,7 @@ impl Db {
 
     /// Retention: ended processes older than `cutoff` (µs) and events beyond
     /// `max_events` or older than `cutoff` go. Returns the removed process ids.
-    pub fn prune(&mut self, cutoff: u64, max_events: u64, at: u64) -> Result<Vec<u64>> {
+    pub fn prune(&mut self, cutoff: u64, max_events: u64, at: u64) -> Result<Vec<ProcessId>> {
         let tx = self.conn.transaction()?;
         let ids: Vec<u64> = {
             let mut stmt = tx.prepare(
@@ -465,17 +480,22 @@ impl Db {
             params![max_events as i64],
         )?;
         tx.commit()?;
-        Ok(ids)
+        Ok(ids.into_iter().map(ProcessId).collect())
     }
 
     /// After a storage failure: rewrites every process's state and current
     /// run from the supervisor's memory (the truth while writes failed).
-    pub fn resync(&mut self, procs: &[(u64, String, u32, RunRecord)], at: u64) -> Result<()> {
+    pub fn resync(&mut self, procs: &[(State, u32, RunRecord)], at: u64) -> Result<()> {
         let tx = self.conn.transaction()?;
-        for (id, state, restarts, run) in procs {
+        for (state, restarts, run) in procs {
             tx.execute(
                 "UPDATE processes SET state = ?1, restarts = ?2, current_run = ?3 WHERE id = ?4",
-                params![state, restarts, run.id as i64, *id as i64],
+                params![
+                    state.as_str(),
+                    restarts,
+                    run.id.0 as i64,
+                    run.process_id.0 as i64
+                ],
             )?;
             tx.execute(
                 "UPDATE runs SET main_pid = ?1, control_group = ?2, exited_at = ?3, exit_code = ?4, exit_signal = ?5, reason = ?6 WHERE id = ?7",
@@ -485,8 +505,8 @@ impl Db {
                     run.exited_at.map(|v| v as i64),
                     run.exit_code,
                     run.exit_signal,
-                    run.reason,
-                    run.id as i64
+                    run.reason.map(|r| r.as_str()),
+                    run.id.0 as i64
                 ],
             )?;
         }
@@ -497,28 +517,24 @@ impl Db {
         tx.commit()?;
         Ok(())
     }
-
-    /// The process's record, if it exists.
-    pub fn process_state(&self, process_id: u64) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT state FROM processes WHERE id = ?1",
-                params![process_id as i64],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
 }
 
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
+
+#[derive(Clone)]
+enum Backend {
+    /// The store thread, fed in send order.
+    Thread(std::sync::mpsc::Sender<Job>),
+    #[cfg(test)]
+    Inline(std::sync::Arc<std::sync::Mutex<Db>>),
+}
 
 /// Handle on the store thread. Cheap to clone; jobs run in send order.
 /// It also carries the store's health: the last write error, cleared only
 /// by [`Store::mark_healthy`] once the supervisor has rewritten its state.
 #[derive(Clone)]
 pub struct Store {
-    tx: std::sync::mpsc::Sender<Job>,
+    backend: Backend,
     health: std::sync::Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
@@ -538,11 +554,26 @@ impl Store {
                 path: path.to_path_buf(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
+        Ok(Store::with(Backend::Thread(tx)))
+    }
+
+    /// The same database, with every call run at once on the caller's
+    /// thread: for the actor's unit tests under paused time, where a call
+    /// answered by another thread would let the clock jump ahead.
+    #[cfg(test)]
+    pub fn open_inline(path: &Path) -> Result<Store> {
+        let db = Db::open(path)?;
+        Ok(Store::with(Backend::Inline(std::sync::Arc::new(
+            std::sync::Mutex::new(db),
+        ))))
+    }
+
+    fn with(backend: Backend) -> Store {
         let (health, _) = tokio::sync::watch::channel(None);
-        Ok(Store {
-            tx,
+        Store {
+            backend,
             health: std::sync::Arc::new(health),
-        })
+        }
     }
 
     /// The current storage error (None when healthy), to watch.
@@ -565,13 +596,21 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Db) -> Result<R> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Box::new(move |db| {
-                let _ = tx.send(f(db));
-            }))
-            .map_err(|_| Error::Gone)?;
-        let r = rx.await.map_err(|_| Error::Gone)?;
+        let r = match &self.backend {
+            Backend::Thread(jobs) => {
+                let (tx, rx) = oneshot::channel();
+                jobs.send(Box::new(move |db| {
+                    let _ = tx.send(f(db));
+                }))
+                .map_err(|_| Error::Gone)?;
+                rx.await.map_err(|_| Error::Gone)?
+            }
+            #[cfg(test)]
+            Backend::Inline(db) => {
+                let mut db = db.lock().map_err(|_| Error::Gone)?;
+                f(&mut db)
+            }
+        };
         if let Err(e) = &r {
             let msg = e.to_string();
             tracing::error!("{msg}");
@@ -600,7 +639,7 @@ mod tests {
             cpu_quota: None,
             tasks_max: None,
             restart: RestartPolicy {
-                policy: "no".into(),
+                policy: RestartMode::No,
                 delay_ms: 100,
                 delay_max_ms: 1000,
                 reset_sec: 60,
@@ -608,6 +647,25 @@ mod tests {
                 limit_interval_sec: 60,
             },
             persistent: false,
+        }
+    }
+
+    fn change(
+        process: ProcessId,
+        run: RunId,
+        old: State,
+        new: State,
+        run_change: RunChange,
+        at: u64,
+    ) -> Change {
+        Change {
+            process,
+            run,
+            old,
+            new,
+            why: "why".into(),
+            at,
+            run_change,
         }
     }
 
@@ -619,34 +677,68 @@ mod tests {
             .insert_process("web", "ws", "", &config(), |id| format!("u-{id}.scope"), 1)
             .unwrap();
         assert_eq!(unit, format!("u-{id}.scope"));
-        db.mark_running(id, run, 42, "/cg", 2).unwrap();
-        let end = Ending {
-            state: "failed".into(),
+        let running = RunChange::Running {
+            main_pid: 42,
+            control_group: "/cg".into(),
+        };
+        db.change_state(&change(
+            id,
+            run,
+            State::Starting,
+            State::Running,
+            running,
+            2,
+        ))
+        .unwrap();
+        let ended = RunChange::Ended {
             exit_code: 3,
             exit_signal: 0,
-            reason: "exit".into(),
-            at: 3,
+            reason: ExitReason::Exit,
         };
-        db.record_exit(id, run, "running", &end).unwrap();
+        db.change_state(&change(id, run, State::Running, State::Failed, ended, 3))
+            .unwrap();
         let all = db.load_all().unwrap();
         assert_eq!(all.len(), 1);
         let (p, r) = &all[0];
-        assert_eq!(p.state, "failed");
+        assert_eq!(p.state, State::Failed);
         assert_eq!(p.config, config());
         let r = r.as_ref().unwrap();
         assert_eq!(
-            (r.main_pid, r.exit_code, r.exited_at),
-            (42, Some(3), Some(3))
+            (r.main_pid, r.exit_code, r.exited_at, r.reason),
+            (42, Some(3), Some(3), Some(ExitReason::Exit))
         );
+        let new = RunChange::New {
+            unit: "u2".into(),
+            reset_restarts: false,
+        };
+        let run2 = db
+            .change_state(&change(id, run, State::Failed, State::Starting, new, 4))
+            .unwrap();
+        assert_ne!(run2, run);
+        let (p, r) = &db.load_all().unwrap()[0];
+        assert_eq!((p.state, p.restarts), (State::Starting, 1));
+        assert_eq!(
+            r.as_ref().map(|r| (r.id, r.unit.as_str())),
+            Some((run2, "u2"))
+        );
+        db.change_state(&change(
+            id,
+            run2,
+            State::Starting,
+            State::Failed,
+            RunChange::None,
+            5,
+        ))
+        .unwrap();
         let ev = db.events(Some(id), 10).unwrap();
-        assert_eq!(ev.len(), 3);
+        assert_eq!(ev.len(), 5);
         assert_eq!(ev[0].2, "created");
-        assert!(ev[2].3.contains("running -> failed"), "{:?}", ev[2]);
+        assert_eq!(ev[2].3, "running -> failed (why)", "{:?}", ev[2]);
         db.delete_process(id, "rm", 4).unwrap();
         assert!(db.load_all().unwrap().is_empty());
         assert_eq!(
             db.events(Some(id), 10).unwrap().len(),
-            4,
+            6,
             "history outlives the process"
         );
     }
@@ -688,14 +780,13 @@ mod tests {
         let (old, run, _) = db
             .insert_process("old", "w", "", &config(), |i| i.to_string(), 1)
             .unwrap();
-        let end = Ending {
-            state: "exited".into(),
+        let ended = RunChange::Ended {
             exit_code: 0,
             exit_signal: 0,
-            reason: "exit".into(),
-            at: 10,
+            reason: ExitReason::Exit,
         };
-        db.record_exit(old, run, "running", &end).unwrap();
+        db.change_state(&change(old, run, State::Running, State::Exited, ended, 10))
+            .unwrap();
         let (live, _, _) = db
             .insert_process("live", "w", "", &config(), |i| i.to_string(), 1)
             .unwrap();
@@ -703,7 +794,7 @@ mod tests {
             db.add_event(live, None, "note", "x", 1000 + i).unwrap();
         }
         assert_eq!(db.prune(100, 100, 2000).unwrap(), vec![old]);
-        let left: Vec<u64> = db.load_all().unwrap().iter().map(|(p, _)| p.id).collect();
+        let left: Vec<ProcessId> = db.load_all().unwrap().iter().map(|(p, _)| p.id).collect();
         assert_eq!(left, vec![live]);
         assert!(db.events(None, 1000).unwrap().len() <= 100);
     }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::api::State;
+use crate::api::{RestartMode, State};
 use crate::daemon::store::RestartPolicy;
 
 /// What to do after a run ended by itself.
@@ -45,10 +45,10 @@ pub fn decide(
     now: Instant,
     backoff: &mut Backoff,
 ) -> Verdict {
-    let wanted = match policy.policy.as_str() {
-        "always" => matches!(state, State::Exited | State::Failed),
-        "on-failure" => state == State::Failed,
-        _ => false,
+    let wanted = match policy.policy {
+        RestartMode::Always => matches!(state, State::Exited | State::Failed),
+        RestartMode::OnFailure => state == State::Failed,
+        RestartMode::No => false,
     };
     if !wanted {
         return Verdict::Stay;
@@ -71,7 +71,8 @@ pub fn decide(
     let max = Duration::from_millis(policy.delay_max_ms);
     let delay = match backoff.last_delay {
         None => first,
-        Some(d) => (d * 2).min(max).max(first),
+        // Saturating: a client may ask for any u64 of milliseconds.
+        Some(d) => d.saturating_mul(2).min(max).max(first),
     };
     backoff.last_delay = Some(delay);
     backoff.recent.push_back(now);
@@ -84,12 +85,28 @@ mod tests {
 
     fn policy(p: &str) -> RestartPolicy {
         RestartPolicy {
-            policy: p.into(),
+            policy: RestartMode::parse(p).unwrap_or(RestartMode::No),
             delay_ms: 100,
             delay_max_ms: 1000,
             reset_sec: 60,
             limit: 5,
             limit_interval_sec: 60,
+        }
+    }
+
+    #[test]
+    fn huge_delays_saturate_instead_of_panicking() {
+        // Regression (review): RestartDelayMs near u64::MAX overflowed the
+        // doubling and panicked a debug build.
+        let mut p = policy("always");
+        (p.delay_ms, p.delay_max_ms) = (u64::MAX, u64::MAX);
+        let mut b = Backoff::default();
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(matches!(
+                decide(&p, State::Failed, Duration::ZERO, now, &mut b),
+                Verdict::RestartAfter(_)
+            ));
         }
     }
 

@@ -1,0 +1,289 @@
+//! The supervisor's outside world behind small traits — systemd
+//! ([`Scopes`]), starting runs and reading what their shims leave behind
+//! ([`Launcher`]), cgroup files ([`Cgroups`]) and the wall clock
+//! ([`Clock`]) — so the actor can be driven in-process by unit tests under
+//! paused time. The real implementations run every filesystem read on
+//! tokio's blocking pool: nothing here blocks the agent's runtime thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::Error;
+use crate::daemon::cgroup::{CgroupFs, Usage};
+use crate::daemon::store::RunId;
+use crate::daemon::systemd::{ScopeProps, Systemd};
+use crate::daemon::{exits, launch};
+use crate::shim::{ExitRecord, LaunchSpec};
+
+pub type Fut<T> = BoxFuture<'static, T>;
+
+/// One run to start: hold its shim, wrap it in `unit`, release it.
+pub struct LaunchRequest {
+    pub unit: String,
+    pub spec: LaunchSpec,
+    pub props: ScopeProps,
+    /// A later run of an existing process (its previous scope, same
+    /// name, may still be going away).
+    pub relaunch: bool,
+}
+
+/// A run inside its scope, the command executing.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub shim_pid: u32,
+    pub main_pid: u32,
+    pub control_group: String,
+}
+
+/// systemd's manager, as far as the supervisor uses it.
+pub trait Scopes: Send + Sync {
+    /// Stops a scope and waits until it is gone; a unit already gone is Ok.
+    fn stop(&self, unit: String, timeout: Duration) -> Fut<Result<(), String>>;
+    /// corral's loaded scopes and their active states.
+    fn list(&self) -> Fut<Result<Vec<(String, String)>, String>>;
+    fn control_group(&self, unit: String) -> Fut<Result<String, String>>;
+}
+
+/// Launching runs, and the exit records their shims write.
+pub trait Launcher: Send + Sync {
+    fn launch(&self, req: LaunchRequest) -> Fut<Result<Launched, Error>>;
+    /// Where the shim of `run` writes its exit record.
+    fn exit_path(&self, run: RunId) -> PathBuf;
+    fn read_exit(&self, run: RunId) -> Fut<Option<ExitRecord>>;
+    fn remove_exit(&self, run: RunId) -> Fut<()>;
+    /// Every run with a record present.
+    fn pending_exits(&self) -> Fut<Vec<RunId>>;
+}
+
+/// Reads of cgroup files (`None`/false where unknown).
+pub trait Cgroups: Send + Sync {
+    /// Whether the cgroup still holds a process.
+    fn populated(&self, cg: String) -> Fut<bool>;
+    fn usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>>;
+    fn cpu_nsec(&self, cgs: Vec<String>) -> Fut<Vec<Option<u64>>>;
+    /// The command a live scope's shim runs (re-adoption).
+    fn main_pid(&self, cg: String) -> Fut<Option<u32>>;
+}
+
+pub trait Clock: Send + Sync {
+    /// Microseconds since the Unix epoch.
+    fn now_us(&self) -> u64;
+}
+
+/// Everything the actor talks to besides the store.
+#[derive(Clone)]
+pub struct Host {
+    pub scopes: Arc<dyn Scopes>,
+    pub launcher: Arc<dyn Launcher>,
+    pub cgroups: Arc<dyn Cgroups>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Host {
+    pub fn real(
+        shim: PathBuf,
+        systemd: Systemd,
+        exits_dir: PathBuf,
+        cgroups: Option<Arc<CgroupFs>>,
+    ) -> Host {
+        Host {
+            scopes: Arc::new(RealScopes(systemd.clone())),
+            launcher: Arc::new(RealLauncher {
+                shim: Arc::new(shim),
+                systemd,
+                exits_dir: Arc::new(exits_dir),
+            }),
+            cgroups: Arc::new(RealCgroups(cgroups)),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+struct RealScopes(Systemd);
+
+impl Scopes for RealScopes {
+    fn stop(&self, unit: String, timeout: Duration) -> Fut<Result<(), String>> {
+        let sd = self.0.clone();
+        Box::pin(async move {
+            sd.stop_unit(&unit, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn list(&self) -> Fut<Result<Vec<(String, String)>, String>> {
+        let sd = self.0.clone();
+        Box::pin(async move {
+            sd.list_scopes("app-corral-*.scope")
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn control_group(&self, unit: String) -> Fut<Result<String, String>> {
+        let sd = self.0.clone();
+        Box::pin(async move { sd.control_group(&unit).await.map_err(|e| e.to_string()) })
+    }
+}
+
+struct RealLauncher {
+    shim: Arc<PathBuf>,
+    systemd: Systemd,
+    exits_dir: Arc<PathBuf>,
+}
+
+/// Runs `f` on the blocking pool; a panic there reads as `fallback`.
+async fn blocking<R: Send + 'static>(fallback: R, f: impl FnOnce() -> R + Send + 'static) -> R {
+    tokio::task::spawn_blocking(f).await.unwrap_or(fallback)
+}
+
+impl Launcher for RealLauncher {
+    fn launch(&self, req: LaunchRequest) -> Fut<Result<Launched, Error>> {
+        let (shim, sd) = (self.shim.clone(), self.systemd.clone());
+        Box::pin(async move { launch_run(&shim, &sd, req).await })
+    }
+
+    fn exit_path(&self, run: RunId) -> PathBuf {
+        exits::record_path(&self.exits_dir, run.0)
+    }
+
+    fn read_exit(&self, run: RunId) -> Fut<Option<ExitRecord>> {
+        let dir = self.exits_dir.clone();
+        Box::pin(blocking(None, move || exits::read(&dir, run.0)))
+    }
+
+    fn remove_exit(&self, run: RunId) -> Fut<()> {
+        let dir = self.exits_dir.clone();
+        Box::pin(blocking((), move || exits::remove(&dir, run.0)))
+    }
+
+    fn pending_exits(&self) -> Fut<Vec<RunId>> {
+        let dir = self.exits_dir.clone();
+        Box::pin(blocking(vec![], move || {
+            exits::pending(&dir).into_iter().map(RunId).collect()
+        }))
+    }
+}
+
+/// Hold the shim, wrap it in its scope, release it: the command's first
+/// instruction runs inside the scope.
+async fn launch_run(shim: &Path, sd: &Systemd, req: LaunchRequest) -> Result<Launched, Error> {
+    let LaunchRequest {
+        unit,
+        spec,
+        props,
+        relaunch,
+    } = req;
+    let held = launch::hold(shim, &spec)
+        .await
+        .map_err(|e| Error::SpawnFailed(e.to_string()))?;
+    let shim_pid = held.shim_pid;
+    let mut started = sd.start_scope(&unit, &[shim_pid], &props).await;
+    if relaunch && started.as_ref().is_err_and(|e| e.is_unit_exists()) {
+        // Regression (bench, RestartDelayMs=0): the previous run's scope,
+        // same name, can still be going away (leftovers being stopped, or
+        // systemd not yet done collecting the empty unit). It is ours and
+        // its run has ended: finish it off, then retry while the name is
+        // still taken, for a bounded time.
+        let _ = sd.stop_unit(&unit, props.stop_timeout).await;
+        for _ in 0..100 {
+            started = sd.start_scope(&unit, &[shim_pid], &props).await;
+            if !started.as_ref().is_err_and(|e| e.is_unit_exists()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if let Err(e) = started {
+        held.abandon();
+        return Err(Error::Systemd(e.to_string()));
+    }
+    let control_group = blocking(String::new(), move || {
+        launch::read_control_group(shim_pid).unwrap_or_default()
+    })
+    .await;
+    match held.release().await {
+        Ok(main_pid) => Ok(Launched {
+            shim_pid,
+            main_pid,
+            control_group,
+        }),
+        Err(launch::Error::Spawn { message, .. }) => Err(Error::SpawnFailed(format!(
+            "cannot execute '{}': {message}",
+            spec.argv.first().map(String::as_str).unwrap_or("")
+        ))),
+        Err(e) => {
+            // The shim is confused or gone; make sure its scope goes too.
+            let _ = sd.stop_unit(&unit, Duration::from_secs(1)).await;
+            Err(Error::SpawnFailed(e.to_string()))
+        }
+    }
+}
+
+struct RealCgroups(Option<Arc<CgroupFs>>);
+
+impl RealCgroups {
+    /// Runs `f` with the cgroup filesystem on the blocking pool.
+    fn with<R: Send + 'static>(
+        &self,
+        unknown: R,
+        f: impl FnOnce(&CgroupFs) -> R + Send + 'static,
+    ) -> Fut<R> {
+        let Some(fs) = self.0.clone() else {
+            return Box::pin(std::future::ready(unknown));
+        };
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&fs))
+                .await
+                .unwrap_or(unknown)
+        })
+    }
+}
+
+impl Cgroups for RealCgroups {
+    fn populated(&self, cg: String) -> Fut<bool> {
+        self.with(false, move |fs| fs.read_populated(&cg).unwrap_or(false))
+    }
+
+    fn usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>> {
+        let n = cgs.len();
+        self.with(vec![None; n], move |fs| {
+            cgs.iter()
+                .map(|cg| match fs.read_usage(cg) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        tracing::debug!("usage of {cg}: {e}");
+                        None
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn cpu_nsec(&self, cgs: Vec<String>) -> Fut<Vec<Option<u64>>> {
+        let n = cgs.len();
+        self.with(vec![None; n], move |fs| {
+            cgs.iter()
+                .map(|cg| fs.read_cpu_nsec(cg).ok().flatten())
+                .collect()
+        })
+    }
+
+    fn main_pid(&self, cg: String) -> Fut<Option<u32>> {
+        self.with(None, move |fs| {
+            let procs = fs.read_procs(&cg).unwrap_or_default();
+            launch::find_shim_and_main(&procs).map(|(_shim, main)| main)
+        })
+    }
+}
+
+struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_us(&self) -> u64 {
+        crate::daemon::store::now_us()
+    }
+}

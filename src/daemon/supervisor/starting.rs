@@ -1,0 +1,368 @@
+//! Starting: a new process from a Start spec, and a new run of an
+//! existing one (restart policy, Restart, persistence). The launch itself
+//! runs in its own task; its result comes back as `Fact::Launched`, and
+//! only then are the waiting callers answered — after the record is
+//! committed.
+
+use std::collections::HashMap;
+
+use tokio::time::Instant;
+
+use super::host::{LaunchRequest, Launched};
+use super::proc::{Launching, Proc, Sampled};
+use super::{Error, Event, Fact, Msg, Reply, Supervisor};
+use crate::api::{ExitReason, RestartMode, StartSpec, State};
+use crate::daemon::store::{
+    Ending, ProcessConfig, ProcessId, ProcessRecord, RestartPolicy, RunChange, RunId, RunRecord,
+};
+use crate::daemon::systemd::{self, ScopeProps};
+use crate::shim::LaunchSpec;
+
+impl Supervisor {
+    pub(super) async fn start_new(&mut self, spec: StartSpec, reply: Reply<String>) {
+        if let Err(e) = spec.validate() {
+            let _ = reply.send(Err(Error::InvalidArgument(e)));
+            return;
+        }
+        let config = match self.process_config(&spec) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let cwd = config.cwd.clone();
+        let checked = tokio::task::spawn_blocking(move || std::fs::metadata(&cwd)).await;
+        let problem = match checked {
+            Ok(Ok(m)) if m.is_dir() => None,
+            Ok(Ok(_)) => Some("is not a directory".to_string()),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = problem {
+            let _ = reply.send(Err(Error::InvalidArgument(format!(
+                "WorkingDirectory: '{}': {problem}",
+                config.cwd
+            ))));
+            return;
+        }
+        let name = spec.name.clone().unwrap_or_else(|| {
+            let argv0 = &spec.command[0];
+            argv0
+                .rsplit('/')
+                .next()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(argv0)
+                .to_string()
+        });
+        let workspace = spec.workspace.clone().unwrap_or_else(|| "default".into());
+        let session = spec.session.clone().unwrap_or_default();
+        let now = self.now_us();
+        let (n, w, s, c) = (
+            name.clone(),
+            workspace.clone(),
+            session.clone(),
+            config.clone(),
+        );
+        let inserted = self
+            .store
+            .call(move |db| {
+                db.insert_process(
+                    &n,
+                    &w,
+                    &s,
+                    &c,
+                    |id| systemd::scope_name(&n, &id.to_string()),
+                    now,
+                )
+            })
+            .await;
+        let (id, run, unit) = match inserted {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let record = ProcessRecord {
+            id,
+            name,
+            workspace,
+            session,
+            state: State::Starting,
+            restarts: 0,
+            created_at: now,
+            config,
+        };
+        let run = RunRecord {
+            id: run,
+            process_id: id,
+            unit,
+            started_at: now,
+            ..Default::default()
+        };
+        let mut proc = Proc::new(record, run);
+        proc.launching = Some(Launching {
+            first: true,
+            waiters: vec![reply],
+            early_exit: false,
+        });
+        self.procs.insert(id, proc);
+        if let Some(v) = self.view(id) {
+            self.publish(Event::Added(v));
+        }
+        self.spawn_launch(id);
+    }
+
+    fn process_config(&self, spec: &StartSpec) -> Result<ProcessConfig, Error> {
+        let c = &self.cfg;
+        let policy = match spec.restart.as_deref() {
+            None => RestartMode::No,
+            Some(s) => RestartMode::parse(s).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "Restart: '{s}' is not one of {}",
+                    RestartMode::NAMES.join(", ")
+                ))
+            })?,
+        };
+        Ok(ProcessConfig {
+            command: spec.command.clone(),
+            cwd: spec
+                .working_directory
+                .clone()
+                .unwrap_or_else(|| self.home.clone()),
+            env: spec.environment.clone(),
+            clean_env: spec.clean_environment == Some(true),
+            labels: spec.labels.clone(),
+            memory_max: spec.memory_max,
+            cpu_quota: spec.cpu_quota,
+            tasks_max: spec.tasks_max,
+            restart: RestartPolicy {
+                policy,
+                delay_ms: spec.restart_delay_ms.unwrap_or(c.restart_delay_ms),
+                delay_max_ms: spec.restart_delay_max_ms.unwrap_or(
+                    c.restart_delay_max_ms
+                        .max(spec.restart_delay_ms.unwrap_or(0)),
+                ),
+                reset_sec: spec.restart_reset_sec.unwrap_or(c.restart_reset_sec),
+                limit: spec.restart_limit.unwrap_or(c.restart_limit),
+                limit_interval_sec: spec
+                    .restart_limit_interval_sec
+                    .unwrap_or(c.restart_limit_interval_sec),
+            },
+            persistent: spec.persistent.unwrap_or(false),
+        })
+    }
+
+    /// Runs the launch of the current run of `id` in its own task.
+    pub(super) fn spawn_launch(&mut self, id: ProcessId) {
+        let Some(p) = self.procs.get(&id) else {
+            return;
+        };
+        let env = launch_env(&self.base_env, &p.config);
+        let relaunch = !p.launching.as_ref().is_some_and(|l| l.first);
+        let run = p.run.id;
+        let spec = LaunchSpec {
+            id: id.to_string(),
+            run: run.0,
+            argv: p.config.command.clone(),
+            cwd: p.config.cwd.clone().into(),
+            env,
+            log_dir: self.logs_dir.join(id.to_string()),
+            log_max_bytes: self.cfg.log_max_size,
+            log_files: self.cfg.log_files,
+            exit_file: self.host.launcher.exit_path(run),
+        };
+        let props = ScopeProps {
+            description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
+            slice: systemd::slice_name(&p.workspace),
+            memory_max: p.config.memory_max,
+            tasks_max: p.config.tasks_max,
+            cpu_quota: p.config.cpu_quota,
+            stop_timeout: self.cfg.stop_timeout,
+        };
+        let req = LaunchRequest {
+            unit: p.run.unit.clone(),
+            spec,
+            props,
+            relaunch,
+        };
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.launched_at = Instant::now();
+        }
+        let launching = self.host.launcher.launch(req);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = launching.await;
+            let _ = tx.send(Msg::Fact(Fact::Launched { id, run, result })).await;
+        });
+    }
+
+    pub(super) async fn launched(
+        &mut self,
+        id: ProcessId,
+        run: RunId,
+        result: Result<Launched, Error>,
+    ) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        if p.run.id != run || p.state() != State::Starting {
+            return;
+        }
+        let launching = p.launching.take().unwrap_or_default();
+        match result {
+            Ok(l) => {
+                p.sampled = Sampled::default();
+                tracing::debug!(%id, shim_pid = l.shim_pid, unit = %p.run.unit, "launched");
+                let change = RunChange::Running {
+                    main_pid: l.main_pid,
+                    control_group: l.control_group,
+                };
+                let why = format!("pid {}", l.main_pid);
+                let now = self.now_us();
+                let written = self.transition(id, State::Running, why, change, now).await;
+                // The reply goes out only after the record is committed.
+                for w in launching.waiters {
+                    let _ = w.send(match &written {
+                        Ok(_) => Ok(id.to_string()),
+                        Err(e) => Err(Error::Storage(e.to_string())),
+                    });
+                }
+                if launching.early_exit {
+                    self.exit_recorded(run).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%id, %run, "launch failed: {e}");
+                if launching.first {
+                    // A failed Start leaves nothing behind but its history.
+                    let msg = format!("start failed: {e}");
+                    let now = self.now_us();
+                    let _ = self
+                        .store
+                        .call(move |db| db.delete_process(id, &msg, now))
+                        .await;
+                    self.procs.remove(&id);
+                    self.publish(Event::Removed(id.to_string()));
+                } else {
+                    let end = Ending {
+                        state: State::Failed,
+                        exit_code: -1,
+                        exit_signal: 0,
+                        reason: ExitReason::SpawnFailed,
+                        at: self.now_us(),
+                    };
+                    self.record_ending(id, end).await;
+                    // An automatic restart that could not start is one more
+                    // failure for the policy (the crash-loop limit ends it);
+                    // a client's Restart gets the error instead.
+                    if launching.waiters.is_empty() {
+                        self.apply_policy(id, std::time::Duration::ZERO).await;
+                    }
+                }
+                let msg = e.to_string();
+                for w in launching.waiters {
+                    let _ = w.send(Err(match &e {
+                        Error::Systemd(_) => Error::Systemd(msg.clone()),
+                        _ => Error::SpawnFailed(msg.clone()),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Starts a new run of an ended process; `manual` (a client's
+    /// Restart) starts the restart counting over. Callers already waiting
+    /// for the new run are in `waiters`.
+    pub(super) async fn relaunch(
+        &mut self,
+        id: ProcessId,
+        why: &str,
+        manual: bool,
+        waiters: Vec<Reply<String>>,
+    ) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        if manual {
+            p.backoff.reset();
+        }
+        p.pending_restart = None;
+        let unit = systemd::scope_name(&p.name, &id.to_string());
+        let change = RunChange::New {
+            unit,
+            reset_restarts: manual,
+        };
+        let now = self.now_us();
+        if let Err(e) = self
+            .transition(id, State::Starting, why.to_string(), change, now)
+            .await
+        {
+            for w in waiters {
+                let _ = w.send(Err(Error::Storage(e.to_string())));
+            }
+            return;
+        }
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        p.restarts = if manual { 0 } else { p.restarts + 1 };
+        p.stop = None;
+        p.kill_signal = None;
+        p.sampled = Sampled::default();
+        p.launching = Some(Launching {
+            first: false,
+            waiters,
+            early_exit: false,
+        });
+        self.spawn_launch(id);
+    }
+}
+
+/// The environment of a launch: the agent's own (unless the spec asked
+/// for a clean one) with the spec's entries on top, in one pass (a later
+/// entry of the same name wins). Computed at each launch rather than
+/// stored, so a process costs only its own entries.
+fn launch_env(base: &[(String, String)], config: &ProcessConfig) -> Vec<String> {
+    let ours: Vec<(&str, &str)> = config
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .collect();
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(ours.len());
+    for (i, (k, _)) in ours.iter().enumerate() {
+        last.insert(k, i);
+    }
+    let inherited = base
+        .iter()
+        .filter(|_| !config.clean_env)
+        .filter(|(k, _)| !last.contains_key(k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"));
+    let own = ours
+        .iter()
+        .enumerate()
+        .filter(|(i, (k, _))| last.get(k) == Some(i))
+        .map(|(_, (k, v))| format!("{k}={v}"));
+    inherited.chain(own).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_environment_overrides_the_agents_and_the_last_entry_wins() {
+        let base = vec![
+            ("PATH".to_string(), "/bin".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let mut config: ProcessConfig =
+            serde_json::from_str(r#"{"command":["x"],"cwd":"/","env":[],"memory_max":null,"cpu_quota":null,"tasks_max":null,"restart":{"policy":"no","delay_ms":0,"delay_max_ms":0,"reset_sec":0,"limit":0,"limit_interval_sec":0}}"#)
+                .unwrap();
+        config.env = vec!["HOME=/h".into(), "A=1".into(), "A=2".into(), "bad".into()];
+        assert_eq!(launch_env(&base, &config), ["PATH=/bin", "HOME=/h", "A=2"]);
+        config.clean_env = true;
+        assert_eq!(launch_env(&base, &config), ["HOME=/h", "A=2"]);
+    }
+}

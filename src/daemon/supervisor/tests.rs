@@ -1,0 +1,510 @@
+//! The actor's races, driven in-process on a fake host under paused tokio
+//! time, with a real SQLite file (run inline, so the clock moves only
+//! when the actor truly waits). Each test names the race it guards; none
+//! needs root, systemd or a bus.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::host::{Cgroups, Clock, Fut, LaunchRequest, Launched, Launcher, Scopes};
+use super::*;
+use crate::api::{ExitReason, StartSpec, State};
+use crate::daemon::cgroup::Usage;
+use crate::daemon::store::{Change, Db, RunChange};
+use crate::shim::ExitRecord;
+
+/// A PID no process can have (above the kernel's pid_max limit), so a
+/// stray signal from a test reaches nobody.
+const NO_PID: u32 = 2_000_000_000;
+
+/// What the fake host knows and did.
+struct World {
+    launches_open: watch::Sender<bool>,
+    fail_launches: AtomicBool,
+    /// (unit, run) of every launch begun, in order.
+    launches: Mutex<Vec<(String, RunId)>>,
+    stops: Mutex<Vec<String>>,
+    exits: Mutex<HashMap<RunId, ExitRecord>>,
+    run_of: Mutex<HashMap<String, RunId>>,
+    populated: Mutex<HashSet<String>>,
+    live: Mutex<Vec<(String, String)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl World {
+    fn new() -> Arc<World> {
+        Arc::new(World {
+            launches_open: watch::channel(true).0,
+            fail_launches: AtomicBool::new(false),
+            launches: Mutex::default(),
+            stops: Mutex::default(),
+            exits: Mutex::default(),
+            run_of: Mutex::default(),
+            populated: Mutex::default(),
+            live: Mutex::default(),
+        })
+    }
+
+    /// The command of `run` ends (its shim writes the record).
+    fn exit(&self, run: RunId, code: i32, signal: i32) {
+        let rec = ExitRecord {
+            run: run.0,
+            pid: NO_PID,
+            code,
+            signal,
+            core_dumped: false,
+            exited_at_us: 1,
+        };
+        lock(&self.exits).insert(run, rec);
+    }
+
+    fn launch_count(&self) -> usize {
+        lock(&self.launches).len()
+    }
+}
+
+fn cgroup_of(unit: &str) -> String {
+    format!("/fake/{unit}")
+}
+
+struct Fake(Arc<World>);
+
+impl Scopes for Fake {
+    fn stop(&self, unit: String, _timeout: Duration) -> Fut<Result<(), String>> {
+        let w = self.0.clone();
+        Box::pin(async move {
+            // A stop takes a while: SIGTERM, the shim records the signal.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            lock(&w.stops).push(unit.clone());
+            lock(&w.populated).remove(&cgroup_of(&unit));
+            let run = lock(&w.run_of).get(&unit).copied();
+            if let Some(run) = run {
+                if !lock(&w.exits).contains_key(&run) {
+                    w.exit(run, -1, libc::SIGTERM);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn list(&self) -> Fut<Result<Vec<(String, String)>, String>> {
+        Box::pin(std::future::ready(Ok(lock(&self.0.live).clone())))
+    }
+
+    fn control_group(&self, unit: String) -> Fut<Result<String, String>> {
+        Box::pin(std::future::ready(Ok(cgroup_of(&unit))))
+    }
+}
+
+impl Launcher for Fake {
+    fn launch(&self, req: LaunchRequest) -> Fut<Result<Launched, Error>> {
+        let w = self.0.clone();
+        Box::pin(async move {
+            let run = RunId(req.spec.run);
+            lock(&w.launches).push((req.unit.clone(), run));
+            let mut open = w.launches_open.subscribe();
+            let _ = open.wait_for(|o| *o).await;
+            if w.fail_launches.load(Ordering::SeqCst) {
+                return Err(Error::SpawnFailed(
+                    "cannot execute 'x': no such file".into(),
+                ));
+            }
+            lock(&w.run_of).insert(req.unit.clone(), run);
+            lock(&w.populated).insert(cgroup_of(&req.unit));
+            Ok(Launched {
+                shim_pid: NO_PID,
+                main_pid: NO_PID,
+                control_group: cgroup_of(&req.unit),
+            })
+        })
+    }
+
+    fn exit_path(&self, run: RunId) -> PathBuf {
+        PathBuf::from(format!("/fake/exits/{run}"))
+    }
+
+    fn read_exit(&self, run: RunId) -> Fut<Option<ExitRecord>> {
+        Box::pin(std::future::ready(lock(&self.0.exits).get(&run).cloned()))
+    }
+
+    fn remove_exit(&self, run: RunId) -> Fut<()> {
+        lock(&self.0.exits).remove(&run);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn pending_exits(&self) -> Fut<Vec<RunId>> {
+        Box::pin(std::future::ready(
+            lock(&self.0.exits).keys().copied().collect(),
+        ))
+    }
+}
+
+impl Cgroups for Fake {
+    fn populated(&self, cg: String) -> Fut<bool> {
+        Box::pin(std::future::ready(lock(&self.0.populated).contains(&cg)))
+    }
+
+    fn usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>> {
+        Box::pin(std::future::ready(vec![Some(Usage::default()); cgs.len()]))
+    }
+
+    fn cpu_nsec(&self, cgs: Vec<String>) -> Fut<Vec<Option<u64>>> {
+        Box::pin(std::future::ready(vec![None; cgs.len()]))
+    }
+
+    fn main_pid(&self, _cg: String) -> Fut<Option<u32>> {
+        Box::pin(std::future::ready(Some(NO_PID)))
+    }
+}
+
+/// Wall time that moves with tokio's (paused) clock.
+struct TestClock(tokio::time::Instant);
+
+impl Clock for TestClock {
+    fn now_us(&self) -> u64 {
+        1_000_000_000 + self.0.elapsed().as_micros() as u64
+    }
+}
+
+struct Bed {
+    handle: Handle,
+    tx: mpsc::Sender<Msg>,
+    events: mpsc::UnboundedReceiver<Event>,
+    world: Arc<World>,
+    _dir: tempfile::TempDir,
+}
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("corral.db")
+}
+
+async fn bed() -> Bed {
+    bed_on(World::new(), tempfile::tempdir().unwrap()).await
+}
+
+async fn bed_on(world: Arc<World>, dir: tempfile::TempDir) -> Bed {
+    let mut config = Config::defaults(crate::config::Mode::User).unwrap();
+    config.state_dir = dir.path().to_path_buf();
+    let settings = Settings {
+        config,
+        shim: PathBuf::from("/nonexistent/corral-shim"),
+        base_env: vec![],
+        home: "/".into(),
+    };
+    let store = Store::open_inline(&db_path(&dir)).unwrap();
+    let fake = Arc::new(Fake(world.clone()));
+    let host = Host {
+        scopes: fake.clone(),
+        launcher: fake.clone(),
+        cgroups: fake,
+        clock: Arc::new(TestClock(tokio::time::Instant::now())),
+    };
+    let (ev_tx, events) = mpsc::unbounded_channel();
+    let (handle, _task, tx) = spawn(settings, store, host, ev_tx).await.unwrap();
+    Bed {
+        handle,
+        tx,
+        events,
+        world,
+        _dir: dir,
+    }
+}
+
+fn spec(restart: &str, delay_ms: u64) -> StartSpec {
+    let mut s = StartSpec::new(vec!["server".into()]);
+    s.restart = Some(restart.into());
+    s.restart_delay_ms = Some(delay_ms);
+    s
+}
+
+impl Bed {
+    async fn start(&self, spec: StartSpec) -> Result<String, Error> {
+        let spec = Box::new(spec);
+        self.handle
+            .ask(|reply| Command::Start { spec, reply })
+            .await
+            .unwrap()
+    }
+
+    /// Sends a command without waiting for its answer.
+    fn send(
+        &self,
+        make: impl FnOnce(Reply<()>) -> Command,
+    ) -> oneshot::Receiver<Result<(), Error>> {
+        let (tx, rx) = oneshot::channel();
+        let msg = Msg::Command(make(tx));
+        let sender = self.tx.clone();
+        tokio::spawn(async move { sender.send(msg).await.ok() });
+        rx
+    }
+
+    async fn get(&self, id: &str) -> Result<ProcessView, Error> {
+        let id = id.to_string();
+        self.handle
+            .ask(|reply| Command::Get { id, reply })
+            .await
+            .unwrap()
+    }
+
+    async fn fact(&self, f: Fact) {
+        self.tx.send(Msg::Fact(f)).await.unwrap();
+    }
+
+    /// The run's command ends and the watcher reports the record.
+    async fn exit(&self, run: RunId, code: i32) {
+        self.world.exit(run, code, 0);
+        self.fact(Fact::ExitRecorded(Some(run))).await;
+    }
+
+    /// Polls until `id` is in `state` (bounded; time is virtual).
+    async fn wait_state(&self, id: &str, state: State) -> ProcessView {
+        for _ in 0..1000 {
+            let v = self.get(id).await.unwrap();
+            if v.state == state {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{id} never became {state}: {:?}", self.get(id).await);
+    }
+
+    fn run_of(&self, id: &str) -> RunId {
+        let unit = format!("-{id}.scope");
+        lock(&self.world.launches)
+            .iter()
+            .rev()
+            .find(|(u, _)| u.ends_with(&unit))
+            .map(|(_, r)| *r)
+            .unwrap()
+    }
+
+    /// Every state change announced so far, as (old, new).
+    fn changes(&mut self) -> Vec<(State, State)> {
+        let mut out = vec![];
+        while let Ok(e) = self.events.try_recv() {
+            if let Event::Changed { view, old } = e {
+                if view.state != old {
+                    out.push((old, view.state));
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until the fake host has begun `n` launches.
+    async fn launches_begun(&self, n: usize) {
+        for _ in 0..1000 {
+            if self.world.launch_count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("launch {n} never began");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_recorded_before_the_launch_reply_is_settled_after_it() {
+    let mut bed = bed().await;
+    bed.world.launches_open.send_replace(false);
+    let handle = bed.handle.clone();
+    let starting = tokio::spawn(async move {
+        let spec = Box::new(spec("no", 0));
+        handle.ask(|reply| Command::Start { spec, reply }).await
+    });
+    bed.launches_begun(1).await;
+    let run = lock(&bed.world.launches)[0].1;
+    // The command exits at once; its record is seen before the launch
+    // task has reported back.
+    bed.exit(run, 3).await;
+    bed.world.launches_open.send_replace(true);
+    let id = starting.await.unwrap().unwrap().unwrap();
+    let v = bed.wait_state(&id, State::Failed).await;
+    assert_eq!((v.exit_code, v.exit_reason.as_str()), (3, "exit"));
+    assert_eq!(
+        bed.changes(),
+        [
+            (State::Starting, State::Running),
+            (State::Running, State::Failed)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_while_starting_waits_for_the_launch_then_stops_it() {
+    let bed = bed().await;
+    bed.world.launches_open.send_replace(false);
+    let handle = bed.handle.clone();
+    let starting = tokio::spawn(async move {
+        let spec = Box::new(spec("no", 0));
+        handle.ask(|reply| Command::Start { spec, reply }).await
+    });
+    bed.launches_begun(1).await;
+    let stopped = bed.send(|reply| Command::Stop {
+        id: "1".into(),
+        reply,
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(lock(&bed.world.stops).is_empty(), "no scope to stop yet");
+    bed.world.launches_open.send_replace(true);
+    assert_eq!(starting.await.unwrap().unwrap().unwrap(), "1");
+    stopped.await.unwrap().unwrap();
+    let v = bed.get("1").await.unwrap();
+    assert_eq!(
+        (v.state, v.exit_reason.as_str()),
+        (State::Stopped, "stopped")
+    );
+    assert_eq!(lock(&bed.world.stops).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unit_removed_during_a_manager_reload_is_ignored_while_the_scope_is_populated() {
+    let bed = bed().await;
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    let unit = bed.get(&id).await.unwrap().unit;
+    bed.fact(Fact::ScopeGone(unit.clone())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(bed.get(&id).await.unwrap().state, State::Running);
+    // Now it is gone for real: no process left, no exit record.
+    lock(&bed.world.populated).clear();
+    bed.fact(Fact::ScopeGone(unit)).await;
+    let v = bed.wait_state(&id, State::Failed).await;
+    assert_eq!(v.exit_reason, ExitReason::Lost.as_str());
+}
+
+#[tokio::test(start_paused = true)]
+async fn adopting_a_process_that_was_stopping_finishes_its_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = "app-corral-web-1.scope".to_string();
+    {
+        let mut db = Db::open(&db_path(&dir)).unwrap();
+        let config = serde_json::from_str(r#"{"command":["server"],"cwd":"/","env":[],"memory_max":null,"cpu_quota":null,"tasks_max":null,"restart":{"policy":"always","delay_ms":0,"delay_max_ms":0,"reset_sec":0,"limit":9,"limit_interval_sec":9}}"#).unwrap();
+        let (id, run, _) = db
+            .insert_process("web", "default", "", &config, |_| unit.clone(), 1)
+            .unwrap();
+        for (old, new, change) in [
+            (
+                State::Starting,
+                State::Running,
+                RunChange::Running {
+                    main_pid: NO_PID,
+                    control_group: cgroup_of(&unit),
+                },
+            ),
+            (State::Running, State::Stopping, RunChange::None),
+        ] {
+            let c = Change {
+                process: id,
+                run,
+                old,
+                new,
+                why: "test".into(),
+                at: 2,
+                run_change: change,
+            };
+            db.change_state(&c).unwrap();
+        }
+    }
+    let world = World::new();
+    lock(&world.live).push((unit.clone(), "active".into()));
+    lock(&world.populated).insert(cgroup_of(&unit));
+    lock(&world.run_of).insert(unit.clone(), RunId(1));
+    let bed = bed_on(world, dir).await;
+    let v = bed.wait_state("1", State::Stopped).await;
+    assert_eq!(v.exit_reason, "stopped");
+    assert_eq!(*lock(&bed.world.stops), [unit]);
+    // Stopped on request: its `always` policy does not bring it back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(bed.world.launch_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_cancels_a_pending_restart_timer() {
+    let bed = bed().await;
+    let id = bed.start(spec("always", 1000)).await.unwrap();
+    bed.exit(bed.run_of(&id), 1).await;
+    let v = bed.wait_state(&id, State::Failed).await;
+    assert_ne!(v.next_restart_at, 0, "a restart is scheduled");
+    bed.send(|reply| Command::Stop {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(bed.get(&id).await.unwrap().next_restart_at, 0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(bed.world.launch_count(), 1, "the timer must not relaunch");
+    assert_eq!(bed.get(&id).await.unwrap().state, State::Failed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn remove_during_a_restart_delay_forgets_the_process_for_good() {
+    let bed = bed().await;
+    let id = bed.start(spec("always", 1000)).await.unwrap();
+    bed.exit(bed.run_of(&id), 1).await;
+    bed.wait_state(&id, State::Failed).await;
+    bed.send(|reply| Command::Remove {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(matches!(bed.get(&id).await, Err(Error::NotFound(_))));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(bed.world.launch_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_stops_of_one_process_stop_its_scope_once_and_both_are_answered() {
+    let bed = bed().await;
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    let first = bed.send(|reply| Command::Stop {
+        id: id.clone(),
+        reply,
+    });
+    let second = bed.send(|reply| Command::Stop {
+        id: id.clone(),
+        reply,
+    });
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    assert_eq!(bed.get(&id).await.unwrap().state, State::Stopped);
+    assert_eq!(lock(&bed.world.stops).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_automatic_restart_relaunches_after_its_delay() {
+    let mut bed = bed().await;
+    let id = bed.start(spec("on-failure", 1000)).await.unwrap();
+    bed.exit(bed.run_of(&id), 1).await;
+    bed.wait_state(&id, State::Failed).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(bed.world.launch_count(), 1, "not before its delay");
+    let v = bed.wait_state(&id, State::Running).await;
+    assert_eq!((bed.world.launch_count(), v.restarts), (2, 1));
+    assert!(bed.changes().contains(&(State::Failed, State::Starting)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_launch_leaves_no_process_behind() {
+    let mut bed = bed().await;
+    bed.world.fail_launches.store(true, Ordering::SeqCst);
+    let r = bed.start(spec("always", 0)).await;
+    assert!(matches!(r, Err(Error::SpawnFailed(_))), "{r:?}");
+    assert!(matches!(bed.get("1").await, Err(Error::NotFound(_))));
+    let mut removed = false;
+    while let Ok(e) = bed.events.try_recv() {
+        removed |= matches!(e, Event::Removed(ref id) if id == "1");
+    }
+    assert!(removed);
+}
