@@ -2,7 +2,8 @@
 //! file per ended run): watching the directory with inotify so an exit is
 //! noticed within milliseconds, and reading / deleting records. A record
 //! is deleted only after its exit is committed to SQLite, so an exit that
-//! happens while corrald is down is found at the next start.
+//! happens while corrald is down is found at the next start. The record
+//! format and file names belong to `crate::shim::protocol`.
 
 use std::path::{Path, PathBuf};
 
@@ -10,17 +11,17 @@ use futures_util::StreamExt;
 use inotify::{EventMask, Inotify, WatchMask};
 use tokio::sync::mpsc;
 
-use crate::shim::ExitRecord;
+use crate::shim::protocol::{self, ExitRecord};
 
 /// Path of the record of `run`.
 pub fn record_path(dir: &Path, run: u64) -> PathBuf {
-    dir.join(run.to_string())
+    protocol::record_path(dir, run)
 }
 
 /// Reads the record of `run`, if the shim has written it.
 pub fn read(dir: &Path, run: u64) -> Option<ExitRecord> {
     let bytes = std::fs::read(record_path(dir, run)).ok()?;
-    match serde_json::from_slice(&bytes) {
+    match ExitRecord::from_bytes(&bytes) {
         Ok(rec) => Some(rec),
         Err(e) => {
             tracing::warn!("unreadable exit record for run {run}: {e}");
@@ -31,8 +32,9 @@ pub fn read(dir: &Path, run: u64) -> Option<ExitRecord> {
 
 /// Deletes the record of `run` and the space the shim reserved for it.
 pub fn remove(dir: &Path, run: u64) {
-    let _ = std::fs::remove_file(record_path(dir, run));
-    let _ = std::fs::remove_file(dir.join(format!("{run}.tmp")));
+    let record = record_path(dir, run);
+    let _ = std::fs::remove_file(&record);
+    let _ = std::fs::remove_file(protocol::record_tmp_path(&record));
 }
 
 /// Run ids of every record present (start-up scan).
@@ -41,7 +43,7 @@ pub fn pending(dir: &Path) -> Vec<u64> {
         return vec![];
     };
     entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(|e| protocol::record_run(&e.ok()?.file_name()))
         .collect()
 }
 
@@ -65,7 +67,7 @@ pub fn watch(dir: &Path, tx: mpsc::UnboundedSender<u64>) -> std::io::Result<()> 
                     }
                 }
                 Ok(ev) => {
-                    if let Some(run) = ev.name.and_then(|n| n.to_str()?.parse().ok()) {
+                    if let Some(run) = ev.name.and_then(|n| protocol::record_run(&n)) {
                         if tx.send(run).is_err() {
                             break;
                         }
@@ -79,4 +81,39 @@ pub fn watch(dir: &Path, tx: mpsc::UnboundedSender<u64>) -> std::io::Result<()> 
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_found_read_and_removed_with_their_reserved_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ExitRecord {
+            run: 34,
+            pid: 2,
+            code: 0,
+            signal: 0,
+            core_dumped: false,
+            exited_at_us: 5,
+        };
+        // Run 34 ended; run 35 still runs (only its space is reserved).
+        ExitRecord::reserve(&record_path(dir.path(), 34)).unwrap();
+        rec.write_atomic(&record_path(dir.path(), 34)).unwrap();
+        ExitRecord::reserve(&record_path(dir.path(), 35)).unwrap();
+        std::fs::write(dir.path().join("034"), b"").unwrap();
+        assert_eq!(pending(dir.path()), vec![34]);
+        assert_eq!(read(dir.path(), 34), Some(rec));
+        assert_eq!(read(dir.path(), 35), None);
+
+        remove(dir.path(), 34);
+        remove(dir.path(), 35);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["034"]);
+    }
 }

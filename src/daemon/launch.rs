@@ -1,8 +1,10 @@
 //! Starting a command without ever letting it run outside its scope: spawn
 //! `corral-shim` held on a control socket, let systemd move it into the
-//! new scope, then release it to fork+exec the command (the shim's
-//! protocol is in `crate::shim`). Also finds the shim and main process of
-//! a scope we adopt after an agent restart. Knows no systemd, no SQLite.
+//! new scope, then release it to fork+exec the command. Also finds the
+//! shim and main process of a scope we adopt after an agent restart.
+//! Knows no systemd, no SQLite. Every message to and from the shim is
+//! encoded and decoded by `crate::shim::protocol`; nothing here reads the
+//! shim's output by hand.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::shim::LaunchSpec;
+use crate::shim::protocol::{self, Go, LaunchReply, LaunchSpec, CONTROL_FD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,11 +27,18 @@ pub enum Error {
     /// The command itself could not be started; `message` has the OS error.
     #[error("{message}")]
     Spawn { errno: i32, message: String },
-    #[error("shim answered nonsense: {0:?}")]
-    Protocol(String),
+    #[error("shim protocol: {0}")]
+    Protocol(#[from] protocol::Error),
+    #[error("shim did not answer within {0:?}")]
+    NoAnswer(Duration),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// How long `release` waits for the shim's reply. It answers right after
+/// fork+exec; a long silence means it is wedged, and the caller must not
+/// wait forever.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Name of the shim binary (also its `comm` in /proc, used to find it).
 pub const SHIM_NAME: &str = "corral-shim";
@@ -71,12 +80,14 @@ pub async fn hold(shim: &Path, spec: &LaunchSpec) -> Result<Held> {
     // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if fd == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+            if fd == CONTROL_FD {
+                let flags = libc::fcntl(CONTROL_FD, libc::F_GETFD);
+                if flags < 0
+                    || libc::fcntl(CONTROL_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(fd, 3) < 0 {
+            } else if libc::dup2(fd, CONTROL_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -90,11 +101,10 @@ pub async fn hold(shim: &Path, spec: &LaunchSpec) -> Result<Held> {
     let shim_pid = child.id().unwrap_or(0);
     ours.set_nonblocking(true).map_err(Error::Control)?;
     let mut control = BufReader::new(UnixStream::from_std(ours).map_err(Error::Control)?);
-    let mut line = serde_json::to_vec(spec).map_err(|e| Error::Protocol(e.to_string()))?;
-    line.push(b'\n');
+    let line = spec.to_line()?;
     control
         .get_mut()
-        .write_all(&line)
+        .write_all(line.as_bytes())
         .await
         .map_err(Error::Control)?;
     Ok(Held {
@@ -109,20 +119,17 @@ impl Held {
     pub async fn release(mut self) -> Result<u32> {
         self.control
             .get_mut()
-            .write_all(b"go\n")
+            .write_all(Go.to_line().as_bytes())
             .await
             .map_err(Error::Control)?;
-        let mut reply = String::new();
-        // The shim answers right after fork+exec; a long silence means it
-        // is wedged, and the caller must not wait forever.
+        let mut reply = Vec::new();
         let read =
-            tokio::time::timeout(Duration::from_secs(30), self.control.read_line(&mut reply)).await;
+            tokio::time::timeout(REPLY_TIMEOUT, self.control.read_until(b'\n', &mut reply)).await;
         match read {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(Error::Control(e)),
-            Err(_) => return Err(Error::Protocol("no answer within 30s".into())),
+            Ok(Ok(_)) => reply_result(&reply),
+            Ok(Err(e)) => Err(Error::Control(e)),
+            Err(_) => Err(Error::NoAnswer(REPLY_TIMEOUT)),
         }
-        parse_reply(reply.trim_end())
     }
 
     /// Gives up: the shim sees EOF before `go` and exits without running
@@ -136,21 +143,12 @@ impl Held {
     }
 }
 
-fn parse_reply(reply: &str) -> Result<u32> {
-    if let Some(pid) = reply.strip_prefix("ok ") {
-        return pid.parse().map_err(|_| Error::Protocol(reply.to_string()));
+/// The command's PID from the shim's reply line, or why there is none.
+fn reply_result(line: &[u8]) -> Result<u32> {
+    match LaunchReply::from_line(line)? {
+        LaunchReply::Started { pid } => Ok(pid),
+        LaunchReply::Failed { errno, message } => Err(Error::Spawn { errno, message }),
     }
-    if let Some(rest) = reply.strip_prefix("err ") {
-        let (errno, message) = rest.split_once(' ').unwrap_or((rest, ""));
-        return Err(Error::Spawn {
-            errno: errno.parse().unwrap_or(0),
-            message: message.to_string(),
-        });
-    }
-    if reply.is_empty() {
-        return Err(Error::Protocol("shim exited before answering".into()));
-    }
-    Err(Error::Protocol(reply.to_string()))
 }
 
 /// The cgroup of `pid` as systemd's ControlGroup names it: the unified
@@ -196,17 +194,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replies_are_parsed() {
-        assert_eq!(parse_reply("ok 123").unwrap(), 123);
-        match parse_reply("err 2 No such file or directory (os error 2)") {
+    fn replies_are_decoded() {
+        assert_eq!(reply_result(b"ok 123\n").unwrap(), 123);
+        match reply_result(b"err 2 No such file or directory (os error 2)\n") {
             Err(Error::Spawn { errno, message }) => {
                 assert_eq!(errno, 2);
                 assert_eq!(message, "No such file or directory (os error 2)");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_reply(""), Err(Error::Protocol(_))));
-        assert!(matches!(parse_reply("ok x"), Err(Error::Protocol(_))));
+        // The shim exited before answering.
+        assert!(matches!(
+            reply_result(b""),
+            Err(Error::Protocol(protocol::Error::Closed))
+        ));
+        assert!(matches!(reply_result(b"ok x\n"), Err(Error::Protocol(_))));
+    }
+
+    /// Regression: corrald's hand-written reply parser took `err x ...`
+    /// (an errno that is no number) for a spawn failure with errno 0, and
+    /// `ok 12\r` for PID 12, where the shim's own decoder rejects both.
+    #[test]
+    fn daemon_accepted_replies_the_shim_calls_nonsense() {
+        for line in [&b"err x boom\n"[..], b"ok 12\r\n", b"ok 12 \n"] {
+            assert!(
+                matches!(reply_result(line), Err(Error::Protocol(_))),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    /// Regression: corrald trimmed the end of an `err` reply, so a message
+    /// ending in blanks (or in a line break the shim blanked out) read
+    /// differently on the two ends.
+    #[test]
+    fn err_reply_message_lost_its_trailing_blanks() {
+        let sent = LaunchReply::Failed {
+            errno: 8,
+            message: "bad interpreter\n".into(),
+        };
+        match reply_result(sent.to_line().as_bytes()) {
+            Err(Error::Spawn { errno: 8, message }) => assert_eq!(message, "bad interpreter "),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,0 +1,241 @@
+//! The shim's child: starting it with a clean process state, waiting for
+//! it apart from the output loop, and writing its exit record the moment
+//! it dies. Owns nothing of the log; see `output` for that.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use super::protocol::{ExitRecord, LaunchSpec};
+use super::{now_us, SHIM_IGNORED};
+
+/// Starts the spec's command with exactly its environment and cwd, in its
+/// own process group, its output on pipes.
+pub(super) fn spawn_child(spec: &LaunchSpec) -> io::Result<Child> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear();
+    for entry in &spec.env {
+        if let Some((key, value)) = entry.split_once('=').filter(|(k, _)| !k.is_empty()) {
+            cmd.env(key, value);
+        }
+    }
+    cmd.current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so corrald can signal the whole job.
+        .process_group(0);
+    // SAFETY: the hook only calls async-signal-safe functions (signal,
+    // sigemptyset, sigprocmask) and allocates nothing.
+    unsafe { cmd.pre_exec(reset_signals_for_exec) };
+    cmd.spawn()
+}
+
+/// Runs in the child between fork and exec: undoes the shim's ignored
+/// signals and any blocked mask, both of which exec would keep.
+fn reset_signals_for_exec() -> io::Result<()> {
+    // SAFETY: async-signal-safe calls on a local sigset_t.
+    unsafe {
+        for sig in SHIM_IGNORED {
+            if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The exit as recorded, handed to the log loop.
+pub(super) struct ExitNote {
+    pub(super) record: ExitRecord,
+    pub(super) write_error: Option<io::Error>,
+}
+
+/// Waits for the child apart from the output loop, so the exit record is
+/// written the moment the child dies even while grandchildren keep its
+/// pipes open.
+pub(super) enum Waiter {
+    /// A thread blocks in waitpid; `wake` becomes readable when it is done.
+    Thread {
+        notes: mpsc::Receiver<ExitNote>,
+        wake: UnixStream,
+        pid: u32,
+        run: u64,
+        exit_file: PathBuf,
+    },
+    /// Fallback if no thread or socketpair could be made: the loop polls
+    /// waitpid(WNOHANG) every `POLL_INTERVAL_MS`.
+    Poll {
+        pid: u32,
+        run: u64,
+        exit_file: PathBuf,
+    },
+    Done,
+}
+
+/// How often the `Poll` fallback looks for the exit, and how long the
+/// output loop backs off when poll(2) itself fails.
+pub(super) const POLL_INTERVAL_MS: libc::c_int = 100;
+
+impl Waiter {
+    pub(super) fn start(pid: u32, run: u64, exit_file: PathBuf) -> Self {
+        let Ok((wake, mut wake_tx)) = UnixStream::pair() else {
+            return Waiter::Poll {
+                pid,
+                run,
+                exit_file,
+            };
+        };
+        let (tx, notes) = mpsc::channel();
+        let thread_exit_file = exit_file.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wait".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let status = wait_blocking(pid);
+                let _ = tx.send(record_exit(pid, run, &thread_exit_file, status));
+                let _ = wake_tx.write_all(b"x");
+            });
+        match spawned {
+            Ok(_) => Waiter::Thread {
+                notes,
+                wake,
+                pid,
+                run,
+                exit_file,
+            },
+            Err(_) => Waiter::Poll {
+                pid,
+                run,
+                exit_file,
+            },
+        }
+    }
+
+    /// The fd to poll for the exit, if any.
+    pub(super) fn fd(&self) -> Option<RawFd> {
+        match self {
+            Waiter::Thread { wake, .. } => Some(wake.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    pub(super) fn poll_timeout(&self) -> libc::c_int {
+        match self {
+            Waiter::Poll { .. } => POLL_INTERVAL_MS,
+            _ => -1,
+        }
+    }
+
+    /// Checks for the exit; `woken` says the wake fd polled readable.
+    pub(super) fn check(&mut self, woken: bool) -> Option<ExitNote> {
+        match self {
+            Waiter::Thread {
+                notes,
+                wake,
+                pid,
+                run,
+                exit_file,
+            } => {
+                if !woken {
+                    return None;
+                }
+                match notes.try_recv() {
+                    Ok(note) => {
+                        *self = Waiter::Done;
+                        Some(note)
+                    }
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let mut byte = [0u8; 16];
+                        let _ = wake.read(&mut byte);
+                        None
+                    }
+                    // The thread is gone without a note; it cannot panic,
+                    // but if it did, keep waiting by polling.
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        *self = Waiter::Poll {
+                            pid: *pid,
+                            run: *run,
+                            exit_file: std::mem::take(exit_file),
+                        };
+                        None
+                    }
+                }
+            }
+            Waiter::Poll {
+                pid,
+                run,
+                exit_file,
+            } => {
+                let status = try_wait(*pid)?;
+                let note = record_exit(*pid, *run, exit_file, status);
+                *self = Waiter::Done;
+                Some(note)
+            }
+            Waiter::Done => None,
+        }
+    }
+}
+
+/// waitpid status of `pid`, or `None` if it cannot be reaped (ECHILD).
+fn wait_blocking(pid: u32) -> Option<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes only to `status`.
+        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        if rc > 0 {
+            return Some(status);
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
+/// Like `wait_blocking` but does not block; `None` while the child runs.
+/// An unreapable child counts as exited with an unknown status.
+fn try_wait(pid: u32) -> Option<Option<libc::c_int>> {
+    let mut status = 0;
+    // SAFETY: waitpid writes only to `status`.
+    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    match rc {
+        0 => None,
+        rc if rc > 0 => Some(Some(status)),
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => None,
+        _ => Some(None),
+    }
+}
+
+/// Writes the exit record. An unknown status (the child could not be
+/// reaped, which resetting SIGCHLD should rule out) is recorded as code -1,
+/// signal 0 so corrald still learns that the process is gone.
+fn record_exit(pid: u32, run: u64, exit_file: &Path, status: Option<libc::c_int>) -> ExitNote {
+    let at = now_us();
+    let record = match status {
+        Some(status) => ExitRecord::from_wait_status(run, pid, status, at),
+        None => ExitRecord {
+            run,
+            pid,
+            code: -1,
+            signal: 0,
+            core_dumped: false,
+            exited_at_us: at,
+        },
+    };
+    ExitNote {
+        record,
+        write_error: record.write_atomic(exit_file).err(),
+    }
+}

@@ -1,0 +1,293 @@
+//! `corral-shim`: the per-process parent that owns one supervised child,
+//! its exit status and its output, so both survive corrald dying (the model
+//! is podman's conmon). [`protocol`] is how corrald talks to it; its types
+//! are re-exported here.
+//!
+//! Parts: this file is the shim's main line (handshake, then run);
+//! `child` starts, waits for and records the child; `output` logs its
+//! pipes.
+//!
+//! The shim must stay tiny and single-purpose: std, libc, serde_json and
+//! `crate::logfile` only — no tokio, zbus or tracing. One shim lives next
+//! to every supervised process for as long as it runs, so its memory is
+//! paid per process: a single-threaded keeper with a blocking poll loop
+//! (plus one small wait thread) measures ~220 KiB PSS (README, 1000
+//! running), where an async runtime would add its threads, their stacks
+//! and a reactor, all to watch two pipes. `shim_links_no_async_runtime` below enforces the boundary. It
+//! must never panic either, since nobody would see the message (its
+//! stderr is /dev/null).
+
+mod child;
+mod output;
+pub mod protocol;
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use protocol::{ExitRecord, LaunchReply, LaunchSpec, CONTROL_FD};
+
+use child::Waiter;
+use output::{pump, Log, Source};
+use protocol::{Go, MAX_CONTROL_LINE};
+
+/// Shim exit code when the handshake did not reach `go`: nothing was run.
+pub const EXIT_NO_GO: i32 = 1;
+
+/// Shim exit code when the child could not be started (after `err`).
+pub const EXIT_SPAWN_FAILED: i32 = 127;
+
+/// Signals the shim ignores (a scope stop sends SIGTERM to every process in
+/// it, and the shim must outlive its child to record the exit) and resets
+/// for the child, because ignored dispositions survive exec.
+const SHIM_IGNORED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE];
+
+/// Runs the shim; returns its exit code: 0 after the child exited and its
+/// output reached EOF, `EXIT_NO_GO`, or `EXIT_SPAWN_FAILED`.
+pub fn main() -> i32 {
+    prepare_process();
+    let Ok(control) = take_control() else {
+        return EXIT_NO_GO;
+    };
+    let mut reader = BufReader::new(&control);
+    let spec = match read_control_line(&mut reader).map(|line| LaunchSpec::from_line(&line)) {
+        Err(_) | Ok(Err(protocol::Error::Closed)) => return EXIT_NO_GO,
+        Ok(spec) => spec,
+    };
+    // Nothing may run without `go`: corrald died or gave up, and a child
+    // started now would run outside its scope.
+    let go = read_control_line(&mut reader).map(|line| Go::from_line(&line));
+    if !matches!(go, Ok(Ok(Go))) {
+        return EXIT_NO_GO;
+    }
+    drop(reader);
+    match spec {
+        Ok(spec) => run(spec, control),
+        // A bad spec is still answered after `go`, so corrald always gets
+        // ok or err at the same point of the protocol.
+        Err(e) => {
+            reply(
+                &control,
+                &LaunchReply::Failed {
+                    errno: libc::EINVAL,
+                    message: e.to_string(),
+                },
+            );
+            EXIT_SPAWN_FAILED
+        }
+    }
+}
+
+/// Leaves corrald's session, sets the signal dispositions and drops stray
+/// inherited fds, before anything else is opened.
+fn prepare_process() {
+    // SAFETY: setsid/signal take no pointers; the shim has no other threads
+    // yet and installs no handlers, only SIG_IGN/SIG_DFL.
+    unsafe {
+        // Fails only if already a group leader, which is harmless.
+        libc::setsid();
+        for sig in SHIM_IGNORED {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        // An ignored SIGCHLD (inheritable from the spawner) makes the kernel
+        // reap children itself, and waitpid would never see the exit.
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    }
+    close_fds_above_control();
+}
+
+/// Closes every fd above the control socket so the child inherits none of
+/// corrald's (the shim opens everything else with CLOEXEC itself).
+fn close_fds_above_control() {
+    let first = (CONTROL_FD + 1) as libc::c_uint;
+    // SAFETY: close_range(2) closes fds; none above fd 3 is owned by Rust
+    // code yet. Linux ≥ 5.9; older kernels take the /proc path.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+    if rc == 0 {
+        return;
+    }
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > CONTROL_FD)
+        .collect();
+    // The directory's own fd is in the list but closed by now; EBADF from
+    // closing it again is harmless.
+    for fd in fds {
+        // SAFETY: see above; these fds are not owned by any Rust object.
+        unsafe { libc::close(fd) };
+    }
+}
+
+fn take_control() -> io::Result<UnixStream> {
+    // SAFETY: fcntl(F_GETFD/F_SETFD) only reads or sets fd flags.
+    let flags = unsafe { libc::fcntl(CONTROL_FD, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The child must not inherit the socket: corrald sees EOF only when
+    // every holder has closed it.
+    // SAFETY: as above.
+    unsafe { libc::fcntl(CONTROL_FD, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: fd 3 is open (checked) and nothing else in the process owns it.
+    Ok(unsafe { UnixStream::from_raw_fd(CONTROL_FD) })
+}
+
+/// Reads one line with its `\n`, or what came before EOF or the length
+/// limit (which the protocol's decoders reject).
+fn read_control_line(reader: &mut BufReader<&UnixStream>) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    reader
+        .by_ref()
+        .take(MAX_CONTROL_LINE as u64)
+        .read_until(b'\n', &mut line)?;
+    Ok(line)
+}
+
+fn reply(control: &UnixStream, reply: &LaunchReply) {
+    // A dead corrald cannot be told; the child (if any) is supervised anyway.
+    let mut control = control;
+    let _ = control.write_all(reply.to_line().as_bytes());
+}
+
+/// Everything after `go`: start the child, answer, log, record the exit.
+fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
+    let mut log = Log::new(&spec);
+    // Claim the disk space of the exit record now: if the state disk fills
+    // up while the command runs, its exit can still be recorded.
+    if let Err(e) = ExitRecord::reserve(&spec.exit_file) {
+        log.push(
+            b's',
+            now_us(),
+            format!("exit record space not reserved: {e}").as_bytes(),
+        );
+    }
+    let mut child = match child::spawn_child(&spec) {
+        Ok(child) => child,
+        Err(e) => {
+            let failed = LaunchReply::Failed {
+                errno: e.raw_os_error().unwrap_or(libc::EINVAL),
+                message: e.to_string(),
+            };
+            // Also in the log, where `corralctl logs` users look first.
+            log.push(b's', now_us(), format!("start failed: {e}").as_bytes());
+            log.flush();
+            // No run, no record: give the reserved space back.
+            let _ = fs::remove_file(protocol::record_tmp_path(&spec.exit_file));
+            reply(&control, &failed);
+            return EXIT_SPAWN_FAILED;
+        }
+    };
+    let pid = child.id();
+    let stdout = child.stdout.take().map(|p| File::from(OwnedFd::from(p)));
+    let stderr = child.stderr.take().map(|p| File::from(OwnedFd::from(p)));
+    // Dropping `Child` neither waits nor kills; the exit is reaped by pid.
+    drop(child);
+    reply(&control, &LaunchReply::Started { pid });
+    drop(control);
+    log.push(b's', now_us(), format!("started pid {pid}").as_bytes());
+    log.flush();
+
+    let waiter = Waiter::start(pid, spec.run, spec.exit_file.clone());
+    pump(
+        [Source::new(stdout, b'o'), Source::new(stderr, b'e')],
+        &mut log,
+        waiter,
+    );
+    0
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Names the shim's code must not mention. Built with `concat!` so this
+    /// file's own text does not contain them.
+    const FORBIDDEN: [&str; 3] = [
+        concat!("tok", "io"),
+        concat!("zb", "us"),
+        concat!("trac", "ing"),
+    ];
+
+    /// A path into this crate, spelled so that this file does not match.
+    const CRATE_PATH: &str = concat!("crate", "::");
+
+    /// Modules of this crate the shim may use: its own and the log format.
+    /// Anything else (`daemon`, `api`, ...) links the async stack.
+    const ALLOWED_CRATE_PATHS: [&str; 2] = ["crate::shim", "crate::logfile"];
+
+    /// What in `source` pulls in an async runtime or the bus; comments are
+    /// skipped, so the module docs may say why.
+    fn async_uses(source: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for line in source.lines() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for name in FORBIDDEN {
+                if code.contains(name) {
+                    found.push(format!("{name}: {code}"));
+                }
+            }
+            for (i, _) in code.match_indices(CRATE_PATH) {
+                let path = &code[i..];
+                let local = code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+                if !local && !ALLOWED_CRATE_PATHS.iter().any(|p| path.starts_with(p)) {
+                    found.push(format!("crate path: {code}"));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn shim_links_no_async_runtime() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.join("logfile.rs")];
+        for entry in std::fs::read_dir(root.join("shim")).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+        files.retain(|p| p.extension().is_some_and(|e| e == "rs"));
+        assert!(files.len() >= 4, "{files:?}");
+        for file in files {
+            let source = std::fs::read_to_string(&file).unwrap();
+            assert_eq!(async_uses(&source), Vec::<String>::new(), "{file:?}");
+        }
+    }
+
+    #[test]
+    fn async_uses_catches_runtime_and_daemon_paths() {
+        let bad = [
+            concat!("use tok", "io::net::UnixStream;"),
+            concat!(
+                "    let rt = tok",
+                "io::runtime::Builder::new_current_thread();"
+            ),
+            concat!("use zb", "us::Connection;"),
+            concat!("use crate", "::daemon::launch;"),
+            concat!("    let e = crate", "::api::Error::NotFound;"),
+        ];
+        for line in bad {
+            assert_eq!(async_uses(line).len(), 1, "{line:?}");
+        }
+        let fine = concat!(
+            "//! no tok",
+            "io here\n",
+            "use crate::logfile::LogWriter;\n",
+            "use super::protocol::LaunchSpec;\n"
+        );
+        assert_eq!(async_uses(fine), Vec::<String>::new());
+    }
+}
