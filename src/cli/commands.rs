@@ -4,7 +4,7 @@
 //! formats nothing itself and never calls anything but the `api` proxies.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -12,6 +12,7 @@ use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
 use crate::api::{self, EventRow, Filter, LogRow, ManagerProxy, ProcessProxy, ProcessView, State};
+use crate::clock::now_us;
 
 use super::args::{
     Cli, Command, EventsArgs, KillArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
@@ -24,13 +25,6 @@ const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
 
 /// How often `logs -f` asks for new lines.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// Writes to stdout, flushing at once so `logs -f` output is not held in
 /// a buffer. A closed pipe comes back as an error (never a panic, as

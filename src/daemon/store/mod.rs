@@ -9,7 +9,7 @@ mod schema;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -109,13 +109,8 @@ pub struct Ending {
 /// One event row: (time µs, process id, kind, detail).
 pub type EventRow = (u64, u64, String, String);
 
-/// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+/// Callers stamp rows with this clock.
+pub use crate::clock::now_us;
 
 /// The connection and the typed operations on it. Lives on the store thread.
 pub struct Db {
@@ -496,18 +491,6 @@ impl Db {
         )?;
         tx.commit()?;
         Ok(())
-    }
-
-    /// The process's record, if it exists.
-    pub fn process_state(&self, process_id: u64) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT state FROM processes WHERE id = ?1",
-                params![process_id as i64],
-                |r| r.get(0),
-            )
-            .optional()?)
     }
 }
 
