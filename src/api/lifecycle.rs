@@ -1,7 +1,8 @@
-//! The lifecycle words of the wire contract besides `State`: why a run
-//! ended (`ExitReason` property) and when a process is restarted
-//! (`RestartPolicy` property, `Restart` spec key). Enums inside the
-//! program; the strings below are what the store and D-Bus carry.
+//! The lifecycle words of the wire contract: a process's state (`State`
+//! property, `State` filter key), why a run ended (`ExitReason` property)
+//! and when a process is restarted (`Restart` property and spec key).
+//! Enums inside the program; the strings below are what the store, D-Bus
+//! and `corralctl --json` carry.
 
 use serde::Serialize;
 
@@ -33,6 +34,29 @@ macro_rules! wire_enum {
             }
         }
     };
+}
+
+wire_enum! {
+    /// Lifecycle state of a process (`State` property).
+    State {
+        Starting = "starting",
+        Running = "running",
+        Stopping = "stopping",
+        /// Ended because a client asked (Stop, Kill, Remove, StopMatching).
+        Stopped = "stopped",
+        /// Ended by itself with exit code 0.
+        Exited = "exited",
+        /// Non-zero exit, a signal corral did not send, could not start, or a
+        /// crash loop.
+        Failed = "failed",
+    }
+}
+
+impl State {
+    /// Whether a process in this state has a live scope.
+    pub fn is_active(self) -> bool {
+        matches!(self, State::Starting | State::Running | State::Stopping)
+    }
 }
 
 wire_enum! {
@@ -75,6 +99,10 @@ mod tests {
         for r in ExitReason::ALL {
             assert_eq!(ExitReason::parse(r.as_str()), Some(*r));
         }
+        for s in State::ALL {
+            assert_eq!(State::parse(s.as_str()), Some(*s));
+        }
+        assert!(State::Running.is_active() && !State::Exited.is_active());
         for r in RestartMode::ALL {
             assert_eq!(RestartMode::parse(r.as_str()), Some(*r));
         }

@@ -10,10 +10,10 @@ mod spec;
 mod view;
 
 pub use error::Error;
-pub use lifecycle::{ExitReason, RestartMode};
+pub use lifecycle::{ExitReason, RestartMode, State};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
 pub use spec::{Filter, StartSpec};
-pub use view::{ProcessView, State, UNSET};
+pub use view::{ProcessView, UNSET};
 
 /// Well-known bus name the agent owns, on the session bus (`--user`) or
 /// the system bus (`--system`).

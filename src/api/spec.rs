@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use zbus::zvariant::{OwnedValue, Value};
 
+use super::{RestartMode, State};
+
 /// Longest name, workspace or session we accept (bytes); unit names are
 /// limited to 255 bytes and these end up inside them.
 pub const MAX_LABEL_LEN: usize = 128;
@@ -53,9 +55,6 @@ pub struct StartSpec {
     /// `Persistent` (b): relaunch at agent start when the scope is gone.
     pub persistent: Option<bool>,
 }
-
-/// Restart policies accepted in `Restart`.
-pub const RESTART_POLICIES: [&str; 3] = ["no", "on-failure", "always"];
 
 fn bad(key: &str, msg: impl std::fmt::Display) -> String {
     format!("{key}: {msg}")
@@ -197,9 +196,10 @@ impl StartSpec {
             }
         }
         if let Some(r) = &self.restart {
-            if !RESTART_POLICIES.contains(&r.as_str()) {
+            if RestartMode::parse(r).is_none() {
                 return Err(format!(
-                    "Restart: '{r}' is not one of no, on-failure, always"
+                    "Restart: '{r}' is not one of {}",
+                    RestartMode::NAMES.join(", ")
                 ));
             }
         }
@@ -296,9 +296,10 @@ impl Filter {
                 "Session" => f.session = Some(typed(k, value, "s")?),
                 "State" => {
                     let s: String = typed(k, value, "s")?;
-                    if super::State::parse(&s).is_none() {
+                    if State::parse(&s).is_none() {
                         return Err(format!(
-                            "State: '{s}' is not one of starting, running, stopping, stopped, exited, failed"
+                            "State: '{s}' is not one of {}",
+                            State::NAMES.join(", ")
                         ));
                     }
                     f.state = Some(s);
@@ -321,10 +322,6 @@ impl Filter {
             }
         }
         d
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.workspace.is_none() && self.session.is_none() && self.state.is_none()
     }
 
     pub fn matches(&self, workspace: &str, session: &str, state: &str) -> bool {
@@ -415,7 +412,7 @@ mod tests {
             ),
             (
                 vec![cmd(), ("Restart", Value::from("sometimes"))],
-                "Restart: 'sometimes'",
+                "Restart: 'sometimes' is not one of no, on-failure, always",
             ),
             (
                 vec![cmd(), ("Name", Value::from("a\u{7}b"))],
@@ -437,7 +434,10 @@ mod tests {
         let f = Filter::from_dict(dict(vec![("Workspace", Value::from("w"))])).unwrap();
         assert!(f.matches("w", "", "running"));
         assert!(!f.matches("x", "", "running"));
-        assert!(Filter::from_dict(dict(vec![("State", Value::from("zombie"))])).is_err());
+        assert_eq!(
+            Filter::from_dict(dict(vec![("State", Value::from("zombie"))])).unwrap_err(),
+            "State: 'zombie' is not one of starting, running, stopping, stopped, exited, failed"
+        );
         assert!(Filter::from_dict(dict(vec![("Foo", Value::from("x"))])).is_err());
     }
 }

@@ -8,58 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use zbus::zvariant::{OwnedValue, Value};
 
-/// Lifecycle state of a process (`State` property).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Starting,
-    Running,
-    Stopping,
-    /// Ended because a client asked (Stop, Kill, Remove, StopMatching).
-    Stopped,
-    /// Ended by itself with exit code 0.
-    Exited,
-    /// Non-zero exit, a signal corral did not send, could not start, or a
-    /// crash loop.
-    Failed,
-}
-
-impl State {
-    pub const ALL: [State; 6] = [
-        State::Starting,
-        State::Running,
-        State::Stopping,
-        State::Stopped,
-        State::Exited,
-        State::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
-            State::Exited => "exited",
-            State::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<State> {
-        State::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// Whether a process in this state has a live scope.
-    pub fn is_active(self) -> bool {
-        matches!(self, State::Starting | State::Running | State::Stopping)
-    }
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::State;
 
 /// systemd's "not set" for usage counters; clients show it as unknown.
 pub const UNSET: u64 = u64::MAX;
@@ -221,13 +170,5 @@ mod tests {
             .map(|(k, val)| (k, val.try_into_owned().unwrap()))
             .collect();
         assert_eq!(ProcessView::from_dict(owned), v);
-    }
-
-    #[test]
-    fn state_names() {
-        for s in State::ALL {
-            assert_eq!(State::parse(s.as_str()), Some(s));
-        }
-        assert!(State::Running.is_active() && !State::Exited.is_active());
     }
 }
