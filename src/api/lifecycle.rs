@@ -6,8 +6,11 @@
 
 use serde::Serialize;
 
+use super::WireValue;
+
 /// Defines a fieldless enum with one wire string per variant, its list
-/// of names, `as_str`, `parse` and `Display`, so a name is written once.
+/// of names, `as_str`, `parse`, `Display` and its D-Bus form (the name),
+/// so a name is written once.
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
         $(#[$m])*
@@ -31,6 +34,16 @@ macro_rules! wire_enum {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        impl WireValue for $name {
+            type Wire = String;
+            fn to_wire(&self) -> String {
+                self.as_str().to_string()
+            }
+            fn from_wire(wire: String) -> Option<$name> {
+                $name::parse(&wire)
             }
         }
     };
