@@ -9,10 +9,12 @@
 //!
 //! Modules: [`api`] the wire contract (shared by agent and CLI), [`config`]
 //! the agent's settings, [`daemon`] the agent, [`cli`] the command line,
-//! [`shim`] + [`logfile`] the per-process keeper and its log files.
+//! [`shim`] + [`logfile`] the per-process keeper and its log files,
+//! [`clock`] the timestamps all of them record.
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod logfile;

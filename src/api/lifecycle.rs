@@ -1,12 +1,16 @@
-//! The lifecycle words of the wire contract besides `State`: why a run
-//! ended (`ExitReason` property) and when a process is restarted
-//! (`RestartPolicy` property, `Restart` spec key). Enums inside the
-//! program; the strings below are what the store and D-Bus carry.
+//! The lifecycle words of the wire contract: a process's state (`State`
+//! property, `State` filter key), why a run ended (`ExitReason` property)
+//! and when a process is restarted (`Restart` property and spec key).
+//! Enums inside the program; the strings below are what the store, D-Bus
+//! and `corralctl --json` carry.
 
 use serde::{Deserialize, Serialize};
 
+use super::WireValue;
+
 /// Defines a fieldless enum with one wire string per variant, its list
-/// of names, `as_str`, `parse` and `Display`, so a name is written once.
+/// of names, `as_str`, `parse`, `Display` and its D-Bus form (the name),
+/// so a name is written once.
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
         $(#[$m])*
@@ -32,7 +36,40 @@ macro_rules! wire_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl WireValue for $name {
+            type Wire = String;
+            fn to_wire(&self) -> String {
+                self.as_str().to_string()
+            }
+            fn from_wire(wire: String) -> Option<$name> {
+                $name::parse(&wire)
+            }
+        }
     };
+}
+
+wire_enum! {
+    /// Lifecycle state of a process (`State` property).
+    State {
+        Starting = "starting",
+        Running = "running",
+        Stopping = "stopping",
+        /// Ended because a client asked (Stop, Kill, Remove, StopMatching).
+        Stopped = "stopped",
+        /// Ended by itself with exit code 0.
+        Exited = "exited",
+        /// Non-zero exit, a signal corral did not send, could not start, or a
+        /// crash loop.
+        Failed = "failed",
+    }
+}
+
+impl State {
+    /// Whether a process in this state has a live scope.
+    pub fn is_active(self) -> bool {
+        matches!(self, State::Starting | State::Running | State::Stopping)
+    }
 }
 
 wire_enum! {
@@ -75,6 +112,10 @@ mod tests {
         for r in ExitReason::ALL {
             assert_eq!(ExitReason::parse(r.as_str()), Some(*r));
         }
+        for s in State::ALL {
+            assert_eq!(State::parse(s.as_str()), Some(*s));
+        }
+        assert!(State::Running.is_active() && !State::Exited.is_active());
         for r in RestartMode::ALL {
             assert_eq!(RestartMode::parse(r.as_str()), Some(*r));
         }

@@ -1,19 +1,25 @@
 //! The wire contract shared by `corrald` and `corralctl`: bus names and
 //! paths, the start spec and process records as D-Bus dictionaries, error
-//! names and the client proxies. Depends on zbus and serde only; nothing
-//! here knows how a process is supervised.
+//! names and the client proxies. Each contract is one table: the Process
+//! properties (`view`: D-Bus name and type, `--json` key) and the spec
+//! keys (`spec`); the agent's getters and the proxies are generated from
+//! them. Depends on zbus and serde only; nothing here knows how a process
+//! is supervised.
 
 mod error;
 mod lifecycle;
 mod proxy;
 mod spec;
 mod view;
+mod wire;
 
 pub use error::Error;
-pub use lifecycle::{ExitReason, RestartMode};
+pub use lifecycle::{ExitReason, RestartMode, State};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
 pub use spec::{Filter, StartSpec};
-pub use view::{ProcessView, State, UNSET};
+pub(crate) use view::process_properties;
+pub use view::{cpu_percent_known, ProcessJson, ProcessView, Property, PROPERTIES, UNSET};
+pub use wire::WireValue;
 
 /// Well-known bus name the agent owns, on the session bus (`--user`) or
 /// the system bus (`--system`).

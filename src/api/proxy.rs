@@ -1,10 +1,14 @@
 //! Client proxies of the two interfaces. The method and property lists
-//! here are the contract the agent's `#[interface]` impls must serve.
+//! here are the contract the agent's `#[interface]` impls must serve; the
+//! Process properties come from the table in `view`.
 
-use std::collections::HashMap;
+// BTreeMap and State: types in the property table's rows.
+use std::collections::{BTreeMap, HashMap};
 
 use zbus::proxy;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+use super::{process_properties, State, WireValue};
 
 /// One event row: (time µs since epoch, process id, kind, detail).
 pub type EventRow = (u64, String, String, String);
@@ -57,28 +61,26 @@ pub trait Manager {
     fn version(&self) -> zbus::Result<String>;
 }
 
-#[proxy(
-    interface = "org.corral.Supervisor1.Process",
-    default_service = "org.corral.Supervisor1"
-)]
-pub trait Process {
-    fn stop(&self) -> zbus::Result<()>;
-    fn kill(&self, signal: i32) -> zbus::Result<()>;
-    fn restart(&self) -> zbus::Result<()>;
-    fn remove(&self) -> zbus::Result<()>;
+/// The Process proxy: its four methods and one property per row of
+/// `process_properties!`, typed as the agent serves them.
+macro_rules! process_proxy {
+    ($($field:ident: $ty:ty = $name:literal, $json:literal, $absent:expr, $shown:ident, $announced:literal;)*) => {
+        #[proxy(
+            interface = "org.corral.Supervisor1.Process",
+            default_service = "org.corral.Supervisor1"
+        )]
+        pub trait Process {
+            fn stop(&self) -> zbus::Result<()>;
+            fn kill(&self, signal: i32) -> zbus::Result<()>;
+            fn restart(&self) -> zbus::Result<()>;
+            fn remove(&self) -> zbus::Result<()>;
 
-    #[zbus(property)]
-    fn id(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
-    #[zbus(property, name = "MainPID")]
-    fn main_pid(&self) -> zbus::Result<u32>;
-    #[zbus(property)]
-    fn exit_code(&self) -> zbus::Result<i32>;
-    #[zbus(property)]
-    fn exit_signal(&self) -> zbus::Result<i32>;
-    #[zbus(property)]
-    fn memory_current(&self) -> zbus::Result<u64>;
-    #[zbus(property, name = "CPUUsageNSec")]
-    fn cpu_usage_nsec(&self) -> zbus::Result<u64>;
+            $(
+                #[zbus(property, name = $name)]
+                fn $field(&self) -> zbus::Result<<$ty as WireValue>::Wire>;
+            )*
+        }
+    };
 }
+
+process_properties!(process_proxy);

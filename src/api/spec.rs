@@ -6,56 +6,122 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use zbus::zvariant::{OwnedValue, Value};
+use zbus::zvariant::{OwnedValue, Type, Value};
+
+use super::{RestartMode, State, WireValue};
 
 /// Longest name, workspace or session we accept (bytes); unit names are
 /// limited to 255 bytes and these end up inside them.
 pub const MAX_LABEL_LEN: usize = 128;
 
-/// A request to start one command. Field names mirror the D-Bus keys.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StartSpec {
-    /// `Command` (as): argv; `argv[0]` is looked up in the spec's `PATH`.
-    pub command: Vec<String>,
-    /// `Name` (s): defaults to the basename of `argv[0]`.
-    pub name: Option<String>,
-    /// `WorkingDirectory` (s): absolute; defaults to the agent's home.
-    pub working_directory: Option<String>,
-    /// `Environment` (as): `KEY=VALUE` entries added to the agent's environment.
-    pub environment: Vec<String>,
-    /// `CleanEnvironment` (b): `Environment` is the whole environment
-    /// instead of additions to the agent's.
-    pub clean_environment: Option<bool>,
-    /// `Workspace` (s): defaults to `default`.
-    pub workspace: Option<String>,
-    /// `Session` (s): free-form grouping key, empty when unset.
-    pub session: Option<String>,
-    /// `Labels` (a{ss}).
-    pub labels: BTreeMap<String, String>,
-    /// `MemoryMax` (t): bytes.
-    pub memory_max: Option<u64>,
-    /// `CPUQuota` (d): percent of one CPU (50 = half a core, 200 = two).
-    pub cpu_quota: Option<f64>,
-    /// `TasksMax` (t).
-    pub tasks_max: Option<u64>,
-    /// `Restart` (s): `no`, `on-failure` or `always`.
-    pub restart: Option<String>,
-    /// `RestartDelayMs` (t): first restart delay, doubled each time.
-    pub restart_delay_ms: Option<u64>,
-    /// `RestartDelayMaxMs` (t): the cap of the doubling.
-    pub restart_delay_max_ms: Option<u64>,
-    /// `RestartResetSec` (u): uptime after which the backoff starts over.
-    pub restart_reset_sec: Option<u32>,
-    /// `RestartLimit` (u) restarts within `RestartLimitIntervalSec` (u)
-    /// before the process is declared `failed` (crash loop).
-    pub restart_limit: Option<u32>,
-    pub restart_limit_interval_sec: Option<u32>,
-    /// `Persistent` (b): relaunch at agent start when the scope is gone.
-    pub persistent: Option<bool>,
+/// Defines `StartSpec` from its rows: each optional key's field, type and
+/// D-Bus key, so decoding, encoding and the key list come from one place.
+/// `Command`, the one required key, is written out here.
+macro_rules! start_spec {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty = $key:literal,)*) => {
+        /// A request to start one command. Every key but `Command` is
+        /// optional: unset, it is not sent and the agent's default applies.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct StartSpec {
+            /// `Command`: argv; `argv[0]` is looked up in the spec's `PATH`.
+            pub command: Vec<String>,
+            $($(#[$doc])* pub $field: $ty,)*
+        }
+
+        impl StartSpec {
+            /// Every key `Start` accepts.
+            pub const KEYS: &[&str] = &["Command", $($key),*];
+
+            fn set(&mut self, key: &str, value: OwnedValue) -> Result<(), String> {
+                match key {
+                    "Command" => self.command = typed(key, value)?,
+                    $($key => self.$field = SpecField::decode(key, value)?,)*
+                    other => return Err(format!("unknown spec key '{other}'")),
+                }
+                Ok(())
+            }
+
+            /// Encodes the spec for a `Start` call; unset keys are left out.
+            pub fn to_dict(&self) -> HashMap<String, Value<'static>> {
+                let mut d = HashMap::new();
+                d.insert("Command".to_string(), self.command.to_wire().into());
+                $(if let Some(v) = self.$field.encode() {
+                    d.insert($key.to_string(), v);
+                })*
+                d
+            }
+        }
+    };
 }
 
-/// Restart policies accepted in `Restart`.
-pub const RESTART_POLICIES: [&str; 3] = ["no", "on-failure", "always"];
+start_spec! {
+    /// Defaults to the basename of `argv[0]`.
+    name: Option<String> = "Name",
+    /// Absolute; defaults to the agent's home.
+    working_directory: Option<String> = "WorkingDirectory",
+    /// `KEY=VALUE` entries added to the agent's environment.
+    environment: Vec<String> = "Environment",
+    /// `Environment` is the whole environment instead of additions to the
+    /// agent's.
+    clean_environment: Option<bool> = "CleanEnvironment",
+    /// Defaults to `default`.
+    workspace: Option<String> = "Workspace",
+    /// Free-form grouping key, empty when unset.
+    session: Option<String> = "Session",
+    labels: BTreeMap<String, String> = "Labels",
+    /// Bytes.
+    memory_max: Option<u64> = "MemoryMax",
+    /// Percent of one CPU (50 = half a core, 200 = two).
+    cpu_quota: Option<f64> = "CPUQuota",
+    tasks_max: Option<u64> = "TasksMax",
+    /// A `RestartMode` name.
+    restart: Option<String> = "Restart",
+    /// First restart delay, doubled each time.
+    restart_delay_ms: Option<u64> = "RestartDelayMs",
+    /// The cap of the doubling.
+    restart_delay_max_ms: Option<u64> = "RestartDelayMaxMs",
+    /// Uptime after which the backoff starts over.
+    restart_reset_sec: Option<u32> = "RestartResetSec",
+    /// Restarts within `RestartLimitIntervalSec` before the process is
+    /// declared `failed` (crash loop).
+    restart_limit: Option<u32> = "RestartLimit",
+    restart_limit_interval_sec: Option<u32> = "RestartLimitIntervalSec",
+    /// Relaunch at agent start when the scope is gone.
+    persistent: Option<bool> = "Persistent",
+}
+
+/// How a spec field travels: an unset option or an empty list or map is
+/// not sent, and a received key is type-checked before it is decoded.
+trait SpecField: Sized {
+    fn encode(&self) -> Option<Value<'static>>;
+    fn decode(key: &str, value: OwnedValue) -> Result<Self, String>;
+}
+
+impl<T: WireValue> SpecField for Option<T> {
+    fn encode(&self) -> Option<Value<'static>> {
+        self.as_ref().map(|v| v.to_wire().into())
+    }
+
+    fn decode(key: &str, value: OwnedValue) -> Result<Self, String> {
+        typed(key, value).map(Some)
+    }
+}
+
+macro_rules! empty_is_unset {
+    ($($t:ty),*) => {$(
+        impl SpecField for $t {
+            fn encode(&self) -> Option<Value<'static>> {
+                (!self.is_empty()).then(|| self.to_wire().into())
+            }
+
+            fn decode(key: &str, value: OwnedValue) -> Result<Self, String> {
+                typed(key, value)
+            }
+        }
+    )*};
+}
+
+empty_is_unset!(Vec<String>, BTreeMap<String, String>);
 
 fn bad(key: &str, msg: impl std::fmt::Display) -> String {
     format!("{key}: {msg}")
@@ -63,18 +129,19 @@ fn bad(key: &str, msg: impl std::fmt::Display) -> String {
 
 /// Checks the D-Bus type of `value` before converting, so the error names
 /// the key and the expected type instead of a generic "incorrect type".
-fn typed<T>(key: &str, value: OwnedValue, sig: &str) -> Result<T, String>
-where
-    T: TryFrom<OwnedValue>,
-{
-    let got = value.value_signature().to_string();
+fn typed<T: WireValue>(key: &str, value: OwnedValue) -> Result<T, String> {
+    let sig = <T::Wire as Type>::SIGNATURE;
+    let got = value.value_signature();
     if got != sig {
         return Err(bad(
             key,
             format!("expected D-Bus type '{sig}', got '{got}'"),
         ));
     }
-    T::try_from(value).map_err(|_| bad(key, format!("not a valid '{sig}' value")))
+    T::Wire::try_from(value)
+        .ok()
+        .and_then(T::from_wire)
+        .ok_or_else(|| bad(key, format!("not a valid '{sig}' value")))
 }
 
 fn check_text(key: &str, s: &str, allow_empty: bool) -> Result<(), String> {
@@ -113,36 +180,8 @@ impl StartSpec {
         let mut spec = StartSpec::default();
         let mut have_command = false;
         for (key, value) in dict {
-            let k = key.as_str();
-            match k {
-                "Command" => {
-                    spec.command = typed(k, value, "as")?;
-                    have_command = true;
-                }
-                "Name" => spec.name = Some(typed(k, value, "s")?),
-                "WorkingDirectory" => spec.working_directory = Some(typed(k, value, "s")?),
-                "Environment" => spec.environment = typed(k, value, "as")?,
-                "CleanEnvironment" => spec.clean_environment = Some(typed(k, value, "b")?),
-                "Workspace" => spec.workspace = Some(typed(k, value, "s")?),
-                "Session" => spec.session = Some(typed(k, value, "s")?),
-                "Labels" => {
-                    let m: HashMap<String, String> = typed(k, value, "a{ss}")?;
-                    spec.labels = m.into_iter().collect();
-                }
-                "MemoryMax" => spec.memory_max = Some(typed(k, value, "t")?),
-                "CPUQuota" => spec.cpu_quota = Some(typed(k, value, "d")?),
-                "TasksMax" => spec.tasks_max = Some(typed(k, value, "t")?),
-                "Restart" => spec.restart = Some(typed(k, value, "s")?),
-                "RestartDelayMs" => spec.restart_delay_ms = Some(typed(k, value, "t")?),
-                "RestartDelayMaxMs" => spec.restart_delay_max_ms = Some(typed(k, value, "t")?),
-                "RestartResetSec" => spec.restart_reset_sec = Some(typed(k, value, "u")?),
-                "RestartLimit" => spec.restart_limit = Some(typed(k, value, "u")?),
-                "RestartLimitIntervalSec" => {
-                    spec.restart_limit_interval_sec = Some(typed(k, value, "u")?)
-                }
-                "Persistent" => spec.persistent = Some(typed(k, value, "b")?),
-                other => return Err(format!("unknown spec key '{other}'")),
-            }
+            have_command |= key == "Command";
+            spec.set(&key, value)?;
         }
         if !have_command {
             return Err("Command: required".into());
@@ -197,9 +236,10 @@ impl StartSpec {
             }
         }
         if let Some(r) = &self.restart {
-            if !RESTART_POLICIES.contains(&r.as_str()) {
+            if RestartMode::parse(r).is_none() {
                 return Err(format!(
-                    "Restart: '{r}' is not one of no, on-failure, always"
+                    "Restart: '{r}' is not one of {}",
+                    RestartMode::NAMES.join(", ")
                 ));
             }
         }
@@ -212,68 +252,6 @@ impl StartSpec {
             return Err("RestartLimitIntervalSec: must be greater than 0".into());
         }
         Ok(())
-    }
-
-    /// Encodes the spec for a `Start` call; unset keys are left out.
-    pub fn to_dict(&self) -> HashMap<String, Value<'static>> {
-        let mut d: HashMap<String, Value<'static>> = HashMap::new();
-        d.insert("Command".into(), Value::from(self.command.clone()));
-        let mut put = |k: &str, v: Value<'static>| {
-            d.insert(k.to_string(), v);
-        };
-        if let Some(v) = &self.name {
-            put("Name", Value::from(v.clone()));
-        }
-        if let Some(v) = &self.working_directory {
-            put("WorkingDirectory", Value::from(v.clone()));
-        }
-        if !self.environment.is_empty() {
-            put("Environment", Value::from(self.environment.clone()));
-        }
-        if let Some(v) = self.clean_environment {
-            put("CleanEnvironment", Value::from(v));
-        }
-        if let Some(v) = &self.workspace {
-            put("Workspace", Value::from(v.clone()));
-        }
-        if let Some(v) = &self.session {
-            put("Session", Value::from(v.clone()));
-        }
-        if !self.labels.is_empty() {
-            let m: HashMap<String, String> = self.labels.clone().into_iter().collect();
-            put("Labels", Value::from(m));
-        }
-        if let Some(v) = self.memory_max {
-            put("MemoryMax", Value::from(v));
-        }
-        if let Some(v) = self.cpu_quota {
-            put("CPUQuota", Value::from(v));
-        }
-        if let Some(v) = self.tasks_max {
-            put("TasksMax", Value::from(v));
-        }
-        if let Some(v) = &self.restart {
-            put("Restart", Value::from(v.clone()));
-        }
-        if let Some(v) = self.restart_delay_ms {
-            put("RestartDelayMs", Value::from(v));
-        }
-        if let Some(v) = self.restart_delay_max_ms {
-            put("RestartDelayMaxMs", Value::from(v));
-        }
-        if let Some(v) = self.restart_reset_sec {
-            put("RestartResetSec", Value::from(v));
-        }
-        if let Some(v) = self.restart_limit {
-            put("RestartLimit", Value::from(v));
-        }
-        if let Some(v) = self.restart_limit_interval_sec {
-            put("RestartLimitIntervalSec", Value::from(v));
-        }
-        if let Some(v) = self.persistent {
-            put("Persistent", Value::from(v));
-        }
-        d
     }
 }
 
@@ -292,13 +270,14 @@ impl Filter {
         for (key, value) in dict {
             let k = key.as_str();
             match k {
-                "Workspace" => f.workspace = Some(typed(k, value, "s")?),
-                "Session" => f.session = Some(typed(k, value, "s")?),
+                "Workspace" => f.workspace = Some(typed(k, value)?),
+                "Session" => f.session = Some(typed(k, value)?),
                 "State" => {
-                    let s: String = typed(k, value, "s")?;
-                    if super::State::parse(&s).is_none() {
+                    let s: String = typed(k, value)?;
+                    if State::parse(&s).is_none() {
                         return Err(format!(
-                            "State: '{s}' is not one of starting, running, stopping, stopped, exited, failed"
+                            "State: '{s}' is not one of {}",
+                            State::NAMES.join(", ")
                         ));
                     }
                     f.state = Some(s);
@@ -321,10 +300,6 @@ impl Filter {
             }
         }
         d
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.workspace.is_none() && self.session.is_none() && self.state.is_none()
     }
 
     pub fn matches(&self, workspace: &str, session: &str, state: &str) -> bool {
@@ -370,7 +345,22 @@ mod tests {
             restart_limit_interval_sec: Some(60),
             persistent: Some(true),
         };
-        assert_eq!(StartSpec::from_dict(owned(spec.to_dict())).unwrap(), spec);
+        let dict = spec.to_dict();
+        // The keys and their D-Bus types are public: a change must be deliberate.
+        let mut sent: Vec<String> = dict
+            .iter()
+            .map(|(k, v)| format!("{k} {}", v.value_signature()))
+            .collect();
+        sent.sort();
+        assert_eq!(
+            sent.join("|"),
+            "CPUQuota d|CleanEnvironment b|Command as|Environment as|Labels a{ss}|\
+             MemoryMax t|Name s|Persistent b|Restart s|RestartDelayMaxMs t|\
+             RestartDelayMs t|RestartLimit u|RestartLimitIntervalSec u|\
+             RestartResetSec u|Session s|TasksMax t|WorkingDirectory s|Workspace s"
+        );
+        assert_eq!(dict.len(), StartSpec::KEYS.len());
+        assert_eq!(StartSpec::from_dict(owned(dict)).unwrap(), spec);
     }
 
     #[test]
@@ -415,7 +405,7 @@ mod tests {
             ),
             (
                 vec![cmd(), ("Restart", Value::from("sometimes"))],
-                "Restart: 'sometimes'",
+                "Restart: 'sometimes' is not one of no, on-failure, always",
             ),
             (
                 vec![cmd(), ("Name", Value::from("a\u{7}b"))],
@@ -437,7 +427,10 @@ mod tests {
         let f = Filter::from_dict(dict(vec![("Workspace", Value::from("w"))])).unwrap();
         assert!(f.matches("w", "", "running"));
         assert!(!f.matches("x", "", "running"));
-        assert!(Filter::from_dict(dict(vec![("State", Value::from("zombie"))])).is_err());
+        assert_eq!(
+            Filter::from_dict(dict(vec![("State", Value::from("zombie"))])).unwrap_err(),
+            "State: 'zombie' is not one of starting, running, stopping, stopped, exited, failed"
+        );
         assert!(Filter::from_dict(dict(vec![("Foo", Value::from("x"))])).is_err());
     }
 }

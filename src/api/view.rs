@@ -1,72 +1,23 @@
-//! What clients see of one process: its state and the record `List`
-//! returns. Keys are the D-Bus property names of
-//! `org.corral.Supervisor1.Process`, so a `List` entry and `busctl
-//! introspect` of the object read the same.
+//! What clients see of one process, and the one table of its properties:
+//! each row gives the D-Bus property of `org.corral.Supervisor1.Process`
+//! (also the key of a `List` record, so a record and `busctl introspect`
+//! read the same), the `corralctl --json` key and how an unknown value
+//! shows. The record, its decoding and the JSON object here, and the
+//! agent's property getters, are all generated from that table.
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use zbus::zvariant::{OwnedValue, Value};
 
-/// Lifecycle state of a process (`State` property).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Starting,
-    Running,
-    Stopping,
-    /// Ended because a client asked (Stop, Kill, Remove, StopMatching).
-    Stopped,
-    /// Ended by itself with exit code 0.
-    Exited,
-    /// Non-zero exit, a signal corral did not send, could not start, or a
-    /// crash loop.
-    Failed,
-}
-
-impl State {
-    pub const ALL: [State; 6] = [
-        State::Starting,
-        State::Running,
-        State::Stopping,
-        State::Stopped,
-        State::Exited,
-        State::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
-            State::Exited => "exited",
-            State::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<State> {
-        State::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// Whether a process in this state has a live scope.
-    pub fn is_active(self) -> bool {
-        matches!(self, State::Starting | State::Running | State::Stopping)
-    }
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::{State, WireValue};
 
 /// systemd's "not set" for usage counters; clients show it as unknown.
 pub const UNSET: u64 = u64::MAX;
 
 /// One process as clients see it. Usage fields are `UNSET` when the cgroup
 /// does not provide them (or the process has no live scope).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProcessView {
     pub id: String,
     pub name: String,
@@ -81,8 +32,7 @@ pub struct ProcessView {
     pub control_group: String,
     pub exit_code: i32,
     pub exit_signal: i32,
-    /// Why the last run ended: `exit`, `signal`, `stopped`, `oom-kill`,
-    /// `spawn-failed`, `crash-loop`, `lost`, or empty while it runs.
+    /// Why the last run ended (an `ExitReason` name), empty while it runs.
     pub exit_reason: String,
     pub started_at: u64,
     pub exited_at: u64,
@@ -100,93 +50,146 @@ pub struct ProcessView {
     pub io_write_bytes: u64,
 }
 
-fn get<T: TryFrom<OwnedValue>>(d: &mut HashMap<String, OwnedValue>, k: &str) -> Option<T> {
-    d.remove(k).and_then(|v| T::try_from(v).ok())
+/// The properties of `org.corral.Supervisor1.Process`, one row each.
+///
+/// *if absent*: what a `List` record that lacks the key (from an older
+/// agent) decodes to. *shown in JSON*: `always`; `set`, i.e. null while
+/// the value equals its *if absent* value (unknown, or not happened yet);
+/// or a predicate on the view. *announced*: carried in the
+/// PropertiesChanged sent when the process changes state.
+///
+/// Rows are in the order `corralctl list --json` prints its keys: the
+/// first eighteen are its documented contract, extras follow. Adding a
+/// property is a field in `ProcessView`, a row here, and its value where
+/// the supervisor builds the view.
+///
+/// The rows are handed to the macro `$then`, which generates from them:
+/// `record_and_json` below, `process_interface` in the agent's bus module.
+macro_rules! process_properties {
+    ($then:ident) => {
+        $then! {
+            // field:           type                     = D-Bus name,         --json key,          if absent,       shown in JSON,     announced
+            id:                 String                   = "Id",               "id",                String::new(),   always,            false;
+            name:               String                   = "Name",             "name",              String::new(),   always,            false;
+            workspace:          String                   = "Workspace",        "workspace",         String::new(),   always,            false;
+            session:            String                   = "Session",          "session",           String::new(),   always,            false;
+            state:              State                    = "State",            "state",             State::Failed,   always,            true;
+            main_pid:           u32                      = "MainPID",          "pid",               0,               set,               true;
+            unit:               String                   = "Unit",             "unit",              String::new(),   always,            true;
+            control_group:      String                   = "ControlGroup",     "control_group",     String::new(),   always,            true;
+            exit_code:          i32                      = "ExitCode",         "exit_code",         -1,              set,               true;
+            exit_signal:        i32                      = "ExitSignal",       "exit_signal",       0,               set,               true;
+            restarts:           u32                      = "Restarts",         "restarts",          0,               always,            true;
+            memory_current:     u64                      = "MemoryCurrent",    "memory_bytes",      UNSET,           set,               true;
+            memory_peak:        u64                      = "MemoryPeak",       "memory_peak_bytes", UNSET,           set,               false;
+            cpu_usage_nsec:     u64                      = "CPUUsageNSec",     "cpu_usage_nsec",    UNSET,           set,               false;
+            cpu_percent:        f64                      = "CPUPercent",       "cpu_percent",       0.0,             cpu_percent_known, true;
+            tasks_current:      u64                      = "TasksCurrent",     "tasks",             UNSET,           set,               false;
+            started_at:         u64                      = "StartedAt",        "started_at",        0,               set,               true;
+            exited_at:          u64                      = "ExitedAt",         "exited_at",         0,               set,               true;
+            command:            Vec<String>              = "Command",          "command",           Vec::new(),      always,            false;
+            working_directory:  String                   = "WorkingDirectory", "working_directory", String::new(),   always,            false;
+            labels:             BTreeMap<String, String> = "Labels",           "labels",            BTreeMap::new(), always,            false;
+            exit_reason:        String                   = "ExitReason",       "exit_reason",       String::new(),   set,               true;
+            restart_policy:     String                   = "Restart",          "restart",           String::new(),   always,            false;
+            next_restart_at:    u64                      = "NextRestartAt",    "next_restart_at",   0,               set,               true;
+            persistent:         bool                     = "Persistent",       "persistent",        false,           always,            false;
+            io_read_bytes:      u64                      = "IOReadBytes",      "io_read_bytes",     UNSET,           set,               false;
+            io_write_bytes:     u64                      = "IOWriteBytes",     "io_write_bytes",    UNSET,           set,               false;
+        }
+    };
+}
+pub(crate) use process_properties;
+
+/// The CPU percentage has no "unset" of its own: it means something only
+/// while CPU time is known, and only while the scope lives.
+pub fn cpu_percent_known(v: &ProcessView) -> bool {
+    v.state.is_active()
+        && v.cpu_usage_nsec != UNSET
+        && v.cpu_percent.is_finite()
+        && v.cpu_percent >= 0.0
+}
+
+/// One property: its D-Bus name and value.
+pub struct Property {
+    pub name: &'static str,
+    /// In the PropertiesChanged sent when the process changes state.
+    pub announced: bool,
+    pub get: fn(&ProcessView) -> Value<'static>,
+}
+
+/// Whether the JSON shows a field's value (else null); see the table.
+macro_rules! shown {
+    (always, $v:ident, $field:ident, $absent:expr) => {
+        true
+    };
+    (set, $v:ident, $field:ident, $absent:expr) => {
+        $v.$field != $absent
+    };
+    ($known:ident, $v:ident, $field:ident, $absent:expr) => {
+        $known($v)
+    };
+}
+
+macro_rules! record_and_json {
+    ($($field:ident: $ty:ty = $name:literal, $json:literal, $absent:expr, $shown:ident, $announced:literal;)*) => {
+        /// Every property of the Process interface, in table order.
+        pub const PROPERTIES: &[Property] = &[$(Property {
+            name: $name,
+            announced: $announced,
+            get: |v| v.$field.to_wire().into(),
+        }),*];
+
+        impl ProcessView {
+            /// Decodes a `List` record; a missing or mistyped key takes its
+            /// absent value, so an older agent's records still decode.
+            pub fn from_dict(mut d: HashMap<String, OwnedValue>) -> ProcessView {
+                ProcessView {
+                    $($field: take::<$ty>(&mut d, $name).unwrap_or($absent),)*
+                }
+            }
+        }
+
+        impl Serialize for ProcessJson<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let v = self.0;
+                let mut map = s.serialize_map(Some(PROPERTIES.len()))?;
+                $(map.serialize_entry($json, &shown!($shown, v, $field, $absent).then_some(&v.$field))?;)*
+                map.end()
+            }
+        }
+    };
+}
+
+process_properties!(record_and_json);
+
+fn take<T: WireValue>(d: &mut HashMap<String, OwnedValue>, key: &str) -> Option<T> {
+    let wire = T::Wire::try_from(d.remove(key)?).ok()?;
+    T::from_wire(wire)
 }
 
 impl ProcessView {
-    /// The `a{sv}` record of `List`, with `Path` added.
+    /// The `a{sv}` record of `List`: every property, plus `Path`.
     pub fn to_dict(&self) -> HashMap<String, Value<'static>> {
-        let mut d: HashMap<String, Value<'static>> = HashMap::with_capacity(32);
-        let mut s = |k: &str, v: Value<'static>| {
-            d.insert(k.to_string(), v);
-        };
-        s("Id", self.id.clone().into());
-        s("Path", super::process_path(&self.id).into());
-        s("Name", self.name.clone().into());
-        s("Command", self.command.clone().into());
-        s("WorkingDirectory", self.working_directory.clone().into());
-        s("Workspace", self.workspace.clone().into());
-        s("Session", self.session.clone().into());
-        let labels: HashMap<String, String> = self.labels.clone().into_iter().collect();
-        s("Labels", labels.into());
-        s("State", self.state.as_str().into());
-        s("MainPID", self.main_pid.into());
-        s("Unit", self.unit.clone().into());
-        s("ControlGroup", self.control_group.clone().into());
-        s("ExitCode", self.exit_code.into());
-        s("ExitSignal", self.exit_signal.into());
-        s("ExitReason", self.exit_reason.clone().into());
-        s("StartedAt", self.started_at.into());
-        s("ExitedAt", self.exited_at.into());
-        s("Restarts", self.restarts.into());
-        s("Restart", self.restart_policy.clone().into());
-        s("NextRestartAt", self.next_restart_at.into());
-        s("Persistent", self.persistent.into());
-        s("MemoryCurrent", self.memory_current.into());
-        s("MemoryPeak", self.memory_peak.into());
-        s("CPUUsageNSec", self.cpu_usage_nsec.into());
-        s("CPUPercent", self.cpu_percent.into());
-        s("TasksCurrent", self.tasks_current.into());
-        s("IOReadBytes", self.io_read_bytes.into());
-        s("IOWriteBytes", self.io_write_bytes.into());
+        let mut d: HashMap<String, Value<'static>> = PROPERTIES
+            .iter()
+            .map(|p| (p.name.to_string(), (p.get)(self)))
+            .collect();
+        d.insert("Path".into(), super::process_path(&self.id).into());
         d
     }
-
-    /// Decodes a `List` record; missing keys take neutral defaults so an
-    /// older agent's records still decode.
-    pub fn from_dict(mut d: HashMap<String, OwnedValue>) -> ProcessView {
-        let state: String = get(&mut d, "State").unwrap_or_default();
-        let labels: HashMap<String, String> = get(&mut d, "Labels").unwrap_or_default();
-        ProcessView {
-            id: get(&mut d, "Id").unwrap_or_default(),
-            name: get(&mut d, "Name").unwrap_or_default(),
-            command: get(&mut d, "Command").unwrap_or_default(),
-            working_directory: get(&mut d, "WorkingDirectory").unwrap_or_default(),
-            workspace: get(&mut d, "Workspace").unwrap_or_default(),
-            session: get(&mut d, "Session").unwrap_or_default(),
-            labels: labels.into_iter().collect(),
-            state: State::parse(&state).unwrap_or(State::Failed),
-            main_pid: get(&mut d, "MainPID").unwrap_or(0),
-            unit: get(&mut d, "Unit").unwrap_or_default(),
-            control_group: get(&mut d, "ControlGroup").unwrap_or_default(),
-            exit_code: get(&mut d, "ExitCode").unwrap_or(-1),
-            exit_signal: get(&mut d, "ExitSignal").unwrap_or(0),
-            exit_reason: get(&mut d, "ExitReason").unwrap_or_default(),
-            started_at: get(&mut d, "StartedAt").unwrap_or(0),
-            exited_at: get(&mut d, "ExitedAt").unwrap_or(0),
-            restarts: get(&mut d, "Restarts").unwrap_or(0),
-            restart_policy: get(&mut d, "Restart").unwrap_or_default(),
-            next_restart_at: get(&mut d, "NextRestartAt").unwrap_or(0),
-            persistent: get(&mut d, "Persistent").unwrap_or(false),
-            memory_current: get(&mut d, "MemoryCurrent").unwrap_or(UNSET),
-            memory_peak: get(&mut d, "MemoryPeak").unwrap_or(UNSET),
-            cpu_usage_nsec: get(&mut d, "CPUUsageNSec").unwrap_or(UNSET),
-            cpu_percent: get(&mut d, "CPUPercent").unwrap_or(0.0),
-            tasks_current: get(&mut d, "TasksCurrent").unwrap_or(UNSET),
-            io_read_bytes: get(&mut d, "IOReadBytes").unwrap_or(UNSET),
-            io_write_bytes: get(&mut d, "IOWriteBytes").unwrap_or(UNSET),
-        }
-    }
 }
+
+/// A process as `corralctl list --json` prints it: an object with the
+/// table's JSON keys in table order, null for values not known.
+pub struct ProcessJson<'a>(pub &'a ProcessView);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn list_record_round_trips() {
-        let v = ProcessView {
+    fn sample() -> ProcessView {
+        ProcessView {
             id: "7".into(),
             name: "web".into(),
             command: vec!["sleep".into(), "9".into()],
@@ -214,7 +217,12 @@ mod tests {
             tasks_current: 3,
             io_read_bytes: UNSET,
             io_write_bytes: 5,
-        };
+        }
+    }
+
+    #[test]
+    fn list_record_round_trips() {
+        let v = sample();
         let owned = v
             .to_dict()
             .into_iter()
@@ -223,11 +231,37 @@ mod tests {
         assert_eq!(ProcessView::from_dict(owned), v);
     }
 
+    /// The D-Bus names and types, the JSON keys (in their order) and what
+    /// PropertiesChanged carries are public: a change must be deliberate.
     #[test]
-    fn state_names() {
-        for s in State::ALL {
-            assert_eq!(State::parse(s.as_str()), Some(s));
-        }
-        assert!(State::Running.is_active() && !State::Exited.is_active());
+    fn the_contract_is_unchanged() {
+        let want = "\
+            Id s id|Name s name|Workspace s workspace|Session s session|\
+            State s state *|MainPID u pid *|Unit s unit *|\
+            ControlGroup s control_group *|ExitCode i exit_code *|\
+            ExitSignal i exit_signal *|Restarts u restarts *|\
+            MemoryCurrent t memory_bytes *|MemoryPeak t memory_peak_bytes|\
+            CPUUsageNSec t cpu_usage_nsec|CPUPercent d cpu_percent *|\
+            TasksCurrent t tasks|StartedAt t started_at *|ExitedAt t exited_at *|\
+            Command as command|WorkingDirectory s working_directory|\
+            Labels a{ss} labels|ExitReason s exit_reason *|Restart s restart|\
+            NextRestartAt t next_restart_at *|Persistent b persistent|\
+            IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes";
+        let v = sample();
+        // The top-level keys, in the order they are written.
+        let json = serde_json::to_value(ProcessJson(&v)).unwrap();
+        let text = serde_json::to_string(&ProcessJson(&v)).unwrap();
+        let mut in_order: Vec<&String> = json.as_object().unwrap().keys().collect();
+        in_order.sort_by_key(|k| text.find(&format!("\"{k}\":")));
+        let got: Vec<String> = PROPERTIES
+            .iter()
+            .zip(in_order)
+            .map(|(p, k)| {
+                let sig = (p.get)(&v).value_signature().to_string();
+                let star = if p.announced { " *" } else { "" };
+                format!("{} {sig} {k}{star}", p.name)
+            })
+            .collect();
+        assert_eq!(got.join("|"), want);
     }
 }

@@ -4,33 +4,29 @@
 //! formats nothing itself and never calls anything but the `api` proxies.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
-use crate::api::{self, EventRow, Filter, LogRow, ManagerProxy, ProcessProxy, ProcessView, State};
+use crate::api::{
+    self, EventRow, Filter, LogRow, ManagerProxy, ProcessJson, ProcessProxy, ProcessView, State,
+};
+use crate::clock::now_us;
 
 use super::args::{
     Cli, Command, EventsArgs, KillArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
 };
 use super::error::{Bus, CliError, Result};
-use super::render::{self, EventJson, LogJson, ProcessJson, StatusJson};
+use super::render::{self, EventJson, LogJson, StatusJson};
 use super::spec::{build_spec, Caller};
 
 const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
 
 /// How often `logs -f` asks for new lines.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// Writes to stdout, flushing at once so `logs -f` output is not held in
 /// a buffer. A closed pipe comes back as an error (never a panic, as
@@ -235,7 +231,7 @@ async fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
     };
     let views = ctx.list(&filter).await?;
     if ctx.json {
-        emit_json(&views.iter().map(ProcessJson::from).collect::<Vec<_>>())
+        emit_json(&views.iter().map(ProcessJson).collect::<Vec<_>>())
     } else {
         emit(&render::list_table(&views, now_us()))
     }
@@ -272,7 +268,7 @@ async fn status(ctx: &Ctx, a: &StatusArgs) -> Result<()> {
     }
     if ctx.json {
         emit_json(&StatusJson {
-            process: ProcessJson::from(&view),
+            process: ProcessJson(&view),
             events: events.iter().map(EventJson::from).collect(),
             logs: logs.iter().map(LogJson::from).collect(),
         })
@@ -485,7 +481,7 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
         }
         // State first, lines second: whatever the process wrote before it
         // ended is in the agent's log by the time the state says so.
-        let alive = still_running(ctx, &process, &target.id).await;
+        let alive = still_running(&process).await;
         let rows = ctx
             .manager
             .logs(&target.id, 0, cursor.last_us)
@@ -500,19 +496,12 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
 
 /// Active, or ended with an automatic restart due (following goes on
 /// through restarts). A process that vanished (removed) has ended.
-async fn still_running(ctx: &Ctx, process: &ProcessProxy<'_>, id: &str) -> bool {
+async fn still_running(process: &ProcessProxy<'_>) -> bool {
     let active = match process.state().await {
         Ok(s) => State::parse(&s).is_some_and(State::is_active),
         Err(_) => return false,
     };
-    if active {
-        return true;
-    }
-    // NextRestartAt is not a Process property in the proxy; List has it.
-    match ctx.list(&Filter::default()).await {
-        Ok(views) => views.iter().any(|v| v.id == id && v.next_restart_at != 0),
-        Err(_) => false,
-    }
+    active || process.next_restart_at().await.is_ok_and(|at| at != 0)
 }
 
 #[cfg(test)]

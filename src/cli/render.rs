@@ -1,13 +1,12 @@
 //! What `corralctl` prints: the list table, the status page, event and log
 //! lines, and the JSON objects of `--json`. Pure functions of the agent's
-//! records and the current time; the JSON key set is a public interface
-//! (scripts parse it), so it is fixed here and tested.
-
-use std::collections::BTreeMap;
+//! records and the current time. The JSON key set is a public interface
+//! (scripts parse it): a process's keys come from the property table in
+//! `api` (`ProcessJson`), and are pinned by the tests here.
 
 use serde::Serialize;
 
-use crate::api::{EventRow, LogRow, ProcessView, State, UNSET};
+use crate::api::{cpu_percent_known, EventRow, LogRow, ProcessJson, ProcessView, State, UNSET};
 
 use super::format::{
     format_bytes, format_cpu_time, format_duration, format_opt_bytes, format_relative,
@@ -18,86 +17,9 @@ fn known(n: u64) -> Option<u64> {
     (n != UNSET).then_some(n)
 }
 
-fn nonzero(n: u64) -> Option<u64> {
-    (n != 0).then_some(n)
-}
-
-/// A process as `list --json` prints it. The first eighteen keys are the
-/// documented contract; the rest are extras, appended after them.
-#[derive(Debug, Serialize)]
-pub struct ProcessJson {
-    pub id: String,
-    pub name: String,
-    pub workspace: String,
-    pub session: String,
-    pub state: State,
-    pub pid: Option<u32>,
-    pub unit: String,
-    pub control_group: String,
-    pub exit_code: Option<i32>,
-    pub exit_signal: Option<i32>,
-    pub restarts: u32,
-    pub memory_bytes: Option<u64>,
-    pub memory_peak_bytes: Option<u64>,
-    pub cpu_usage_nsec: Option<u64>,
-    pub cpu_percent: Option<f64>,
-    pub tasks: Option<u64>,
-    pub started_at: Option<u64>,
-    pub exited_at: Option<u64>,
-    // Extras.
-    pub command: Vec<String>,
-    pub working_directory: String,
-    pub labels: BTreeMap<String, String>,
-    pub exit_reason: Option<String>,
-    pub restart: String,
-    pub next_restart_at: Option<u64>,
-    pub persistent: bool,
-    pub io_read_bytes: Option<u64>,
-    pub io_write_bytes: Option<u64>,
-}
-
-impl From<&ProcessView> for ProcessJson {
-    fn from(v: &ProcessView) -> Self {
-        ProcessJson {
-            id: v.id.clone(),
-            name: v.name.clone(),
-            workspace: v.workspace.clone(),
-            session: v.session.clone(),
-            state: v.state,
-            pid: (v.main_pid != 0).then_some(v.main_pid),
-            unit: v.unit.clone(),
-            control_group: v.control_group.clone(),
-            exit_code: (v.exit_code != -1).then_some(v.exit_code),
-            exit_signal: (v.exit_signal != 0).then_some(v.exit_signal),
-            restarts: v.restarts,
-            memory_bytes: known(v.memory_current),
-            memory_peak_bytes: known(v.memory_peak),
-            cpu_usage_nsec: known(v.cpu_usage_nsec),
-            cpu_percent: cpu_percent(v),
-            tasks: known(v.tasks_current),
-            started_at: nonzero(v.started_at),
-            exited_at: nonzero(v.exited_at),
-            command: v.command.clone(),
-            working_directory: v.working_directory.clone(),
-            labels: v.labels.clone(),
-            exit_reason: Some(v.exit_reason.clone()).filter(|r| !r.is_empty()),
-            restart: v.restart_policy.clone(),
-            next_restart_at: nonzero(v.next_restart_at),
-            persistent: v.persistent,
-            io_read_bytes: known(v.io_read_bytes),
-            io_write_bytes: known(v.io_write_bytes),
-        }
-    }
-}
-
-/// The agent has no "unset" for the percentage itself: it is only
-/// meaningful while CPU time is known, and only while the scope lives.
+/// The CPU% cell and figure: only while it means something.
 fn cpu_percent(v: &ProcessView) -> Option<f64> {
-    (v.state.is_active()
-        && v.cpu_usage_nsec != UNSET
-        && v.cpu_percent.is_finite()
-        && v.cpu_percent >= 0.0)
-        .then_some(v.cpu_percent)
+    cpu_percent_known(v).then_some(v.cpu_percent)
 }
 
 #[derive(Debug, Serialize)]
@@ -147,10 +69,10 @@ impl From<&LogRow> for LogJson {
 }
 
 /// `status --json`: the list object plus recent events and output.
-#[derive(Debug, Serialize)]
-pub struct StatusJson {
+#[derive(Serialize)]
+pub struct StatusJson<'a> {
     #[serde(flatten)]
-    pub process: ProcessJson,
+    pub process: ProcessJson<'a>,
     pub events: Vec<EventJson>,
     pub logs: Vec<LogJson>,
 }
@@ -386,6 +308,8 @@ pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn view() -> ProcessView {
@@ -442,7 +366,7 @@ mod tests {
     ];
 
     fn json(v: &ProcessView) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(ProcessJson::from(v)).unwrap() {
+        match serde_json::to_value(ProcessJson(v)).unwrap() {
             serde_json::Value::Object(m) => m,
             other => panic!("not an object: {other}"),
         }
@@ -450,7 +374,7 @@ mod tests {
 
     #[test]
     fn json_has_the_required_keys_first() {
-        let text = serde_json::to_string(&ProcessJson::from(&view())).unwrap();
+        let text = serde_json::to_string(&ProcessJson(&view())).unwrap();
         // Key order as written: the required ones, in order, then extras.
         let mut at = 0;
         for k in REQUIRED {
@@ -520,7 +444,7 @@ mod tests {
     #[test]
     fn status_json_adds_events_and_logs() {
         let s = StatusJson {
-            process: ProcessJson::from(&view()),
+            process: ProcessJson(&view()),
             events: vec![EventJson::from(&(
                 1,
                 "7".into(),

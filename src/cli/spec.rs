@@ -228,9 +228,14 @@ mod tests {
         assert_eq!(environment(&env, false, &[]), ["OK="]);
     }
 
+    /// Every key the agent accepts has a flag: a key added to the spec
+    /// without one fails here.
     #[test]
     fn every_flag_maps_to_its_key() {
         let a = start_args(&[
+            "-e",
+            "A=1",
+            "--clean-env",
             "--name",
             "web",
             "-w",
@@ -282,7 +287,14 @@ mod tests {
         assert_eq!(spec.restart_limit_interval_sec, Some(60));
         assert_eq!(spec.restart_reset_sec, Some(2));
         assert_eq!(spec.persistent, Some(true));
+        assert_eq!(spec.environment, ["A=1"]);
+        assert_eq!(spec.clean_environment, Some(true));
         assert!(spec.validate().is_ok());
+        let mut sent: Vec<String> = spec.to_dict().into_keys().collect();
+        sent.sort();
+        let mut keys = StartSpec::KEYS.to_vec();
+        keys.sort();
+        assert_eq!(sent, keys);
     }
 
     #[test]

@@ -112,16 +112,17 @@ impl CgroupFs {
         Ok(CgroupFs { root, layout })
     }
 
+    /// The layout `detect` found; the agent only branches on it inside
+    /// this module, tests check it.
+    #[cfg(test)]
     pub fn layout(&self) -> Layout {
         self.layout
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Whether the cgroup exists (see [`CgroupFs::read_usage`] for the
-    /// path format).
+    /// path format). Tests only: the agent learns a scope is gone from
+    /// systemd and from `read_populated`.
+    #[cfg(test)]
     pub fn exists(&self, control_group: &str) -> bool {
         match self.main_dir(control_group) {
             Ok(dir) => dir.is_dir(),

@@ -98,7 +98,8 @@ trait SystemdManager {
 }
 
 /// Where a finished job's result waits if it arrived before its waiter
-/// registered (the reply and the signal race; FIELD-NOTES).
+/// registered: `JobRemoved` and the reply that names the job arrive
+/// milliseconds apart, in either order.
 enum JobSlot {
     /// Several callers can wait for one job: StopUnit on a unit that is
     /// already stopping returns the job in progress.
@@ -148,7 +149,7 @@ fn call_err(op: &'static str, unit: &str, e: zbus::Error) -> Error {
 impl Systemd {
     /// Connects, subscribes to job and unit signals, and starts the task
     /// that dispatches them. `gone` receives the names of our scopes as
-    /// they disappear; `reloaded` fires after daemon-reload/reexec.
+    /// they disappear. After a daemon-reload/reexec it subscribes again.
     pub async fn connect(
         conn: &zbus::Connection,
         gone: mpsc::UnboundedSender<String>,

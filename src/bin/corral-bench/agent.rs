@@ -258,10 +258,12 @@ impl Signals {
         }
     }
 
-    pub fn clear(&self) {
-        if let Ok(mut m) = self.seen.lock() {
-            m.clear();
-        }
+    /// Every signal so far, by process id; the log starts over.
+    pub fn take(&self) -> HashMap<String, Vec<Sig>> {
+        self.seen
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
     }
 }
 

@@ -28,7 +28,7 @@ use futures_util::{future::join_all, stream, StreamExt};
 use serde::Serialize;
 use zbus::zvariant::Value;
 
-use agent::{wait_stamp, Agent, Bins, Client, Signals};
+use agent::{wait_stamp, Agent, Bins, Client, Sig, Signals};
 use corral::api::{self, Filter, ProcessProxy, ProcessView, StartSpec};
 use probe::{realtime_ns, STAMP, START_ONCE};
 use report::Report;
@@ -218,6 +218,15 @@ async fn remove_all(c: &Client) -> Result<(usize, Duration)> {
     .await
     .context("RemoveMatching took over 300 s")??;
     Ok((ids.len(), t.elapsed()))
+}
+
+/// "3 errors: [first five]" for a section's notes.
+fn errors_note(errors: &[String]) -> String {
+    format!(
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    )
 }
 
 fn error_name(e: &zbus::Error) -> String {
@@ -428,6 +437,15 @@ fn set_targets(rep: &mut Report, plan: &Plan) {
 }
 
 impl Bench {
+    /// Ends a latency section: removes every bench process (saying how
+    /// long that took) and hands back the state signals seen, so the next
+    /// section's log starts empty.
+    async fn end_section(&mut self) -> Result<HashMap<String, Vec<Sig>>> {
+        let (k, t) = remove_all(&self.ctl).await?;
+        eprintln!("   removed {k} processes in {:.0} ms", ms(t));
+        Ok(self.sigs.take())
+    }
+
     /// Records how busy the whole machine was during a section: the bench,
     /// corrald, systemd and dbus-daemon share the CPUs with anything else.
     fn busy_note(&mut self, what: &str, busy: &sys::Busy) {
@@ -612,15 +630,10 @@ impl Bench {
             fork_stamp,
         );
         if !errors.is_empty() {
-            r.notes.push(format!(
-                "start latency: {} errors: {:?}",
-                errors.len(),
-                &errors[..errors.len().min(5)]
-            ));
+            r.notes
+                .push(format!("start latency: {}", errors_note(&errors)));
         }
-        let (k, t) = remove_all(&self.ctl).await?;
-        eprintln!("   removed {k} processes in {:.0} ms", ms(t));
-        self.sigs.clear();
+        self.end_section().await?;
         Ok(())
     }
 
@@ -775,9 +788,7 @@ impl Bench {
                 &format!("{wrong} ended in a state other than failed, {missing} without a signal in 10 s"),
             );
         }
-        let (k, t) = remove_all(&self.ctl).await?;
-        eprintln!("   removed {k} processes in {:.0} ms", ms(t));
-        self.sigs.clear();
+        self.end_section().await?;
         Ok(())
     }
 
@@ -842,18 +853,9 @@ impl Bench {
             );
         }
         if !errors.is_empty() {
-            self.rep.note_on(
-                "exit.detect",
-                &format!(
-                    "{} errors: {:?}",
-                    errors.len(),
-                    &errors[..errors.len().min(5)]
-                ),
-            );
+            self.rep.note_on("exit.detect", &errors_note(&errors));
         }
-        let (k, t) = remove_all(&self.ctl).await?;
-        eprintln!("   removed {k} processes in {:.0} ms", ms(t));
-        self.sigs.clear();
+        self.end_section().await?;
         Ok(())
     }
 
@@ -917,12 +919,11 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         // Stop the loop before reading the signals so their count is final.
-        let (k, t) = remove_all(&self.ctl).await?;
-        eprintln!("   removed {k} processes in {:.0} ms", ms(t));
-        let running: Vec<SystemTime> = self
-            .sigs
-            .of(&id)
+        let seen = self.end_section().await?;
+        let running: Vec<SystemTime> = seen
+            .get(&id)
             .into_iter()
+            .flatten()
             .filter(|s| s.new == "running")
             .map(|s| s.at)
             .collect();
@@ -971,7 +972,6 @@ impl Bench {
                 ),
             );
         }
-        self.sigs.clear();
         Ok(())
     }
 
@@ -1002,7 +1002,7 @@ impl Bench {
             agent.stop(&self.ctl.conn).await?;
             r?;
             cleaned?;
-            self.sigs.clear();
+            self.sigs.take();
         }
         Ok(())
     }

@@ -60,23 +60,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// Properties announced in PropertiesChanged when a process changes state.
-const CHANGING: [&str; 13] = [
-    "State",
-    "MainPID",
-    "ControlGroup",
-    "Unit",
-    "ExitCode",
-    "ExitSignal",
-    "ExitReason",
-    "StartedAt",
-    "ExitedAt",
-    "Restarts",
-    "NextRestartAt",
-    "CPUPercent",
-    "MemoryCurrent",
-];
-
 /// Applies supervisor events to the object tree, in order: adds and
 /// removes process objects (ObjectManager signals follow) and emits
 /// PropertiesChanged + ProcessStateChanged.
@@ -114,11 +97,12 @@ pub async fn publish_events(
                             server.interface::<_, ProcessObject>(path.as_str()).await?
                         }
                     };
-                    let dict = view.to_dict();
                     iface.get().await.set_view(view.clone());
-                    let changed: std::collections::HashMap<&str, Value<'_>> = CHANGING
+                    // The properties the table marks as announced.
+                    let changed: std::collections::HashMap<&str, Value<'_>> = api::PROPERTIES
                         .iter()
-                        .filter_map(|k| dict.get(*k).map(|v| (*k, v.clone())))
+                        .filter(|p| p.announced)
+                        .map(|p| (p.name, (p.get)(&view)))
                         .collect();
                     let emitter = iface.signal_emitter();
                     zbus::fdo::Properties::properties_changed(

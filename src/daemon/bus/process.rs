@@ -2,14 +2,15 @@
 //! come from the last view the supervisor published (exact for state),
 //! refreshed through the supervisor when the usage in it is older than 1 s.
 
-use std::collections::HashMap;
+// BTreeMap and State: types in the property table's rows.
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use zbus::interface;
 
 use super::gone;
-use crate::api::{Error, ProcessView};
+use crate::api::{self, Error, ProcessView, State, WireValue};
 use crate::daemon::supervisor::{Command, Handle};
 
 pub struct ProcessObject {
@@ -69,136 +70,44 @@ impl ProcessObject {
     }
 }
 
-#[interface(name = "org.corral.Supervisor1.Process")]
-impl ProcessObject {
-    /// SIGTERM to every process of the scope, SIGKILL after the stop timeout;
-    /// returns once the process has ended.
-    async fn stop(&self) -> Result<(), Error> {
-        self.call(|id, reply| Command::Stop { id, reply }).await
-    }
+/// Emits the interface: its four methods and one property getter per row
+/// of `api::process_properties!` (zbus wants a fn per property). Each
+/// getter returns its field in D-Bus form, so the name and the type on
+/// the bus are the table's.
+macro_rules! process_interface {
+    ($($field:ident: $ty:ty = $name:literal, $json:literal, $absent:expr, $shown:ident, $announced:literal;)*) => {
+        #[interface(name = "org.corral.Supervisor1.Process")]
+        impl ProcessObject {
+            /// SIGTERM to every process of the scope, SIGKILL after the stop timeout;
+            /// returns once the process has ended.
+            async fn stop(&self) -> Result<(), Error> {
+                self.call(|id, reply| Command::Stop { id, reply }).await
+            }
 
-    /// Sends `signal` to the main process and its process group.
-    async fn kill(&self, signal: i32) -> Result<(), Error> {
-        self.call(|id, reply| Command::Kill { id, signal, reply })
-            .await
-    }
+            /// Sends `signal` to the main process and its process group.
+            async fn kill(&self, signal: i32) -> Result<(), Error> {
+                self.call(|id, reply| Command::Kill { id, signal, reply })
+                    .await
+            }
 
-    /// Stops (if running) and starts again in a new scope; same id.
-    async fn restart(&self) -> Result<(), Error> {
-        self.call(|id, reply| Command::Restart { id, reply }).await
-    }
+            /// Stops (if running) and starts again in a new scope; same id.
+            async fn restart(&self) -> Result<(), Error> {
+                self.call(|id, reply| Command::Restart { id, reply }).await
+            }
 
-    /// Stops (if running) and forgets the process; its events stay.
-    async fn remove(&self) -> Result<(), Error> {
-        self.call(|id, reply| Command::Remove { id, reply }).await
-    }
+            /// Stops (if running) and forgets the process; its events stay.
+            async fn remove(&self) -> Result<(), Error> {
+                self.call(|id, reply| Command::Remove { id, reply }).await
+            }
 
-    #[zbus(property)]
-    async fn id(&self) -> String {
-        self.id.clone()
-    }
-    #[zbus(property)]
-    async fn name(&self) -> String {
-        self.view().await.name
-    }
-    #[zbus(property)]
-    async fn command(&self) -> Vec<String> {
-        self.view().await.command
-    }
-    #[zbus(property)]
-    async fn working_directory(&self) -> String {
-        self.view().await.working_directory
-    }
-    #[zbus(property)]
-    async fn workspace(&self) -> String {
-        self.view().await.workspace
-    }
-    #[zbus(property)]
-    async fn session(&self) -> String {
-        self.view().await.session
-    }
-    #[zbus(property)]
-    async fn labels(&self) -> HashMap<String, String> {
-        self.view().await.labels.into_iter().collect()
-    }
-    #[zbus(property)]
-    async fn state(&self) -> String {
-        self.view().await.state.as_str().to_string()
-    }
-    #[zbus(property, name = "MainPID")]
-    async fn main_pid(&self) -> u32 {
-        self.view().await.main_pid
-    }
-    #[zbus(property)]
-    async fn unit(&self) -> String {
-        self.view().await.unit
-    }
-    #[zbus(property)]
-    async fn control_group(&self) -> String {
-        self.view().await.control_group
-    }
-    #[zbus(property)]
-    async fn exit_code(&self) -> i32 {
-        self.view().await.exit_code
-    }
-    #[zbus(property)]
-    async fn exit_signal(&self) -> i32 {
-        self.view().await.exit_signal
-    }
-    #[zbus(property)]
-    async fn exit_reason(&self) -> String {
-        self.view().await.exit_reason
-    }
-    #[zbus(property)]
-    async fn started_at(&self) -> u64 {
-        self.view().await.started_at
-    }
-    #[zbus(property)]
-    async fn exited_at(&self) -> u64 {
-        self.view().await.exited_at
-    }
-    #[zbus(property)]
-    async fn restarts(&self) -> u32 {
-        self.view().await.restarts
-    }
-    #[zbus(property, name = "Restart")]
-    async fn restart_policy(&self) -> String {
-        self.view().await.restart_policy
-    }
-    #[zbus(property)]
-    async fn next_restart_at(&self) -> u64 {
-        self.view().await.next_restart_at
-    }
-    #[zbus(property)]
-    async fn persistent(&self) -> bool {
-        self.view().await.persistent
-    }
-    #[zbus(property)]
-    async fn memory_current(&self) -> u64 {
-        self.view().await.memory_current
-    }
-    #[zbus(property)]
-    async fn memory_peak(&self) -> u64 {
-        self.view().await.memory_peak
-    }
-    #[zbus(property, name = "CPUUsageNSec")]
-    async fn cpu_usage_nsec(&self) -> u64 {
-        self.view().await.cpu_usage_nsec
-    }
-    #[zbus(property, name = "CPUPercent")]
-    async fn cpu_percent(&self) -> f64 {
-        self.view().await.cpu_percent
-    }
-    #[zbus(property)]
-    async fn tasks_current(&self) -> u64 {
-        self.view().await.tasks_current
-    }
-    #[zbus(property, name = "IOReadBytes")]
-    async fn io_read_bytes(&self) -> u64 {
-        self.view().await.io_read_bytes
-    }
-    #[zbus(property, name = "IOWriteBytes")]
-    async fn io_write_bytes(&self) -> u64 {
-        self.view().await.io_write_bytes
-    }
+            $(
+                #[zbus(property, name = $name)]
+                async fn $field(&self) -> <$ty as WireValue>::Wire {
+                    self.view().await.$field.to_wire()
+                }
+            )*
+        }
+    };
 }
+
+api::process_properties!(process_interface);

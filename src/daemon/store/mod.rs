@@ -170,13 +170,8 @@ pub enum RunChange {
 /// One event row: (time µs, process id, kind, detail).
 pub type EventRow = (u64, u64, String, String);
 
-/// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+/// Callers stamp rows with this clock.
+pub use crate::clock::now_us;
 
 /// The connection and the typed operations on it. Lives on the store thread.
 pub struct Db {
