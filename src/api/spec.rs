@@ -261,7 +261,7 @@ impl StartSpec {
 pub struct Filter {
     pub workspace: Option<String>,
     pub session: Option<String>,
-    pub state: Option<String>,
+    pub state: Option<State>,
 }
 
 impl Filter {
@@ -274,13 +274,10 @@ impl Filter {
                 "Session" => f.session = Some(typed(k, value)?),
                 "State" => {
                     let s: String = typed(k, value)?;
-                    if State::parse(&s).is_none() {
-                        return Err(format!(
-                            "State: '{s}' is not one of {}",
-                            State::NAMES.join(", ")
-                        ));
-                    }
-                    f.state = Some(s);
+                    let state = State::parse(&s).ok_or_else(|| {
+                        format!("State: '{s}' is not one of {}", State::NAMES.join(", "))
+                    })?;
+                    f.state = Some(state);
                 }
                 other => return Err(format!("unknown filter key '{other}'")),
             }
@@ -290,10 +287,11 @@ impl Filter {
 
     pub fn to_dict(&self) -> HashMap<String, Value<'static>> {
         let mut d = HashMap::new();
+        let state = self.state.map(|s| s.as_str().to_string());
         for (k, v) in [
             ("Workspace", &self.workspace),
             ("Session", &self.session),
-            ("State", &self.state),
+            ("State", &state),
         ] {
             if let Some(v) = v {
                 d.insert(k.to_string(), Value::from(v.clone()));
@@ -302,10 +300,10 @@ impl Filter {
         d
     }
 
-    pub fn matches(&self, workspace: &str, session: &str, state: &str) -> bool {
+    pub fn matches(&self, workspace: &str, session: &str, state: State) -> bool {
         self.workspace.as_deref().is_none_or(|w| w == workspace)
             && self.session.as_deref().is_none_or(|s| s == session)
-            && self.state.as_deref().is_none_or(|s| s == state)
+            && self.state.is_none_or(|s| s == state)
     }
 }
 
@@ -425,8 +423,11 @@ mod tests {
     #[test]
     fn filter_is_strict_and_matches() {
         let f = Filter::from_dict(dict(vec![("Workspace", Value::from("w"))])).unwrap();
-        assert!(f.matches("w", "", "running"));
-        assert!(!f.matches("x", "", "running"));
+        assert!(f.matches("w", "", State::Running));
+        assert!(!f.matches("x", "", State::Running));
+        let f = Filter::from_dict(dict(vec![("State", Value::from("failed"))])).unwrap();
+        assert_eq!(f.state, Some(State::Failed));
+        assert!(f.matches("w", "", State::Failed) && !f.matches("w", "", State::Exited));
         assert_eq!(
             Filter::from_dict(dict(vec![("State", Value::from("zombie"))])).unwrap_err(),
             "State: 'zombie' is not one of starting, running, stopping, stopped, exited, failed"

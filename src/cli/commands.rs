@@ -227,7 +227,7 @@ async fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
     let filter = Filter {
         workspace: a.workspace.clone(),
         session: a.session.clone(),
-        state: a.state.clone(),
+        state: a.state.as_deref().and_then(State::parse),
     };
     let views = ctx.list(&filter).await?;
     if ctx.json {

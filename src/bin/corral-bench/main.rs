@@ -197,7 +197,7 @@ fn stamp_cmd(bins: &Bins, file: &Path, exit_after_ms: Option<u64>, code: i32) ->
 fn workspace_filter(state: Option<&str>) -> HashMap<String, Value<'static>> {
     Filter {
         workspace: Some(WORKSPACE.into()),
-        state: state.map(str::to_string),
+        state: state.and_then(corral::api::State::parse),
         ..Default::default()
     }
     .to_dict()

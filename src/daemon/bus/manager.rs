@@ -8,7 +8,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
 use super::gone;
 use crate::api::{self, Error, Filter, StartSpec};
-use crate::daemon::supervisor::{Command, Handle};
+use crate::daemon::supervisor::{Command, Handle, Reply};
 
 pub struct Manager {
     handle: Handle,
@@ -18,6 +18,20 @@ pub struct Manager {
 impl Manager {
     pub fn new(handle: Handle, storage: tokio::sync::watch::Receiver<Option<String>>) -> Self {
         Manager { handle, storage }
+    }
+
+    /// StopMatching and RemoveMatching: decode the filter, ask, answer.
+    async fn matching(
+        &self,
+        filter_dict: HashMap<String, OwnedValue>,
+        make: impl FnOnce(Filter, Reply<Vec<String>>) -> Command,
+    ) -> Result<Vec<String>, Error> {
+        let filter = filter(filter_dict)?;
+        Ok(self
+            .handle
+            .ask(|reply| make(filter, reply))
+            .await
+            .ok_or_else(gone)??)
     }
 }
 
@@ -62,12 +76,11 @@ impl Manager {
         &self,
         filter_dict: HashMap<String, OwnedValue>,
     ) -> Result<Vec<String>, Error> {
-        let filter = filter(filter_dict)?;
-        Ok(self
-            .handle
-            .ask(|reply| Command::StopMatching { filter, reply })
-            .await
-            .ok_or_else(gone)??)
+        self.matching(filter_dict, |filter, reply| Command::StopMatching {
+            filter,
+            reply,
+        })
+        .await
     }
 
     /// RemoveMatching(a{sv} filter) -> as
@@ -75,12 +88,11 @@ impl Manager {
         &self,
         filter_dict: HashMap<String, OwnedValue>,
     ) -> Result<Vec<String>, Error> {
-        let filter = filter(filter_dict)?;
-        Ok(self
-            .handle
-            .ask(|reply| Command::RemoveMatching { filter, reply })
-            .await
-            .ok_or_else(gone)??)
+        self.matching(filter_dict, |filter, reply| Command::RemoveMatching {
+            filter,
+            reply,
+        })
+        .await
     }
 
     /// Events(s id, u limit) -> a(tsss)

@@ -310,7 +310,7 @@ impl Supervisor {
                 let ids: Vec<ProcessId> = self
                     .procs
                     .values()
-                    .filter(|p| filter.matches(&p.workspace, &p.session, p.state().as_str()))
+                    .filter(|p| filter.matches(&p.workspace, &p.session, p.state()))
                     .map(|p| p.id)
                     .collect();
                 self.refresh_usage(&ids).await;

@@ -261,7 +261,7 @@ impl Supervisor {
         let ids: Vec<ProcessId> = self
             .procs
             .values()
-            .filter(|p| filter.matches(&p.workspace, &p.session, p.state().as_str()))
+            .filter(|p| filter.matches(&p.workspace, &p.session, p.state()))
             .filter(|p| then == AfterStop::Remove || p.state().is_active())
             .map(|p| p.id)
             .collect();
