@@ -55,6 +55,7 @@ struct RawConfig {
     restart_reset_sec: Option<u32>,
     restart_limit: Option<u32>,
     restart_limit_interval_sec: Option<u32>,
+    max_processes_per_owner: Option<u32>,
 }
 
 /// Validated settings. Defaults are documented in README ("Configuration").
@@ -80,6 +81,9 @@ pub struct Config {
     pub restart_reset_sec: u32,
     pub restart_limit: u32,
     pub restart_limit_interval_sec: u32,
+    /// Cap on the processes one uid may have (ended ones included, until
+    /// removed or pruned).
+    pub max_processes_per_owner: u32,
 }
 
 impl Config {
@@ -100,6 +104,7 @@ impl Config {
             restart_reset_sec: 60,
             restart_limit: 5,
             restart_limit_interval_sec: 60,
+            max_processes_per_owner: 1000,
         })
     }
 
@@ -187,6 +192,12 @@ impl Config {
             .unwrap_or(c.restart_limit_interval_sec);
         if c.restart_limit_interval_sec == 0 {
             return Err("restart_limit_interval_sec: must be greater than 0".into());
+        }
+        if let Some(n) = raw.max_processes_per_owner {
+            if n == 0 {
+                return Err("max_processes_per_owner: must be at least 1".into());
+            }
+            c.max_processes_per_owner = n;
         }
         Ok(c)
     }

@@ -80,6 +80,7 @@ impl Scratch {
             log_max_bytes: 1 << 20,
             log_files: 3,
             exit_file: self.exit_file(),
+            user: None,
         }
     }
 

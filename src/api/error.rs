@@ -26,6 +26,8 @@ pub enum Error {
     /// The agent could not record the request (its database failed); nothing
     /// was started or changed.
     StorageFailed(String),
+    /// A configured cap was reached (`max_processes_per_owner`).
+    LimitExceeded(String),
 }
 
 impl Error {
@@ -40,6 +42,7 @@ impl Error {
             Error::SystemdError(_) => "SystemdError",
             Error::Busy(_) => "Busy",
             Error::StorageFailed(_) => "StorageFailed",
+            Error::LimitExceeded(_) => "LimitExceeded",
         }
     }
 
@@ -56,7 +59,8 @@ impl Error {
             | Error::SpawnFailed(m)
             | Error::SystemdError(m)
             | Error::Busy(m)
-            | Error::StorageFailed(m) => m.clone(),
+            | Error::StorageFailed(m)
+            | Error::LimitExceeded(m) => m.clone(),
         }
     }
 }

@@ -28,6 +28,10 @@ pub const BUS_NAME: &str = "org.corral.Supervisor1";
 pub const MANAGER_PATH: &str = "/org/corral/Supervisor1";
 pub const MANAGER_INTERFACE: &str = "org.corral.Supervisor1.Manager";
 pub const PROCESS_INTERFACE: &str = "org.corral.Supervisor1.Process";
+/// polkit actions (system mode), defined in `polkit/org.corral.Supervisor1.policy`.
+pub const ACTION_MANAGE_OWN: &str = "org.corral.Supervisor1.manage-own";
+pub const ACTION_MANAGE_ALL: &str = "org.corral.Supervisor1.manage-all";
+pub const ACTION_START_AS_USER: &str = "org.corral.Supervisor1.start-as-user";
 /// Prefix of every error name the agent returns.
 pub const ERROR_PREFIX: &str = "org.corral.Supervisor1.Error";
 

@@ -88,6 +88,9 @@ start_spec! {
     restart_limit_interval_sec: Option<u32> = "RestartLimitIntervalSec",
     /// Relaunch at agent start when the scope is gone.
     persistent: Option<bool> = "Persistent",
+    /// System mode: run as this user (name or uid) instead of the caller;
+    /// needs `org.corral.Supervisor1.start-as-user` (root).
+    user: Option<String> = "User",
 }
 
 /// How a spec field travels: an unset option or an empty list or map is
@@ -203,6 +206,9 @@ impl StartSpec {
         }
         if let Some(w) = &self.workspace {
             check_label("Workspace", w)?;
+        }
+        if let Some(u) = &self.user {
+            check_label("User", u)?;
         }
         if let Some(s) = &self.session {
             check_label("Session", s)?;
@@ -342,6 +348,7 @@ mod tests {
             restart_limit: Some(5),
             restart_limit_interval_sec: Some(60),
             persistent: Some(true),
+            user: Some("alice".into()),
         };
         let dict = spec.to_dict();
         // The keys and their D-Bus types are public: a change must be deliberate.
@@ -355,7 +362,7 @@ mod tests {
             "CPUQuota d|CleanEnvironment b|Command as|Environment as|Labels a{ss}|\
              MemoryMax t|Name s|Persistent b|Restart s|RestartDelayMaxMs t|\
              RestartDelayMs t|RestartLimit u|RestartLimitIntervalSec u|\
-             RestartResetSec u|Session s|TasksMax t|WorkingDirectory s|Workspace s"
+             RestartResetSec u|Session s|TasksMax t|User s|WorkingDirectory s|Workspace s"
         );
         assert_eq!(dict.len(), StartSpec::KEYS.len());
         assert_eq!(StartSpec::from_dict(owned(dict)).unwrap(), spec);

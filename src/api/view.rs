@@ -25,6 +25,8 @@ pub struct ProcessView {
     pub working_directory: String,
     pub workspace: String,
     pub session: String,
+    /// The uid the process runs as and that may manage it (`Owner`).
+    pub owner: u32,
     pub labels: BTreeMap<String, String>,
     pub state: State,
     pub main_pid: u32,
@@ -96,6 +98,7 @@ macro_rules! process_properties {
             persistent:         bool                     = "Persistent",       "persistent",        false,           always,            false;
             io_read_bytes:      u64                      = "IOReadBytes",      "io_read_bytes",     UNSET,           set,               false;
             io_write_bytes:     u64                      = "IOWriteBytes",     "io_write_bytes",    UNSET,           set,               false;
+            owner:              u32                      = "Owner",            "owner",             u32::MAX,        always,            false;
         }
     };
 }
@@ -196,6 +199,7 @@ mod tests {
             working_directory: "/tmp".into(),
             workspace: "w".into(),
             session: "s".into(),
+            owner: 1000,
             labels: [("a".to_string(), "b".to_string())].into(),
             state: State::Running,
             main_pid: 42,
@@ -246,7 +250,7 @@ mod tests {
             Command as command|WorkingDirectory s working_directory|\
             Labels a{ss} labels|ExitReason s exit_reason *|Restart s restart|\
             NextRestartAt t next_restart_at *|Persistent b persistent|\
-            IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes";
+            IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner";
         let v = sample();
         // The top-level keys, in the order they are written.
         let json = serde_json::to_value(ProcessJson(&v)).unwrap();

@@ -113,6 +113,9 @@ pub struct StartArgs {
     /// Relaunch the process when the agent starts and its scope is gone.
     #[arg(long)]
     pub persistent: bool,
+    /// System agent only: run as this user (name or uid); root, or an admin after authentication.
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
     /// The command and its arguments (put `--` before it when it has options).
     #[arg(
         value_name = "CMD",

@@ -319,6 +319,7 @@ mod tests {
             command: vec!["sleep".into(), "9".into()],
             working_directory: "/tmp".into(),
             workspace: "w".into(),
+            owner: 1000,
             session: String::new(),
             labels: BTreeMap::new(),
             state: State::Running,

@@ -99,13 +99,20 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let (handle, mut actor) =
         supervisor::start(settings, store, systemd, gone_rx, events_tx).await?;
-    bus::serve(&conn, handle.clone(), storage_health)
+    let auth = bus::Auth::new(&conn, config.mode)
         .await
         .map_err(Error::Serve)?;
-    bus::publish_existing(&conn, &handle)
+    let ctx = bus::Ctx {
+        handle: handle.clone(),
+        auth,
+    };
+    bus::serve(&conn, ctx.clone(), storage_health)
         .await
         .map_err(Error::Serve)?;
-    tokio::spawn(bus::publish_events(conn.clone(), handle.clone(), events_rx));
+    bus::publish_existing(&conn, &ctx)
+        .await
+        .map_err(Error::Serve)?;
+    tokio::spawn(bus::publish_events(conn.clone(), ctx, events_rx));
     let reply = conn
         .request_name_with_flags(api::BUS_NAME, RequestNameFlags::DoNotQueue.into())
         .await

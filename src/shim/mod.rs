@@ -27,7 +27,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-pub use protocol::{ExitRecord, LaunchReply, LaunchSpec, CONTROL_FD};
+pub use protocol::{Credentials, ExitRecord, LaunchReply, LaunchSpec, CONTROL_FD};
 
 use child::Waiter;
 use output::{pump, Log, Source};

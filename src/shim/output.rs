@@ -270,6 +270,7 @@ mod tests {
             log_max_bytes: 1 << 30,
             log_files: 2,
             exit_file: dir.join("exit"),
+            user: None,
         })
     }
 

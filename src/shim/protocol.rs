@@ -95,6 +95,20 @@ pub struct LaunchSpec {
     pub log_files: u32,
     /// Where the `ExitRecord` is renamed to; its directory must exist.
     pub exit_file: PathBuf,
+    /// Who the command runs as (system mode): the child drops to these
+    /// ids before its working directory is entered and its first
+    /// instruction runs. None: as the shim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Credentials>,
+}
+
+/// A user's ids for the privilege drop: setgroups, setresgid, setresuid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 impl LaunchSpec {
@@ -450,6 +464,11 @@ mod tests {
                         log_max_bytes,
                         log_files,
                         exit_file: exit_file.into(),
+                        user: (run % 2 == 0).then(|| Credentials {
+                            uid: log_files,
+                            gid: log_files / 2,
+                            groups: vec![log_files, 7],
+                        }),
                     }
                 },
             )

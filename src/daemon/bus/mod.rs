@@ -3,7 +3,10 @@
 //! and signals. Decodes and checks arguments, forwards typed commands,
 //! maps errors to `org.corral.Supervisor1.Error.*`. No supervision here.
 
+mod auth;
+mod login;
 mod manager;
+mod objects;
 mod process;
 
 use zbus::object_server::SignalEmitter;
@@ -12,8 +15,16 @@ use zbus::zvariant::{ObjectPath, Value};
 use crate::api::{self, Error as BusError};
 use crate::daemon::supervisor::{self, Event, Handle};
 
+pub use auth::{Action, Auth, Caller};
 pub use manager::Manager;
 pub use process::ProcessObject;
+
+/// What every object of the agent needs: the supervisor and the judge.
+#[derive(Clone)]
+pub struct Ctx {
+    pub handle: Handle,
+    pub auth: Auth,
+}
 
 impl From<supervisor::Error> for BusError {
     fn from(e: supervisor::Error) -> Self {
@@ -25,6 +36,7 @@ impl From<supervisor::Error> for BusError {
             E::Systemd(m) => BusError::SystemdError(m),
             E::Busy(m) => BusError::Busy(m),
             E::Storage(m) => BusError::StorageFailed(m),
+            E::LimitExceeded(m) => BusError::LimitExceeded(m),
         }
     }
 }
@@ -38,15 +50,17 @@ pub(crate) fn gone() -> BusError {
 /// changes of the storage health as PropertiesChanged of `StorageError`.
 pub async fn serve(
     conn: &zbus::Connection,
-    handle: Handle,
+    ctx: Ctx,
     mut storage: tokio::sync::watch::Receiver<Option<String>>,
 ) -> zbus::Result<()> {
     let server = conn.object_server();
+    // Our own ObjectManager: GetManagedObjects shows each caller only
+    // what it may see (zbus's would show every object to everyone).
     server
-        .at(api::MANAGER_PATH, zbus::fdo::ObjectManager)
+        .at(api::MANAGER_PATH, objects::Objects::new(ctx.clone()))
         .await?;
     server
-        .at(api::MANAGER_PATH, Manager::new(handle, storage.clone()))
+        .at(api::MANAGER_PATH, Manager::new(ctx, storage.clone()))
         .await?;
     let iface = server.interface::<_, Manager>(api::MANAGER_PATH).await?;
     tokio::spawn(async move {
@@ -65,7 +79,7 @@ pub async fn serve(
 /// PropertiesChanged + ProcessStateChanged.
 pub async fn publish_events(
     conn: zbus::Connection,
-    handle: Handle,
+    ctx: Ctx,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
 ) {
     let server = conn.object_server();
@@ -75,7 +89,7 @@ pub async fn publish_events(
                 Event::Added(view) => {
                     let path = api::process_path(&view.id);
                     server
-                        .at(path.as_str(), ProcessObject::new(view, handle.clone()))
+                        .at(path.as_str(), ProcessObject::new(view, ctx.clone()))
                         .await?;
                 }
                 Event::Removed(id) => {
@@ -89,10 +103,7 @@ pub async fn publish_events(
                         Err(_) => {
                             // Known to the supervisor from start-up: publish now.
                             server
-                                .at(
-                                    path.as_str(),
-                                    ProcessObject::new(view.clone(), handle.clone()),
-                                )
+                                .at(path.as_str(), ProcessObject::new(view.clone(), ctx.clone()))
                                 .await?;
                             server.interface::<_, ProcessObject>(path.as_str()).await?
                         }
@@ -136,10 +147,12 @@ pub async fn publish_events(
 }
 
 /// Publishes every process the supervisor knows at start-up.
-pub async fn publish_existing(conn: &zbus::Connection, handle: &Handle) -> zbus::Result<()> {
-    let views = handle
+pub async fn publish_existing(conn: &zbus::Connection, ctx: &Ctx) -> zbus::Result<()> {
+    let views = ctx
+        .handle
         .ask(|reply| supervisor::Command::List {
             filter: api::Filter::default(),
+            access: supervisor::Access::All,
             reply,
         })
         .await
@@ -148,7 +161,7 @@ pub async fn publish_existing(conn: &zbus::Connection, handle: &Handle) -> zbus:
     for v in views {
         let path = api::process_path(&v.id);
         server
-            .at(path.as_str(), ProcessObject::new(v, handle.clone()))
+            .at(path.as_str(), ProcessObject::new(v, ctx.clone()))
             .await?;
     }
     Ok(())

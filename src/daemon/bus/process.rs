@@ -8,26 +8,76 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use zbus::interface;
+use zbus::message::Header;
 
-use super::gone;
-use crate::api::{self, Error, ProcessView, State, WireValue};
-use crate::daemon::supervisor::{Command, Handle};
+use super::{gone, Action, Ctx};
+use crate::api::{self, Error, ProcessView, State, WireValue, UNSET};
+use crate::config::Mode;
+use crate::daemon::supervisor::{Access, Command};
 
 pub struct ProcessObject {
     id: String,
-    handle: Handle,
+    ctx: Ctx,
     cache: Mutex<(Instant, ProcessView)>,
 }
+
+/// What a process of another user looks like to a caller without
+/// manage-all: exactly what zbus answers for a path that does not exist.
+fn unknown(path: &str) -> zbus::fdo::Error {
+    zbus::fdo::Error::UnknownObject(format!("Unknown object '{path}'"))
+}
+
+/// Properties left out of broadcast signals (InterfacesAdded) in system
+/// mode, where every user hears them: they may hold secrets.
+const PRIVATE: [&str; 3] = ["Command", "WorkingDirectory", "Labels"];
 
 const FRESH: Duration = Duration::from_secs(1);
 
 impl ProcessObject {
-    pub fn new(view: ProcessView, handle: Handle) -> Self {
+    pub fn new(view: ProcessView, ctx: Ctx) -> Self {
         ProcessObject {
             id: view.id.clone(),
-            handle,
+            ctx,
             cache: Mutex::new((Instant::now(), view)),
         }
+    }
+
+    fn owner_uid(&self) -> u32 {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).1.owner
+    }
+
+    /// May the sender of `hdr` see this process? (Reading asks polkit
+    /// nothing for one's own, and never interactively.)
+    async fn visible(&self, hdr: &Header<'_>) -> zbus::fdo::Result<()> {
+        let auth = &self.ctx.auth;
+        if auth.mode() == Mode::User {
+            return Ok(());
+        }
+        let caller = auth
+            .caller(hdr)
+            .await
+            .map_err(|e| zbus::fdo::Error::AccessDenied(e.message()))?;
+        if caller.uid == self.owner_uid() || auth.check(&caller, Action::ManageAll, false).await {
+            Ok(())
+        } else {
+            Err(unknown(&api::process_path(&self.id)))
+        }
+    }
+
+    /// The access a method call on this process gets, or the error that
+    /// answers it: another user's process does not exist for the caller
+    /// unless manage-all is granted (interactively where allowed); one's
+    /// own needs manage-own.
+    async fn access(&self, hdr: &Header<'_>) -> Result<Access, Error> {
+        let auth = &self.ctx.auth;
+        let caller = auth.caller(hdr).await?;
+        let Some(access) = auth.access_to(&caller, self.owner_uid()).await else {
+            return Err(Error::ZBus(zbus::Error::FDO(Box::new(unknown(
+                &api::process_path(&self.id),
+            )))));
+        };
+        auth.require(&caller, Action::ManageOwn).await?;
+        Ok(access)
     }
 
     pub fn set_view(&self, view: ProcessView) {
@@ -42,7 +92,13 @@ impl ProcessObject {
             }
         }
         let id = self.id.clone();
-        match self.handle.ask(|reply| Command::Get { id, reply }).await {
+        let access = Access::All; // checked by the caller of view()
+        match self
+            .ctx
+            .handle
+            .ask(|reply| Command::Get { id, access, reply })
+            .await
+        {
             Some(Ok(v)) => {
                 self.set_view(v.clone());
                 v
@@ -59,12 +115,15 @@ impl ProcessObject {
 
     async fn call(
         &self,
-        make: impl FnOnce(String, crate::daemon::supervisor::Reply<()>) -> Command,
+        hdr: &Header<'_>,
+        make: impl FnOnce(String, Access, crate::daemon::supervisor::Reply<()>) -> Command,
     ) -> Result<(), Error> {
+        let access = self.access(hdr).await?;
         let id = self.id.clone();
         Ok(self
+            .ctx
             .handle
-            .ask(|reply| make(id, reply))
+            .ask(|reply| make(id, access, reply))
             .await
             .ok_or_else(gone)??)
     }
@@ -80,30 +139,53 @@ macro_rules! process_interface {
         impl ProcessObject {
             /// SIGTERM to every process of the scope, SIGKILL after the stop timeout;
             /// returns once the process has ended.
-            async fn stop(&self) -> Result<(), Error> {
-                self.call(|id, reply| Command::Stop { id, reply }).await
-            }
-
-            /// Sends `signal` to the main process and its process group.
-            async fn kill(&self, signal: i32) -> Result<(), Error> {
-                self.call(|id, reply| Command::Kill { id, signal, reply })
+            async fn stop(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), Error> {
+                self.call(&hdr, |id, access, reply| Command::Stop { id, access, reply })
                     .await
             }
 
+            /// Sends `signal` to the main process and its process group.
+            async fn kill(&self, #[zbus(header)] hdr: Header<'_>, signal: i32) -> Result<(), Error> {
+                self.call(&hdr, |id, access, reply| Command::Kill {
+                    id,
+                    access,
+                    signal,
+                    reply,
+                })
+                .await
+            }
+
             /// Stops (if running) and starts again in a new scope; same id.
-            async fn restart(&self) -> Result<(), Error> {
-                self.call(|id, reply| Command::Restart { id, reply }).await
+            async fn restart(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), Error> {
+                self.call(&hdr, |id, access, reply| Command::Restart { id, access, reply })
+                    .await
             }
 
             /// Stops (if running) and forgets the process; its events stay.
-            async fn remove(&self) -> Result<(), Error> {
-                self.call(|id, reply| Command::Remove { id, reply }).await
+            async fn remove(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), Error> {
+                self.call(&hdr, |id, access, reply| Command::Remove { id, access, reply })
+                    .await
             }
 
             $(
                 #[zbus(property, name = $name)]
-                async fn $field(&self) -> <$ty as WireValue>::Wire {
-                    self.view().await.$field.to_wire()
+                async fn $field(
+                    &self,
+                    #[zbus(header)] hdr: Option<Header<'_>>,
+                ) -> zbus::fdo::Result<<$ty as WireValue>::Wire> {
+                    match &hdr {
+                        Some(hdr) => self.visible(hdr).await?,
+                        // No caller: the value goes into a signal that
+                        // every user of the system bus hears.
+                        None if self.ctx.auth.mode() == Mode::System
+                            && PRIVATE.contains(&$name) =>
+                        {
+                            let absent: $ty = $absent;
+                            return Ok(absent.to_wire());
+                        }
+                        None => {}
+                    }
+                    Ok(self.view().await.$field.to_wire())
                 }
             )*
         }

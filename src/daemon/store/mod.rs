@@ -90,11 +90,20 @@ pub struct ProcessConfig {
     pub restart: RestartPolicy,
     #[serde(default)]
     pub persistent: bool,
+    /// System mode: the ids the command runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<crate::shim::Credentials>,
+    /// System mode: the environment starts from the owner's login
+    /// variables instead of the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_env: Option<Vec<(String, String)>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessRecord {
     pub id: ProcessId,
+    /// The uid the process runs as and that may manage it.
+    pub owner: u32,
     pub name: String,
     pub workspace: String,
     pub session: String,
@@ -116,6 +125,16 @@ pub struct RunRecord {
     pub exit_code: Option<i32>,
     pub exit_signal: Option<i32>,
     pub reason: Option<ExitReason>,
+}
+
+/// What a new process row holds besides its id and state.
+#[derive(Debug, Clone, Copy)]
+pub struct NewProcess<'a> {
+    pub owner: u32,
+    pub name: &'a str,
+    pub workspace: &'a str,
+    pub session: &'a str,
+    pub config: &'a ProcessConfig,
 }
 
 /// How a run ended, as recorded.
@@ -176,6 +195,8 @@ pub use crate::clock::now_us;
 /// The connection and the typed operations on it. Lives on the store thread.
 pub struct Db {
     conn: Connection,
+    /// The agent's uid: the owner of rows from before owners were recorded.
+    own_uid: u32,
 }
 
 impl Db {
@@ -215,7 +236,9 @@ impl Db {
                 .map_err(open_err)?;
         }
         tx.commit().map_err(open_err)?;
-        Ok(Db { conn })
+        // SAFETY: geteuid(2) cannot fail and has no preconditions.
+        let own_uid = unsafe { libc::geteuid() };
+        Ok(Db { conn, own_uid })
     }
 
     fn event(
@@ -227,7 +250,7 @@ impl Db {
         detail: &str,
     ) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO events (at, process_id, run_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO events (at, process_id, run_id, kind, detail, owner) VALUES (?1, ?2, ?3, ?4, ?5, (SELECT owner FROM processes WHERE id = ?2))",
             params![
                 at as i64,
                 process_id as i64,
@@ -243,17 +266,21 @@ impl Db {
     /// unit name depends on the id, hence `unit_for`.
     pub fn insert_process(
         &mut self,
-        name: &str,
-        workspace: &str,
-        session: &str,
-        config: &ProcessConfig,
+        new: &NewProcess<'_>,
         unit_for: impl FnOnce(ProcessId) -> String,
         at: u64,
     ) -> Result<(ProcessId, RunId, String)> {
+        let NewProcess {
+            owner,
+            name,
+            workspace,
+            session,
+            config,
+        } = *new;
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO processes (name, workspace, session, state, created_at, config) VALUES (?1, ?2, ?3, 'starting', ?4, ?5)",
-            params![name, workspace, session, at as i64, serde_json::to_string(config)?],
+            "INSERT INTO processes (name, workspace, session, state, created_at, config, owner) VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6)",
+            params![name, workspace, session, at as i64, serde_json::to_string(config)?, owner],
         )?;
         let id = tx.last_insert_rowid() as u64;
         let unit = unit_for(ProcessId(id));
@@ -267,7 +294,7 @@ impl Db {
             params![run as i64, id as i64],
         )?;
         tx.execute(
-            "INSERT INTO events (at, process_id, run_id, kind, detail) VALUES (?1, ?2, ?3, 'created', ?4)",
+            "INSERT INTO events (at, process_id, run_id, kind, detail, owner) VALUES (?1, ?2, ?3, 'created', ?4, (SELECT owner FROM processes WHERE id = ?2))",
             params![at as i64, id as i64, run as i64, format!("{} in workspace {workspace}", config.command.join(" "))],
         )?;
         tx.commit()?;
@@ -330,7 +357,7 @@ impl Db {
             params![c.new.as_str(), pid],
         )?;
         tx.execute(
-            "INSERT INTO events (at, process_id, run_id, kind, detail) VALUES (?1, ?2, ?3, 'state', ?4)",
+            "INSERT INTO events (at, process_id, run_id, kind, detail, owner) VALUES (?1, ?2, ?3, 'state', ?4, (SELECT owner FROM processes WHERE id = ?2))",
             params![at, pid, run.0 as i64, format!("{} -> {} ({})", c.old, c.new, c.why)],
         )?;
         tx.commit()?;
@@ -354,12 +381,12 @@ impl Db {
         let process_id = process_id.0;
         let tx = self.conn.transaction()?;
         tx.execute(
-            "DELETE FROM processes WHERE id = ?1",
-            params![process_id as i64],
+            "INSERT INTO events (at, process_id, kind, detail, owner) VALUES (?1, ?2, 'removed', ?3, (SELECT owner FROM processes WHERE id = ?2))",
+            params![at as i64, process_id as i64, why],
         )?;
         tx.execute(
-            "INSERT INTO events (at, process_id, kind, detail) VALUES (?1, ?2, 'removed', ?3)",
-            params![at as i64, process_id as i64, why],
+            "DELETE FROM processes WHERE id = ?1",
+            params![process_id as i64],
         )?;
         tx.commit()?;
         Ok(())
@@ -368,75 +395,74 @@ impl Db {
     /// Every process with its current run, for start-up reconciliation.
     pub fn load_all(&self) -> Result<Vec<(ProcessRecord, Option<RunRecord>)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT p.id, p.name, p.workspace, p.session, p.state, p.restarts, p.created_at, p.config,
+            "SELECT p.id, p.name, p.workspace, p.session, p.state, p.restarts, p.created_at, p.config, p.owner,
                     r.id, r.unit, r.control_group, r.main_pid, r.started_at, r.exited_at, r.exit_code, r.exit_signal, r.reason
              FROM processes p LEFT JOIN runs r ON r.id = p.current_run ORDER BY p.id",
         )?;
+        let own_uid = self.own_uid;
         let rows = stmt.query_map([], |r| {
-            let config: String = r.get(7)?;
-            let run_id: Option<i64> = r.get(8)?;
-            let proc_id: i64 = r.get(0)?;
-            let run = match run_id {
+            let id = ProcessId(r.get::<_, i64>(0)? as u64);
+            let run = match r.get::<_, Option<i64>>(9)? {
                 Some(run_id) => Some(RunRecord {
                     id: RunId(run_id as u64),
-                    process_id: ProcessId(proc_id as u64),
-                    unit: r.get(9)?,
-                    control_group: r.get(10)?,
-                    main_pid: r.get(11)?,
-                    started_at: r.get::<_, i64>(12)? as u64,
-                    exited_at: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
-                    exit_code: r.get(14)?,
-                    exit_signal: r.get(15)?,
+                    process_id: id,
+                    unit: r.get(10)?,
+                    control_group: r.get(11)?,
+                    main_pid: r.get(12)?,
+                    started_at: r.get::<_, i64>(13)? as u64,
+                    exited_at: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+                    exit_code: r.get(15)?,
+                    exit_signal: r.get(16)?,
                     reason: r
-                        .get::<_, Option<String>>(16)?
+                        .get::<_, Option<String>>(17)?
                         .as_deref()
                         .and_then(ExitReason::parse),
                 }),
                 None => None,
             };
-            Ok((
-                proc_id as u64,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u32>(5)?,
-                r.get::<_, i64>(6)? as u64,
-                config,
-                run,
-            ))
+            // Only this program writes the column; an unknown word means a
+            // damaged row, and a process that cannot be trusted to run.
+            let state = State::parse(&r.get::<_, String>(4)?).unwrap_or(State::Failed);
+            let owner = r.get::<_, Option<u32>>(8)?.unwrap_or(own_uid);
+            let names: (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
+            let counts = (r.get::<_, u32>(5)?, r.get::<_, i64>(6)? as u64);
+            Ok((id, owner, names, state, counts, r.get::<_, String>(7)?, run))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, name, workspace, session, state, restarts, created_at, config, run) = row?;
-            let config: ProcessConfig = serde_json::from_str(&config)?;
-            // Only this program writes the column; an unknown word means a
-            // damaged row, and a process that cannot be trusted to run.
-            let state = State::parse(&state).unwrap_or(State::Failed);
-            out.push((
-                ProcessRecord {
-                    id: ProcessId(id),
-                    name,
-                    workspace,
-                    session,
-                    state,
-                    restarts,
-                    created_at,
-                    config,
-                },
-                run,
-            ));
+            let (id, owner, (name, workspace, session), state, (restarts, created_at), config, run) =
+                row?;
+            let record = ProcessRecord {
+                id,
+                owner,
+                name,
+                workspace,
+                session,
+                state,
+                restarts,
+                created_at,
+                config: serde_json::from_str(&config)?,
+            };
+            out.push((record, run));
         }
         Ok(out)
     }
 
     /// The newest `limit` events (of one process, or all), oldest first.
-    pub fn events(&self, process_id: Option<ProcessId>, limit: u32) -> Result<Vec<EventRow>> {
+    /// `owner`: only the events of that uid's processes (None: all).
+    pub fn events(
+        &self,
+        process_id: Option<ProcessId>,
+        owner: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
         let mut stmt = self.conn.prepare(
             "SELECT at, process_id, kind, detail FROM events
-             WHERE (?1 IS NULL OR process_id = ?1) ORDER BY id DESC LIMIT ?2",
+             WHERE (?1 IS NULL OR process_id = ?1) AND (?3 IS NULL OR COALESCE(owner, ?4) = ?3)
+             ORDER BY id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![process_id.map(|p| p.0 as i64), limit], |r| {
+        let args = params![process_id.map(|p| p.0 as i64), limit, owner, self.own_uid];
+        let rows = stmt.query_map(args, |r| {
             Ok((
                 r.get::<_, i64>(0)? as u64,
                 r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
@@ -463,11 +489,11 @@ impl Db {
                 .collect::<std::result::Result<_, _>>()?
         };
         for id in &ids {
-            tx.execute("DELETE FROM processes WHERE id = ?1", params![*id as i64])?;
             tx.execute(
-                "INSERT INTO events (at, process_id, kind, detail) VALUES (?1, ?2, 'removed', 'retention')",
+                "INSERT INTO events (at, process_id, kind, detail, owner) VALUES (?1, ?2, 'removed', 'retention', (SELECT owner FROM processes WHERE id = ?2))",
                 params![at as i64, *id as i64],
             )?;
+            tx.execute("DELETE FROM processes WHERE id = ?1", params![*id as i64])?;
         }
         tx.execute("DELETE FROM events WHERE at < ?1", params![cutoff as i64])?;
         tx.execute(
@@ -642,6 +668,19 @@ mod tests {
                 limit_interval_sec: 60,
             },
             persistent: false,
+            credentials: None,
+            login_env: None,
+        }
+    }
+
+    fn new(owner: u32, name: &'static str, workspace: &'static str) -> NewProcess<'static> {
+        static CONFIG: std::sync::OnceLock<ProcessConfig> = std::sync::OnceLock::new();
+        NewProcess {
+            owner,
+            name,
+            workspace,
+            session: "",
+            config: CONFIG.get_or_init(config),
         }
     }
 
@@ -669,7 +708,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("c.db")).unwrap();
         let (id, run, unit) = db
-            .insert_process("web", "ws", "", &config(), |id| format!("u-{id}.scope"), 1)
+            .insert_process(&new(1000, "web", "ws"), |id| format!("u-{id}.scope"), 1)
             .unwrap();
         assert_eq!(unit, format!("u-{id}.scope"));
         let running = RunChange::Running {
@@ -725,17 +764,52 @@ mod tests {
             5,
         ))
         .unwrap();
-        let ev = db.events(Some(id), 10).unwrap();
+        let ev = db.events(Some(id), None, 10).unwrap();
         assert_eq!(ev.len(), 5);
         assert_eq!(ev[0].2, "created");
         assert_eq!(ev[2].3, "running -> failed (why)", "{:?}", ev[2]);
         db.delete_process(id, "rm", 4).unwrap();
         assert!(db.load_all().unwrap().is_empty());
         assert_eq!(
-            db.events(Some(id), 10).unwrap().len(),
+            db.events(Some(id), None, 10).unwrap().len(),
             6,
             "history outlives the process"
         );
+    }
+
+    #[test]
+    fn a_version_1_database_upgrades_and_its_rows_belong_to_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            // The schema as released before owners existed.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO processes (name, workspace, session, state, created_at, config) VALUES ('old', 'w', '', 'exited', 1, ?1)",
+                params![serde_json::to_string(&config()).unwrap()],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO events (at, process_id, kind, detail) VALUES (1, 1, 'created', 'x')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut db = Db::open(&path).unwrap();
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(db.load_all().unwrap()[0].0.owner, me);
+        assert_eq!(db.events(None, Some(me), 10).unwrap().len(), 1);
+        // New rows carry their owner; each owner sees only its own events.
+        let (other, _, _) = db
+            .insert_process(&new(me + 1, "new", "w"), |i| i.to_string(), 2)
+            .unwrap();
+        let theirs = db.events(None, Some(me + 1), 10).unwrap();
+        assert_eq!(theirs.len(), 1);
+        assert_eq!(theirs[0].1, other.0);
+        assert_eq!(db.events(None, Some(me), 10).unwrap().len(), 1);
+        assert_eq!(db.events(None, None, 10).unwrap().len(), 2);
     }
 
     #[test]
@@ -744,7 +818,7 @@ mod tests {
         let path = dir.path().join("c.db");
         {
             let mut db = Db::open(&path).unwrap();
-            db.insert_process("a", "w", "", &config(), |i| i.to_string(), 1)
+            db.insert_process(&new(1000, "a", "w"), |i| i.to_string(), 1)
                 .unwrap();
         }
         assert_eq!(Db::open(&path).unwrap().load_all().unwrap().len(), 1);
@@ -773,7 +847,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("c.db")).unwrap();
         let (old, run, _) = db
-            .insert_process("old", "w", "", &config(), |i| i.to_string(), 1)
+            .insert_process(&new(1000, "old", "w"), |i| i.to_string(), 1)
             .unwrap();
         let ended = RunChange::Ended {
             exit_code: 0,
@@ -783,7 +857,7 @@ mod tests {
         db.change_state(&change(old, run, State::Running, State::Exited, ended, 10))
             .unwrap();
         let (live, _, _) = db
-            .insert_process("live", "w", "", &config(), |i| i.to_string(), 1)
+            .insert_process(&new(1001, "live", "w"), |i| i.to_string(), 1)
             .unwrap();
         for i in 0..300 {
             db.add_event(live, None, "note", "x", 1000 + i).unwrap();
@@ -791,6 +865,6 @@ mod tests {
         assert_eq!(db.prune(100, 100, 2000).unwrap(), vec![old]);
         let left: Vec<ProcessId> = db.load_all().unwrap().iter().map(|(p, _)| p.id).collect();
         assert_eq!(left, vec![live]);
-        assert!(db.events(None, 1000).unwrap().len() <= 100);
+        assert!(db.events(None, None, 1000).unwrap().len() <= 100);
     }
 }

@@ -44,4 +44,12 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_process ON events(process_id, id);
     "#,
+    // 2: every process and event has an owner uid (system mode: who may
+    // see and manage it). Rows from before are the agent's own: NULL is
+    // read as the agent's uid.
+    r#"
+    ALTER TABLE processes ADD COLUMN owner INTEGER;
+    ALTER TABLE events ADD COLUMN owner INTEGER;
+    CREATE INDEX processes_owner ON processes(owner);
+    "#,
 ];

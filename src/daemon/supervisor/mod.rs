@@ -60,6 +60,8 @@ pub enum Error {
     Busy(String),
     #[error("{0}")]
     Storage(String),
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 impl From<store::Error> for Error {
@@ -70,52 +72,102 @@ impl From<store::Error> for Error {
 
 pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// Whose processes a request may see and act on. The bus decides (in
+/// system mode from the caller's uid and polkit); a process outside it
+/// is answered as if it did not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    All,
+    Owner(u32),
+}
+
+impl Access {
+    pub fn allows(self, owner: u32) -> bool {
+        match self {
+            Access::All => true,
+            Access::Owner(uid) => uid == owner,
+        }
+    }
+
+    /// The uid to filter by, if any.
+    pub fn owner(self) -> Option<u32> {
+        match self {
+            Access::All => None,
+            Access::Owner(uid) => Some(uid),
+        }
+    }
+}
+
+/// Who a new process belongs to and runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    /// Ids to drop to (system mode); None: run as the agent.
+    pub credentials: Option<crate::shim::Credentials>,
+    /// The passwd entry's `HOME`, `USER`, `LOGNAME`, `SHELL` (system mode:
+    /// the process's environment starts from these, not the agent's).
+    pub login_env: Option<Vec<(String, String)>>,
+    /// Default working directory.
+    pub home: Option<String>,
+}
+
 /// Requests from the bus.
 pub enum Command {
     Start {
         spec: Box<StartSpec>,
+        run_as: RunAs,
         reply: Reply<String>,
     },
     List {
         filter: Filter,
+        access: Access,
         reply: oneshot::Sender<Vec<ProcessView>>,
     },
     Get {
         id: String,
+        access: Access,
         reply: Reply<ProcessView>,
     },
     Stop {
         id: String,
+        access: Access,
         reply: Reply<()>,
     },
     Kill {
         id: String,
+        access: Access,
         signal: i32,
         reply: Reply<()>,
     },
     Restart {
         id: String,
+        access: Access,
         reply: Reply<()>,
     },
     Remove {
         id: String,
+        access: Access,
         reply: Reply<()>,
     },
     StopMatching {
         filter: Filter,
+        access: Access,
         reply: Reply<Vec<String>>,
     },
     RemoveMatching {
         filter: Filter,
+        access: Access,
         reply: Reply<Vec<String>>,
     },
     Events {
         id: Option<String>,
+        access: Access,
         limit: u32,
         reply: Reply<Vec<store::EventRow>>,
     },
     Logs {
         id: String,
+        access: Access,
         lines: u32,
         since_us: u64,
         reply: Reply<Vec<crate::logfile::LogLine>>,
@@ -305,19 +357,28 @@ impl Supervisor {
 
     async fn command(&mut self, c: Command) {
         match c {
-            Command::Start { spec, reply } => self.start_new(*spec, reply).await,
-            Command::List { filter, reply } => {
+            Command::Start {
+                spec,
+                run_as,
+                reply,
+            } => self.start_new(*spec, run_as, reply).await,
+            Command::List {
+                filter,
+                access,
+                reply,
+            } => {
                 let ids: Vec<ProcessId> = self
                     .procs
                     .values()
+                    .filter(|p| access.allows(p.owner))
                     .filter(|p| filter.matches(&p.workspace, &p.session, p.state()))
                     .map(|p| p.id)
                     .collect();
                 self.refresh_usage(&ids).await;
                 let _ = reply.send(ids.into_iter().filter_map(|id| self.view(id)).collect());
             }
-            Command::Get { id, reply } => {
-                let r = match self.find(&id) {
+            Command::Get { id, access, reply } => {
+                let r = match self.find(&id, access) {
                     Ok(id) => {
                         self.refresh_usage(&[id]).await;
                         self.view(id).ok_or_else(|| not_found(id))
@@ -326,28 +387,48 @@ impl Supervisor {
                 };
                 let _ = reply.send(r);
             }
-            Command::Stop { id, reply } => match self.find(&id) {
+            Command::Stop { id, access, reply } => match self.find(&id, access) {
                 Ok(id) => self.begin_stop(id, AfterStop::Nothing, Some(reply)).await,
                 Err(e) => drop(reply.send(Err(e))),
             },
-            Command::Remove { id, reply } => match self.find(&id) {
+            Command::Remove { id, access, reply } => match self.find(&id, access) {
                 Ok(id) => self.begin_stop(id, AfterStop::Remove, Some(reply)).await,
                 Err(e) => drop(reply.send(Err(e))),
             },
-            Command::Restart { id, reply } => match self.find(&id) {
+            Command::Restart { id, access, reply } => match self.find(&id, access) {
                 Ok(id) => self.restart(id, reply).await,
                 Err(e) => drop(reply.send(Err(e))),
             },
-            Command::Kill { id, signal, reply } => {
-                let _ = reply.send(self.find(&id).and_then(|id| self.kill(id, signal)));
+            Command::Kill {
+                id,
+                access,
+                signal,
+                reply,
+            } => {
+                let _ = reply.send(self.find(&id, access).and_then(|id| self.kill(id, signal)));
             }
-            Command::StopMatching { filter, reply } => {
-                self.matching(filter, AfterStop::Nothing, reply).await
+            Command::StopMatching {
+                filter,
+                access,
+                reply,
+            } => {
+                self.matching(filter, access, AfterStop::Nothing, reply)
+                    .await
             }
-            Command::RemoveMatching { filter, reply } => {
-                self.matching(filter, AfterStop::Remove, reply).await
+            Command::RemoveMatching {
+                filter,
+                access,
+                reply,
+            } => {
+                self.matching(filter, access, AfterStop::Remove, reply)
+                    .await
             }
-            Command::Events { id, limit, reply } => {
+            Command::Events {
+                id,
+                access,
+                limit,
+                reply,
+            } => {
                 let pid = match id.as_deref().filter(|s| !s.is_empty()) {
                     None => None,
                     Some(s) => match s.parse::<u64>() {
@@ -359,10 +440,11 @@ impl Supervisor {
                         }
                     },
                 };
+                let owner = access.owner();
                 let store = self.store.clone();
                 tokio::spawn(async move {
                     let r = store
-                        .call(move |db| db.events(pid, limit))
+                        .call(move |db| db.events(pid, owner, limit))
                         .await
                         .map_err(Error::from);
                     let _ = reply.send(r);
@@ -370,10 +452,11 @@ impl Supervisor {
             }
             Command::Logs {
                 id,
+                access,
                 lines,
                 since_us,
                 reply,
-            } => match self.find(&id) {
+            } => match self.find(&id, access) {
                 Ok(pid) => {
                     let dir = self.logs_dir.join(pid.to_string());
                     tokio::task::spawn_blocking(move || {
@@ -419,11 +502,12 @@ impl Supervisor {
         }
     }
 
-    fn find(&self, id: &str) -> Result<ProcessId, Error> {
+    /// The process `id` names, if `access` lets the caller see it.
+    fn find(&self, id: &str, access: Access) -> Result<ProcessId, Error> {
         id.parse::<u64>()
             .ok()
             .map(ProcessId)
-            .filter(|n| self.procs.contains_key(n))
+            .filter(|n| self.procs.get(n).is_some_and(|p| access.allows(p.owner)))
             .ok_or_else(|| Error::NotFound(format!("no process with id '{id}'")))
     }
 

@@ -69,6 +69,8 @@ pub struct Sampled {
 
 pub struct Proc {
     pub id: ProcessId,
+    /// The uid it runs as and that may manage it.
+    pub owner: u32,
     pub name: String,
     pub workspace: String,
     pub session: String,
@@ -91,6 +93,7 @@ impl Proc {
     pub fn new(rec: ProcessRecord, run: RunRecord) -> Proc {
         Proc {
             id: rec.id,
+            owner: rec.owner,
             name: rec.name,
             workspace: rec.workspace,
             session: rec.session,

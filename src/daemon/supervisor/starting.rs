@@ -10,34 +10,54 @@ use tokio::time::Instant;
 
 use super::host::{LaunchRequest, Launched};
 use super::proc::{Launching, Proc, Sampled};
-use super::{Error, Event, Fact, Msg, Reply, Supervisor};
+use super::{Error, Event, Fact, Msg, Reply, RunAs, Supervisor};
 use crate::api::{ExitReason, RestartMode, StartSpec, State};
 use crate::daemon::store::{
-    Ending, ProcessConfig, ProcessId, ProcessRecord, RestartPolicy, RunChange, RunId, RunRecord,
+    Ending, NewProcess, ProcessConfig, ProcessId, ProcessRecord, RestartPolicy, RunChange, RunId,
+    RunRecord,
 };
 use crate::daemon::systemd::{self, ScopeProps};
 use crate::shim::LaunchSpec;
 
 impl Supervisor {
-    pub(super) async fn start_new(&mut self, spec: StartSpec, reply: Reply<String>) {
+    pub(super) async fn start_new(&mut self, spec: StartSpec, run_as: RunAs, reply: Reply<String>) {
         if let Err(e) = spec.validate() {
             let _ = reply.send(Err(Error::InvalidArgument(e)));
             return;
         }
-        let config = match self.process_config(&spec) {
+        let max = self.cfg.max_processes_per_owner;
+        let owned = self
+            .procs
+            .values()
+            .filter(|p| p.owner == run_as.uid)
+            .count();
+        if owned >= max as usize {
+            let _ = reply.send(Err(Error::LimitExceeded(format!(
+                "uid {} already has {owned} processes (max_processes_per_owner = {max}); remove ended ones first",
+                run_as.uid
+            ))));
+            return;
+        }
+        let config = match self.process_config(&spec, &run_as) {
             Ok(c) => c,
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return;
             }
         };
-        let cwd = config.cwd.clone();
-        let checked = tokio::task::spawn_blocking(move || std::fs::metadata(&cwd)).await;
-        let problem = match checked {
-            Ok(Ok(m)) if m.is_dir() => None,
-            Ok(Ok(_)) => Some("is not a directory".to_string()),
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
+        // Root never checks a path for a user: in system mode the child
+        // enters the directory after dropping to the user's ids, and a
+        // directory it cannot enter is its launch error.
+        let problem = if config.credentials.is_some() {
+            None
+        } else {
+            let cwd = config.cwd.clone();
+            match tokio::task::spawn_blocking(move || std::fs::metadata(&cwd)).await {
+                Ok(Ok(m)) if m.is_dir() => None,
+                Ok(Ok(_)) => Some("is not a directory".to_string()),
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            }
         };
         if let Some(problem) = problem {
             let _ = reply.send(Err(Error::InvalidArgument(format!(
@@ -58,6 +78,7 @@ impl Supervisor {
         let workspace = spec.workspace.clone().unwrap_or_else(|| "default".into());
         let session = spec.session.clone().unwrap_or_default();
         let now = self.now_us();
+        let owner = run_as.uid;
         let (n, w, s, c) = (
             name.clone(),
             workspace.clone(),
@@ -67,14 +88,14 @@ impl Supervisor {
         let inserted = self
             .store
             .call(move |db| {
-                db.insert_process(
-                    &n,
-                    &w,
-                    &s,
-                    &c,
-                    |id| systemd::scope_name(&n, &id.to_string()),
-                    now,
-                )
+                let new = NewProcess {
+                    owner,
+                    name: &n,
+                    workspace: &w,
+                    session: &s,
+                    config: &c,
+                };
+                db.insert_process(&new, |id| systemd::scope_name(&n, &id.to_string()), now)
             })
             .await;
         let (id, run, unit) = match inserted {
@@ -86,6 +107,7 @@ impl Supervisor {
         };
         let record = ProcessRecord {
             id,
+            owner,
             name,
             workspace,
             session,
@@ -114,7 +136,7 @@ impl Supervisor {
         self.spawn_launch(id);
     }
 
-    fn process_config(&self, spec: &StartSpec) -> Result<ProcessConfig, Error> {
+    fn process_config(&self, spec: &StartSpec, run_as: &RunAs) -> Result<ProcessConfig, Error> {
         let c = &self.cfg;
         let policy = match spec.restart.as_deref() {
             None => RestartMode::No,
@@ -130,6 +152,7 @@ impl Supervisor {
             cwd: spec
                 .working_directory
                 .clone()
+                .or_else(|| run_as.home.clone())
                 .unwrap_or_else(|| self.home.clone()),
             env: spec.environment.clone(),
             clean_env: spec.clean_environment == Some(true),
@@ -151,6 +174,8 @@ impl Supervisor {
                     .unwrap_or(c.restart_limit_interval_sec),
             },
             persistent: spec.persistent.unwrap_or(false),
+            credentials: run_as.credentials.clone(),
+            login_env: run_as.login_env.clone(),
         })
     }
 
@@ -172,6 +197,7 @@ impl Supervisor {
             log_max_bytes: self.cfg.log_max_size,
             log_files: self.cfg.log_files,
             exit_file: self.host.launcher.exit_path(run),
+            user: p.config.credentials.clone(),
         };
         let props = ScopeProps {
             description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
@@ -320,11 +346,25 @@ impl Supervisor {
     }
 }
 
-/// The environment of a launch: the agent's own (unless the spec asked
-/// for a clean one) with the spec's entries on top, in one pass (a later
-/// entry of the same name wins). Computed at each launch rather than
-/// stored, so a process costs only its own entries.
-fn launch_env(base: &[(String, String)], config: &ProcessConfig) -> Vec<String> {
+/// The `PATH` a system-mode process starts with (login.defs' `ENV_PATH`).
+const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games";
+
+/// The environment of a launch: the agent's own — in system mode the
+/// owner's login variables instead — (unless the spec asked for a clean
+/// one) with the spec's entries on top, in one pass (a later entry of the
+/// same name wins). Computed at each launch rather than stored, so a
+/// process costs only its own entries.
+fn launch_env(agent: &[(String, String)], config: &ProcessConfig) -> Vec<String> {
+    let login: Vec<(String, String)>;
+    let base = match &config.login_env {
+        Some(vars) => {
+            login = std::iter::once(("PATH".to_string(), USER_PATH.to_string()))
+                .chain(vars.iter().cloned())
+                .collect();
+            &login[..]
+        }
+        None => agent,
+    };
     let ours: Vec<(&str, &str)> = config
         .env
         .iter()

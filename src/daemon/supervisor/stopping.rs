@@ -6,7 +6,7 @@
 use tokio::sync::oneshot;
 
 use super::proc::{AfterStop, StopRequest};
-use super::{Command, Error, Event, Fact, Handle, Msg, Reply, Supervisor};
+use super::{Access, Command, Error, Event, Fact, Handle, Msg, Reply, Supervisor};
 use crate::api::{Filter, State};
 use crate::daemon::store::{ProcessId, RunChange, RunId};
 
@@ -33,12 +33,20 @@ impl Supervisor {
                     tx: self.tx.clone(),
                 };
                 let id = id.to_string();
+                // The caller was allowed when it asked.
+                let access = Access::All;
                 tokio::spawn(async move {
                     let _ = lrx.await;
                     let r = match then {
-                        AfterStop::Remove => h.ask(|reply| Command::Remove { id, reply }).await,
-                        AfterStop::Relaunch => h.ask(|reply| Command::Restart { id, reply }).await,
-                        AfterStop::Nothing => h.ask(|reply| Command::Stop { id, reply }).await,
+                        AfterStop::Remove => {
+                            h.ask(|reply| Command::Remove { id, access, reply }).await
+                        }
+                        AfterStop::Relaunch => {
+                            h.ask(|reply| Command::Restart { id, access, reply }).await
+                        }
+                        AfterStop::Nothing => {
+                            h.ask(|reply| Command::Stop { id, access, reply }).await
+                        }
                     };
                     if let Some(reply) = reply {
                         let _ = reply.send(r.unwrap_or_else(|| {
@@ -248,6 +256,7 @@ impl Supervisor {
     pub(super) async fn matching(
         &mut self,
         filter: Filter,
+        access: Access,
         then: AfterStop,
         reply: Reply<Vec<String>>,
     ) {
@@ -261,6 +270,7 @@ impl Supervisor {
         let ids: Vec<ProcessId> = self
             .procs
             .values()
+            .filter(|p| access.allows(p.owner))
             .filter(|p| filter.matches(&p.workspace, &p.session, p.state()))
             .filter(|p| then == AfterStop::Remove || p.state().is_active())
             .map(|p| p.id)

@@ -15,7 +15,7 @@ use super::host::{Cgroups, Clock, Fut, LaunchRequest, Launched, Launcher, Scopes
 use super::*;
 use crate::api::{ExitReason, StartSpec, State};
 use crate::daemon::cgroup::Usage;
-use crate::daemon::store::{Change, Db, RunChange};
+use crate::daemon::store::{Change, Db, NewProcess, RunChange};
 use crate::shim::ExitRecord;
 
 /// A PID no process can have (above the kernel's pid_max limit), so a
@@ -218,6 +218,16 @@ async fn bed_on(world: Arc<World>, dir: tempfile::TempDir) -> Bed {
     }
 }
 
+/// The caller of these tests: uid 1000, running as the agent.
+fn me() -> RunAs {
+    RunAs {
+        uid: 1000,
+        credentials: None,
+        login_env: None,
+        home: None,
+    }
+}
+
 fn spec(restart: &str, delay_ms: u64) -> StartSpec {
     let mut s = StartSpec::new(vec!["server".into()]);
     s.restart = Some(restart.into());
@@ -229,7 +239,11 @@ impl Bed {
     async fn start(&self, spec: StartSpec) -> Result<String, Error> {
         let spec = Box::new(spec);
         self.handle
-            .ask(|reply| Command::Start { spec, reply })
+            .ask(|reply| Command::Start {
+                spec,
+                run_as: me(),
+                reply,
+            })
             .await
             .unwrap()
     }
@@ -249,7 +263,11 @@ impl Bed {
     async fn get(&self, id: &str) -> Result<ProcessView, Error> {
         let id = id.to_string();
         self.handle
-            .ask(|reply| Command::Get { id, reply })
+            .ask(|reply| Command::Get {
+                id,
+                access: Access::All,
+                reply,
+            })
             .await
             .unwrap()
     }
@@ -318,7 +336,13 @@ async fn an_exit_recorded_before_the_launch_reply_is_settled_after_it() {
     let handle = bed.handle.clone();
     let starting = tokio::spawn(async move {
         let spec = Box::new(spec("no", 0));
-        handle.ask(|reply| Command::Start { spec, reply }).await
+        handle
+            .ask(|reply| Command::Start {
+                spec,
+                run_as: me(),
+                reply,
+            })
+            .await
     });
     bed.launches_begun(1).await;
     let run = lock(&bed.world.launches)[0].1;
@@ -345,11 +369,18 @@ async fn stop_while_starting_waits_for_the_launch_then_stops_it() {
     let handle = bed.handle.clone();
     let starting = tokio::spawn(async move {
         let spec = Box::new(spec("no", 0));
-        handle.ask(|reply| Command::Start { spec, reply }).await
+        handle
+            .ask(|reply| Command::Start {
+                spec,
+                run_as: me(),
+                reply,
+            })
+            .await
     });
     bed.launches_begun(1).await;
     let stopped = bed.send(|reply| Command::Stop {
         id: "1".into(),
+        access: Access::All,
         reply,
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -388,7 +419,17 @@ async fn adopting_a_process_that_was_stopping_finishes_its_stop() {
         let mut db = Db::open(&db_path(&dir)).unwrap();
         let config = serde_json::from_str(r#"{"command":["server"],"cwd":"/","env":[],"memory_max":null,"cpu_quota":null,"tasks_max":null,"restart":{"policy":"always","delay_ms":0,"delay_max_ms":0,"reset_sec":0,"limit":9,"limit_interval_sec":9}}"#).unwrap();
         let (id, run, _) = db
-            .insert_process("web", "default", "", &config, |_| unit.clone(), 1)
+            .insert_process(
+                &NewProcess {
+                    owner: 1000,
+                    name: "web",
+                    workspace: "default",
+                    session: "",
+                    config: &config,
+                },
+                |_| unit.clone(),
+                1,
+            )
             .unwrap();
         for (old, new, change) in [
             (
@@ -435,6 +476,7 @@ async fn stop_cancels_a_pending_restart_timer() {
     assert_ne!(v.next_restart_at, 0, "a restart is scheduled");
     bed.send(|reply| Command::Stop {
         id: id.clone(),
+        access: Access::All,
         reply,
     })
     .await
@@ -454,6 +496,7 @@ async fn remove_during_a_restart_delay_forgets_the_process_for_good() {
     bed.wait_state(&id, State::Failed).await;
     bed.send(|reply| Command::Remove {
         id: id.clone(),
+        access: Access::All,
         reply,
     })
     .await
@@ -470,10 +513,12 @@ async fn two_stops_of_one_process_stop_its_scope_once_and_both_are_answered() {
     let id = bed.start(spec("no", 0)).await.unwrap();
     let first = bed.send(|reply| Command::Stop {
         id: id.clone(),
+        access: Access::All,
         reply,
     });
     let second = bed.send(|reply| Command::Stop {
         id: id.clone(),
+        access: Access::All,
         reply,
     });
     first.await.unwrap().unwrap();

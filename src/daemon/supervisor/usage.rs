@@ -123,6 +123,7 @@ impl Supervisor {
             working_directory: p.config.cwd.clone(),
             workspace: p.workspace.clone(),
             session: p.session.clone(),
+            owner: p.owner,
             labels: p.config.labels.clone(),
             state: p.state(),
             main_pid: if active { p.run.main_pid } else { 0 },
