@@ -8,6 +8,7 @@ pub mod bus;
 pub mod cgroup;
 pub mod exits;
 pub mod launch;
+pub mod pidfd;
 pub mod store;
 pub mod supervisor;
 pub mod systemd;
@@ -60,8 +61,32 @@ const PRIVATE_ENV: [&str; 9] = [
     "MANAGERPID",
 ];
 
+/// Raises corrald's soft limit of open files to the hard one: it holds a
+/// pidfd per running process, and systemd starts services at soft 1024
+/// (for select(2)'s sake), which a thousand processes would exhaust. The
+/// shim puts the soft limit back for the command (`shim::child`).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    "raising the open-files limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 /// Runs the agent until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    raise_fd_limit();
     let dir = &config.state_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
