@@ -13,7 +13,8 @@ pub mod store;
 pub mod supervisor;
 pub mod systemd;
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -84,18 +85,54 @@ fn raise_fd_limit() {
     }
 }
 
-/// Runs the agent until `cancel` fires.
-pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
-    raise_fd_limit();
-    let dir = &config.state_dir;
+/// Makes sure the state directory is corrald's alone: created 0700 if
+/// missing; if it exists, it must be a directory owned by `uid` that
+/// group and others cannot enter. An open one is refused, not tightened:
+/// others may already have read the environments in it or planted files,
+/// which only its owner can judge (`chmod 700` it after looking).
+fn prepare_state_dir(dir: &Path, uid: u32) -> std::io::Result<()> {
+    let unsafe_dir = |problem: String| {
+        std::io::Error::other(format!(
+            "{problem}; it holds callers' environments and output, so corrald will not use it"
+        ))
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
-        .map_err(|source| Error::StateDir {
-            path: dir.clone(),
-            source,
-        })?;
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir("not a directory".into()));
+    }
+    if meta.uid() != uid {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not by corrald's uid {uid}",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(unsafe_dir(format!(
+            "mode {mode:04o} lets group or others in (must be 0700)"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the agent until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    raise_fd_limit();
+    // Everything corrald and its shims create in the state directory
+    // (database, logs, exit records) is theirs alone: 0600 files, 0700
+    // directories. The shim gives the command umask 022 again.
+    // SAFETY: umask(2) only sets the process's file mode mask.
+    unsafe { libc::umask(0o077) };
+    let dir = &config.state_dir;
+    // SAFETY: geteuid(2) cannot fail.
+    prepare_state_dir(dir, unsafe { libc::geteuid() }).map_err(|source| Error::StateDir {
+        path: dir.clone(),
+        source,
+    })?;
     let store = store::Store::open(&dir.join("corral.db"))?;
     let storage_health = store.health();
     let (bus_name, conn) = match config.mode {
@@ -159,4 +196,62 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     drop(handle);
     actor.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn euid() -> u32 {
+        // SAFETY: geteuid(2) cannot fail.
+        unsafe { libc::geteuid() }
+    }
+
+    #[test]
+    fn a_missing_state_dir_is_created_private() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("a/corral");
+        prepare_state_dir(&dir, euid()).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // And it is accepted as it is on the next start.
+        prepare_state_dir(&dir, euid()).unwrap();
+    }
+
+    /// The state directory holds every caller's environment; one that
+    /// group or others can enter is refused, naming the mode.
+    #[test]
+    fn a_state_dir_open_to_others_is_refused() {
+        let top = tempfile::tempdir().unwrap();
+        for mode in [0o755, 0o750, 0o701] {
+            std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = prepare_state_dir(top.path(), euid())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("mode {mode:04o} lets group or others in")),
+                "{err}"
+            );
+        }
+    }
+
+    /// A state directory of another user is refused (seen from a uid that
+    /// does not own it, which needs no root to set up).
+    #[test]
+    fn a_state_dir_owned_by_another_uid_is_refused() {
+        let top = tempfile::tempdir().unwrap();
+        let other = euid().wrapping_add(1);
+        let err = prepare_state_dir(top.path(), other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "owned by uid {}, not by corrald's uid {other}",
+                euid()
+            )),
+            "{err}"
+        );
+    }
 }
