@@ -49,8 +49,12 @@ pub enum Error {
 }
 
 /// Variables of corrald's own service environment that must not leak into
-/// supervised processes (they describe corrald's unit, not theirs).
-const PRIVATE_ENV: [&str; 9] = [
+/// supervised processes: they describe corrald's unit, not theirs. The
+/// list is systemd.exec(5), "Environment Variables Set or Propagated by
+/// the Service Manager", less what describes the user ($PATH, $HOME,
+/// $USER, $LOGNAME, $SHELL, $LANG, $XDG_RUNTIME_DIR, $TERM), which a
+/// command run from a shell would have too.
+const PRIVATE_ENV: [&str; 37] = [
     "NOTIFY_SOCKET",
     "LISTEN_PID",
     "LISTEN_FDS",
@@ -60,7 +64,45 @@ const PRIVATE_ENV: [&str; 9] = [
     "WATCHDOG_PID",
     "WATCHDOG_USEC",
     "MANAGERPID",
+    "MAINPID",
+    "SYSTEMD_EXEC_PID",
+    "MEMORY_PRESSURE_WATCH",
+    "MEMORY_PRESSURE_WRITE",
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CACHE_DIRECTORY",
+    "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
+    "FDSTORE",
+    "LOG_NAMESPACE",
+    "PIDFILE",
+    "SERVICE_RESULT",
+    "EXIT_CODE",
+    "EXIT_STATUS",
+    "MONITOR_SERVICE_RESULT",
+    "MONITOR_EXIT_CODE",
+    "MONITOR_EXIT_STATUS",
+    "MONITOR_INVOCATION_ID",
+    "MONITOR_UNIT",
+    "TRIGGER_UNIT",
+    "TRIGGER_PATH",
+    "TRIGGER_TIMER_REALTIME_USEC",
+    "TRIGGER_TIMER_MONOTONIC_USEC",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "DEBUG_INVOCATION",
 ];
+
+/// corrald's own settings (`CORRAL_SHIM`, the test harness's): not the
+/// command's business.
+const PRIVATE_ENV_PREFIX: &str = "CORRAL_";
+
+/// The part of corrald's environment a supervised process inherits.
+fn base_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()) && !k.starts_with(PRIVATE_ENV_PREFIX))
+        .collect()
+}
 
 /// Raises corrald's soft limit of open files to the hard one: it holds a
 /// pidfd per running process, and systemd starts services at soft 1024
@@ -145,9 +187,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     })?;
     let (gone_tx, gone_rx) = tokio::sync::mpsc::unbounded_channel();
     let systemd = systemd::Systemd::connect(&conn, gone_tx).await?;
-    let base_env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
-        .collect();
+    let base_env = base_env(std::env::vars());
     let home = std::env::var("HOME")
         .ok()
         .filter(|h| h.starts_with('/'))
@@ -207,6 +247,33 @@ mod tests {
     fn euid() -> u32 {
         // SAFETY: geteuid(2) cannot fail.
         unsafe { libc::geteuid() }
+    }
+
+    /// Regression: `SYSTEMD_EXEC_PID`, `MEMORY_PRESSURE_*` and corrald's
+    /// own `CORRAL_*` settings leaked into every supervised process.
+    #[test]
+    fn agent_only_variables_are_not_inherited() {
+        let vars = [
+            "PATH=/bin",
+            "HOME=/h",
+            "XDG_RUNTIME_DIR=/run/user/1",
+            "SYSTEMD_EXEC_PID=7",
+            "MEMORY_PRESSURE_WATCH=/sys/fs/cgroup/x/memory.pressure",
+            "MEMORY_PRESSURE_WRITE=c29tZQ==",
+            "INVOCATION_ID=abc",
+            "CREDENTIALS_DIRECTORY=/run/credentials/corrald.service",
+            "CORRAL_SHIM=/opt/corral-shim",
+            "CORRAL_TEST_MODE=testbed",
+        ]
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        });
+        let kept: Vec<String> = base_env(vars.into_iter())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(kept, ["PATH", "HOME", "XDG_RUNTIME_DIR"]);
     }
 
     #[test]
