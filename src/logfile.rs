@@ -196,7 +196,11 @@ pub fn read_lines(
         Err(e) => return Err(e),
     };
     for path in files {
-        let mut file = match File::open(&path) {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        let mut file = match opened {
             Ok(f) => f,
             // Rotated away between listing and opening.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -318,7 +322,8 @@ fn open_current(dir: &Path) -> io::Result<File> {
     OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(0o640)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(dir.join(LOG_FILE))
 }
 
@@ -393,6 +398,28 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// The log holds the command's output: written 0600, and neither
+    /// written nor read through a symlink in its place.
+    #[test]
+    fn the_log_is_private_and_never_behind_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        LogWriter::open(dir.path(), 1 << 20, 3).unwrap();
+        let mode = fs::metadata(dir.path().join(LOG_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "1 o secret\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(LOG_FILE)).unwrap();
+        assert!(LogWriter::open(dir.path(), 1 << 20, 3).is_err());
+        assert!(read_lines(dir.path(), None, None).is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "1 o secret\n");
     }
 
     #[test]

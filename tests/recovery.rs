@@ -566,7 +566,9 @@ fn a_corrupt_or_newer_database_is_a_clear_error() {
     need_testbed!();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&state)
+        .unwrap();
     std::fs::write(state.join("corral.db"), vec![0x5au8; 16384]).unwrap();
     let out =
         run(Command::new(bin("corrald")).args(["--user", "--state-dir", state.to_str().unwrap()]));
@@ -588,6 +590,23 @@ fn a_corrupt_or_newer_database_is_a_clear_error() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The state directory holds callers' environments: corrald refuses one
+/// that group or others can enter, before writing anything into it.
+#[test]
+fn a_state_dir_open_to_others_is_refused() {
+    need_testbed!();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out =
+        run(Command::new(bin("corrald")).args(["--user", "--state-dir", state.to_str().unwrap()]));
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(e.contains("mode 0755 lets group or others in"), "{e}");
+    assert!(!state.join("corral.db").exists());
 }
 
 /// Regression (found by the benchmark): with `RestartDelayMs=0` the next

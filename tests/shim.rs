@@ -107,6 +107,15 @@ impl Shim {
     }
 
     fn spawn_with_fd3(with_control: bool) -> Self {
+        Self::spawn_from(with_control, || Ok(()))
+    }
+
+    /// Starts the shim with `prepare` run in it before exec: the process
+    /// state corrald might pass on.
+    fn spawn_from(
+        with_control: bool,
+        prepare: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let fd = theirs.as_raw_fd();
         let mut cmd = Command::new(SHIM);
@@ -129,6 +138,7 @@ impl Shim {
                 }
                 Ok(())
             });
+            cmd.pre_exec(prepare);
         }
         let proc = cmd.spawn().unwrap();
         drop(theirs);
@@ -309,6 +319,69 @@ grep -E '^Sig(Blk|Ign):' /proc/self/status"#,
         .iter()
         .fold(0u64, |m, &s| m | 1 << (s - 1));
     assert_eq!(mask("SigIgn:") & shim_ignored, 0, "{out:?}");
+}
+
+/// What a command inherits is defined by the shim, not by whoever started
+/// corrald: a shim started with signals ignored and blocked, umask 077
+/// (as corrald runs) and a raised open-files limit gives its child default
+/// dispositions, an empty mask, umask 022 and the services' soft limit.
+#[test]
+fn child_process_state_is_reset_whatever_the_shim_inherited() {
+    let scratch = Scratch::new();
+    let hard = {
+        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        lim.rlim_max
+    };
+    // SAFETY: async-signal-safe calls on local values, between fork and exec.
+    let mut shim = Shim::spawn_from(true, move || unsafe {
+        for sig in [libc::SIGUSR1, libc::SIGQUIT, libc::SIGRTMIN() + 3] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::umask(0o077);
+        let lim = libc::rlimit {
+            rlim_cur: hard,
+            rlim_max: hard,
+        };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        Ok(())
+    });
+    let spec = scratch.spec(&[
+        "sh",
+        "-c",
+        "grep -E '^(Sig(Blk|Ign)|Umask):' /proc/self/status; grep 'Max open files' /proc/self/limits",
+    ]);
+    assert!(shim.launch(&spec).starts_with("ok "));
+    scratch.wait_exit_record();
+    assert_eq!(shim.wait().code(), Some(0));
+    let out: Vec<String> = scratch
+        .lines()
+        .into_iter()
+        .filter(|l| l.stream == 'o')
+        .map(|l| l.text)
+        .collect();
+    let field = |name: &str| {
+        let l = out.iter().find(|l| l.starts_with(name)).unwrap();
+        l[name.len()..].trim().to_string()
+    };
+    assert_eq!(field("SigIgn:"), "0000000000000000", "{out:?}");
+    assert_eq!(field("SigBlk:"), "0000000000000000", "{out:?}");
+    assert_eq!(field("Umask:"), "0022", "{out:?}");
+    let limits: Vec<String> = field("Max open files")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(limits[0], hard.min(1024).to_string(), "{out:?}");
+    assert_eq!(
+        limits[1],
+        hard.to_string(),
+        "the hard limit is kept: {out:?}"
+    );
 }
 
 #[test]

@@ -257,6 +257,30 @@ impl StartSpec {
         if self.restart_limit_interval_sec == Some(0) {
             return Err("RestartLimitIntervalSec: must be greater than 0".into());
         }
+        // Bounds that keep the backoff arithmetic and its timers sane: a
+        // restart further away than a day is no restart policy.
+        const DAY_MS: u64 = 86_400_000;
+        const DAY_SEC: u64 = 86_400;
+        let bounds = [
+            ("RestartDelayMs", self.restart_delay_ms, DAY_MS),
+            ("RestartDelayMaxMs", self.restart_delay_max_ms, DAY_MS),
+            (
+                "RestartResetSec",
+                self.restart_reset_sec.map(u64::from),
+                DAY_SEC,
+            ),
+            ("RestartLimit", self.restart_limit.map(u64::from), 10_000),
+            (
+                "RestartLimitIntervalSec",
+                self.restart_limit_interval_sec.map(u64::from),
+                DAY_SEC,
+            ),
+        ];
+        for (key, value, max) in bounds {
+            if let Some(v) = value.filter(|&v| v > max) {
+                return Err(format!("{key}: {v} is above the maximum {max}"));
+            }
+        }
         Ok(())
     }
 }
@@ -425,6 +449,48 @@ mod tests {
             let err = StartSpec::from_dict(dict(pairs)).unwrap_err();
             assert!(err.starts_with(want), "got {err:?}, want prefix {want:?}");
         }
+    }
+
+    /// Regression: a huge `RestartDelayMs` overflowed the backoff math
+    /// (a panic in a debug build); restart values are bounded up front.
+    #[test]
+    fn restart_values_above_their_bounds_are_refused_naming_key_and_bound() {
+        let cmd = || ("Command", Value::from(vec!["true".to_string()]));
+        let cases: Vec<((&str, Value<'static>), &str)> = vec![
+            (
+                ("RestartDelayMs", Value::from(u64::MAX)),
+                "RestartDelayMs: 18446744073709551615 is above the maximum 86400000",
+            ),
+            (
+                ("RestartDelayMaxMs", Value::from(86_400_001u64)),
+                "RestartDelayMaxMs: 86400001 is above the maximum 86400000",
+            ),
+            (
+                ("RestartResetSec", Value::from(86_401u32)),
+                "RestartResetSec: 86401 is above the maximum 86400",
+            ),
+            (
+                ("RestartLimit", Value::from(10_001u32)),
+                "RestartLimit: 10001 is above the maximum 10000",
+            ),
+            (
+                ("RestartLimitIntervalSec", Value::from(u32::MAX)),
+                "RestartLimitIntervalSec: 4294967295 is above the maximum 86400",
+            ),
+        ];
+        for (pair, want) in cases {
+            let err = StartSpec::from_dict(dict(vec![cmd(), pair])).unwrap_err();
+            assert_eq!(err, want);
+        }
+        let at_the_bounds = dict(vec![
+            cmd(),
+            ("RestartDelayMs", Value::from(86_400_000u64)),
+            ("RestartDelayMaxMs", Value::from(86_400_000u64)),
+            ("RestartResetSec", Value::from(86_400u32)),
+            ("RestartLimit", Value::from(10_000u32)),
+            ("RestartLimitIntervalSec", Value::from(86_400u32)),
+        ]);
+        assert!(StartSpec::from_dict(at_the_bounds).is_ok());
     }
 
     #[test]

@@ -18,11 +18,12 @@ pub fn record_path(dir: &Path, run: u64) -> PathBuf {
     protocol::record_path(dir, run)
 }
 
-/// Reads the record of `run`, if the shim has written it.
+/// Reads the record of `run`, if the shim has written it (never through
+/// a symlink).
 pub fn read(dir: &Path, run: u64) -> Option<ExitRecord> {
-    let bytes = std::fs::read(record_path(dir, run)).ok()?;
-    match ExitRecord::from_bytes(&bytes) {
+    match ExitRecord::read(&record_path(dir, run)) {
         Ok(rec) => Some(rec),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             tracing::warn!("unreadable exit record for run {run}: {e}");
             None
@@ -115,5 +116,24 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["034"]);
+    }
+
+    /// A record is never read through a symlink: the exits directory is
+    /// corrald's, a link in it is not a shim's record.
+    #[test]
+    fn a_symlinked_record_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        let rec = ExitRecord {
+            run: 7,
+            pid: 2,
+            code: 0,
+            signal: 0,
+            core_dumped: false,
+            exited_at_us: 5,
+        };
+        rec.write_atomic(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, record_path(dir.path(), 7)).unwrap();
+        assert_eq!(read(dir.path(), 7), None);
     }
 }

@@ -8,11 +8,13 @@ pub mod bus;
 pub mod cgroup;
 pub mod exits;
 pub mod launch;
+pub mod pidfd;
 pub mod store;
 pub mod supervisor;
 pub mod systemd;
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -47,8 +49,12 @@ pub enum Error {
 }
 
 /// Variables of corrald's own service environment that must not leak into
-/// supervised processes (they describe corrald's unit, not theirs).
-const PRIVATE_ENV: [&str; 9] = [
+/// supervised processes: they describe corrald's unit, not theirs. The
+/// list is systemd.exec(5), "Environment Variables Set or Propagated by
+/// the Service Manager", less what describes the user ($PATH, $HOME,
+/// $USER, $LOGNAME, $SHELL, $LANG, $XDG_RUNTIME_DIR, $TERM), which a
+/// command run from a shell would have too.
+const PRIVATE_ENV: [&str; 37] = [
     "NOTIFY_SOCKET",
     "LISTEN_PID",
     "LISTEN_FDS",
@@ -58,19 +64,117 @@ const PRIVATE_ENV: [&str; 9] = [
     "WATCHDOG_PID",
     "WATCHDOG_USEC",
     "MANAGERPID",
+    "MAINPID",
+    "SYSTEMD_EXEC_PID",
+    "MEMORY_PRESSURE_WATCH",
+    "MEMORY_PRESSURE_WRITE",
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CACHE_DIRECTORY",
+    "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
+    "FDSTORE",
+    "LOG_NAMESPACE",
+    "PIDFILE",
+    "SERVICE_RESULT",
+    "EXIT_CODE",
+    "EXIT_STATUS",
+    "MONITOR_SERVICE_RESULT",
+    "MONITOR_EXIT_CODE",
+    "MONITOR_EXIT_STATUS",
+    "MONITOR_INVOCATION_ID",
+    "MONITOR_UNIT",
+    "TRIGGER_UNIT",
+    "TRIGGER_PATH",
+    "TRIGGER_TIMER_REALTIME_USEC",
+    "TRIGGER_TIMER_MONOTONIC_USEC",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "DEBUG_INVOCATION",
 ];
 
-/// Runs the agent until `cancel` fires.
-pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
-    let dir = &config.state_dir;
+/// corrald's own settings (`CORRAL_SHIM`, the test harness's): not the
+/// command's business.
+const PRIVATE_ENV_PREFIX: &str = "CORRAL_";
+
+/// The part of corrald's environment a supervised process inherits.
+fn base_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()) && !k.starts_with(PRIVATE_ENV_PREFIX))
+        .collect()
+}
+
+/// Raises corrald's soft limit of open files to the hard one: it holds a
+/// pidfd per running process, and systemd starts services at soft 1024
+/// (for select(2)'s sake), which a thousand processes would exhaust. The
+/// shim puts the soft limit back for the command (`shim::child`).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    "raising the open-files limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
+/// Makes sure the state directory is corrald's alone: created 0700 if
+/// missing; if it exists, it must be a directory owned by `uid` that
+/// group and others cannot enter. An open one is refused, not tightened:
+/// others may already have read the environments in it or planted files,
+/// which only its owner can judge (`chmod 700` it after looking).
+fn prepare_state_dir(dir: &Path, uid: u32) -> std::io::Result<()> {
+    let unsafe_dir = |problem: String| {
+        std::io::Error::other(format!(
+            "{problem}; it holds callers' environments and output, so corrald will not use it"
+        ))
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
-        .map_err(|source| Error::StateDir {
-            path: dir.clone(),
-            source,
-        })?;
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir("not a directory".into()));
+    }
+    if meta.uid() != uid {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not by corrald's uid {uid}",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(unsafe_dir(format!(
+            "mode {mode:04o} lets group or others in (must be 0700)"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the agent until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    raise_fd_limit();
+    // Everything corrald and its shims create in the state directory
+    // (database, logs, exit records) is theirs alone: 0600 files, 0700
+    // directories. The shim gives the command umask 022 again.
+    // SAFETY: umask(2) only sets the process's file mode mask.
+    unsafe { libc::umask(0o077) };
+    let dir = &config.state_dir;
+    // SAFETY: geteuid(2) cannot fail.
+    prepare_state_dir(dir, unsafe { libc::geteuid() }).map_err(|source| Error::StateDir {
+        path: dir.clone(),
+        source,
+    })?;
     let store = store::Store::open(&dir.join("corral.db"))?;
     let storage_health = store.health();
     let (bus_name, conn) = match config.mode {
@@ -83,9 +187,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     })?;
     let (gone_tx, gone_rx) = tokio::sync::mpsc::unbounded_channel();
     let systemd = systemd::Systemd::connect(&conn, gone_tx).await?;
-    let base_env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| !PRIVATE_ENV.contains(&k.as_str()))
-        .collect();
+    let base_env = base_env(std::env::vars());
     let home = std::env::var("HOME")
         .ok()
         .filter(|h| h.starts_with('/'))
@@ -141,4 +243,89 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     drop(handle);
     actor.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn euid() -> u32 {
+        // SAFETY: geteuid(2) cannot fail.
+        unsafe { libc::geteuid() }
+    }
+
+    /// Regression: `SYSTEMD_EXEC_PID`, `MEMORY_PRESSURE_*` and corrald's
+    /// own `CORRAL_*` settings leaked into every supervised process.
+    #[test]
+    fn agent_only_variables_are_not_inherited() {
+        let vars = [
+            "PATH=/bin",
+            "HOME=/h",
+            "XDG_RUNTIME_DIR=/run/user/1",
+            "SYSTEMD_EXEC_PID=7",
+            "MEMORY_PRESSURE_WATCH=/sys/fs/cgroup/x/memory.pressure",
+            "MEMORY_PRESSURE_WRITE=c29tZQ==",
+            "INVOCATION_ID=abc",
+            "CREDENTIALS_DIRECTORY=/run/credentials/corrald.service",
+            "CORRAL_SHIM=/opt/corral-shim",
+            "CORRAL_TEST_MODE=testbed",
+        ]
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        });
+        let kept: Vec<String> = base_env(vars.into_iter())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(kept, ["PATH", "HOME", "XDG_RUNTIME_DIR"]);
+    }
+
+    #[test]
+    fn a_missing_state_dir_is_created_private() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("a/corral");
+        prepare_state_dir(&dir, euid()).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // And it is accepted as it is on the next start.
+        prepare_state_dir(&dir, euid()).unwrap();
+    }
+
+    /// The state directory holds every caller's environment; one that
+    /// group or others can enter is refused, naming the mode.
+    #[test]
+    fn a_state_dir_open_to_others_is_refused() {
+        let top = tempfile::tempdir().unwrap();
+        for mode in [0o755, 0o750, 0o701] {
+            std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = prepare_state_dir(top.path(), euid())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("mode {mode:04o} lets group or others in")),
+                "{err}"
+            );
+        }
+    }
+
+    /// A state directory of another user is refused (seen from a uid that
+    /// does not own it, which needs no root to set up).
+    #[test]
+    fn a_state_dir_owned_by_another_uid_is_refused() {
+        let top = tempfile::tempdir().unwrap();
+        let other = euid().wrapping_add(1);
+        let err = prepare_state_dir(top.path(), other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "owned by uid {}, not by corrald's uid {other}",
+                euid()
+            )),
+            "{err}"
+        );
+    }
 }

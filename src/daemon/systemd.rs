@@ -1,9 +1,12 @@
 //! Talking to systemd's manager over D-Bus: start a transient scope around
 //! a held PID and wait for its job, stop or signal a scope, list ours, and
 //! watch scopes vanish. Also owns unit-name escaping. Knows nothing of
-//! processes beyond unit names and PIDs.
+//! processes beyond unit names and PIDs. Every call to the manager is
+//! bounded in time ([`CALL_TIMEOUT`], [`JOB_GRACE`]): a hung manager gives
+//! a `systemd: ... no answer` error, never a task waiting forever.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,12 @@ pub enum Error {
     Job { unit: String, result: String },
     #[error("systemd: no answer for the job of {unit} within {secs}s")]
     JobTimeout { unit: String, secs: u64 },
+    #[error("systemd: {op} {unit}: no answer within {secs}s")]
+    CallTimeout {
+        op: &'static str,
+        unit: String,
+        secs: u64,
+    },
 }
 
 impl Error {
@@ -130,6 +139,30 @@ pub struct Systemd {
 /// takes milliseconds; a stop job takes up to the stop timeout.
 const JOB_GRACE: Duration = Duration::from_secs(30);
 
+/// How long one method call to the manager (or the bus daemon, for the
+/// match rules of its signals) may take. systemd answers in milliseconds;
+/// only a daemon-reload of a large system keeps it busy for seconds. 20 s
+/// stays under the 25 s default timeout of D-Bus clients (sd-bus,
+/// libdbus), so a client waiting for `Start` hears corrald's `Systemd`
+/// error rather than its own timeout.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs one call to the manager for at most [`CALL_TIMEOUT`].
+async fn bounded<T>(
+    op: &'static str,
+    unit: &str,
+    call: impl Future<Output = zbus::Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(r) => r.map_err(|e| call_err(op, unit, e)),
+        Err(_) => Err(Error::CallTimeout {
+            op,
+            unit: unit.to_string(),
+            secs: CALL_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
 fn call_err(op: &'static str, unit: &str, e: zbus::Error) -> Error {
     match e {
         zbus::Error::MethodError(name, msg, _) => Error::Call {
@@ -154,26 +187,12 @@ impl Systemd {
         conn: &zbus::Connection,
         gone: mpsc::UnboundedSender<String>,
     ) -> Result<Systemd> {
-        let proxy = SystemdManagerProxy::new(conn)
-            .await
-            .map_err(|e| call_err("connect", "", e))?;
+        let proxy = bounded("connect", "", SystemdManagerProxy::new(conn)).await?;
         // Streams first, then Subscribe: no signal may slip between them.
-        let mut jobs_stream = proxy
-            .receive_job_removed()
-            .await
-            .map_err(|e| call_err("subscribe", "", e))?;
-        let mut removed_stream = proxy
-            .receive_unit_removed()
-            .await
-            .map_err(|e| call_err("subscribe", "", e))?;
-        let mut reload_stream = proxy
-            .receive_reloading()
-            .await
-            .map_err(|e| call_err("subscribe", "", e))?;
-        proxy
-            .subscribe()
-            .await
-            .map_err(|e| call_err("Subscribe", "", e))?;
+        let mut jobs_stream = bounded("AddMatch", "", proxy.receive_job_removed()).await?;
+        let mut removed_stream = bounded("AddMatch", "", proxy.receive_unit_removed()).await?;
+        let mut reload_stream = bounded("AddMatch", "", proxy.receive_reloading()).await?;
+        bounded("Subscribe", "", proxy.subscribe()).await?;
         let sd = Systemd {
             proxy,
             jobs: Arc::new(Mutex::new(HashMap::new())),
@@ -199,11 +218,12 @@ impl Systemd {
                         // After daemon-reexec the manager forgets its
                         // subscribers; subscribing again is harmless after a
                         // plain reload.
+                        // Bounded: this loop also delivers job results.
                         if matches!(sig.args(), Ok(a) if !a.active) {
-                            match resubscribe.subscribe().await {
+                            match bounded("Subscribe", "", resubscribe.subscribe()).await {
                                 Ok(()) => tracing::info!("re-subscribed to systemd after reexec"),
-                                Err(zbus::Error::MethodError(name, _, _))
-                                    if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+                                Err(Error::Call { name, .. })
+                                    if name == "org.freedesktop.systemd1.AlreadySubscribed" => {}
                                 Err(e) => tracing::warn!("re-subscribing to systemd after reload: {e}"),
                             }
                         }
@@ -276,11 +296,12 @@ impl Systemd {
                 Value::from((q * 10_000.0).round() as u64),
             ));
         }
-        let job = self
-            .proxy
-            .start_transient_unit(unit, "fail", props, vec![])
-            .await
-            .map_err(|e| call_err("StartTransientUnit", unit, e))?;
+        let job = bounded(
+            "StartTransientUnit",
+            unit,
+            self.proxy.start_transient_unit(unit, "fail", props, vec![]),
+        )
+        .await?;
         let result = self.wait_job(unit, job.as_str(), JOB_GRACE).await?;
         if result != "done" {
             return Err(Error::Job {
@@ -294,16 +315,10 @@ impl Systemd {
     /// Stops `unit` (SIGTERM to every process, SIGKILL after its stop
     /// timeout) and waits until it is gone. A unit already gone is Ok.
     pub async fn stop_unit(&self, unit: &str, stop_timeout: Duration) -> Result<()> {
-        let job = match self.proxy.stop_unit(unit, "replace").await {
+        let job = match bounded("StopUnit", unit, self.proxy.stop_unit(unit, "replace")).await {
             Ok(job) => job,
-            Err(e) => {
-                let err = call_err("StopUnit", unit, e);
-                return if err.is_no_such_unit() {
-                    Ok(())
-                } else {
-                    Err(err)
-                };
-            }
+            Err(err) if err.is_no_such_unit() => return Ok(()),
+            Err(err) => return Err(err),
         };
         self.wait_job(unit, job.as_str(), stop_timeout + JOB_GRACE)
             .await?;
@@ -312,34 +327,28 @@ impl Systemd {
 
     /// The cgroup of a loaded scope (its `ControlGroup` property).
     pub async fn control_group(&self, unit: &str) -> Result<String> {
-        let path = self
-            .proxy
-            .get_unit(unit)
-            .await
-            .map_err(|e| call_err("GetUnit", unit, e))?;
+        let path = bounded("GetUnit", unit, self.proxy.get_unit(unit)).await?;
         let props = zbus::fdo::PropertiesProxy::builder(self.proxy.inner().connection())
             .destination("org.freedesktop.systemd1")
             .and_then(|b| b.path(path))
-            .map_err(|e| call_err("GetUnit", unit, e))?
-            .build()
-            .await
             .map_err(|e| call_err("GetUnit", unit, e))?;
         let iface =
             zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Scope");
-        let v = props
-            .get(iface, "ControlGroup")
-            .await
-            .map_err(|e| call_err("Get ControlGroup", unit, e.into()))?;
-        String::try_from(v).map_err(|e| call_err("Get ControlGroup", unit, zbus::Error::Variant(e)))
+        let get = async {
+            let v = props.build().await?.get(iface, "ControlGroup").await?;
+            String::try_from(v).map_err(zbus::Error::Variant)
+        };
+        bounded("Get ControlGroup", unit, get).await
     }
 
     /// Names of the loaded scopes whose name matches `pattern`.
     pub async fn list_scopes(&self, pattern: &str) -> Result<Vec<(String, String)>> {
-        let rows = self
-            .proxy
-            .list_units_by_patterns(vec![], vec![pattern])
-            .await
-            .map_err(|e| call_err("ListUnitsByPatterns", pattern, e))?;
+        let rows = bounded(
+            "ListUnitsByPatterns",
+            pattern,
+            self.proxy.list_units_by_patterns(vec![], vec![pattern]),
+        )
+        .await?;
         Ok(rows.into_iter().map(|r| (r.0, r.3)).collect())
     }
 }
@@ -437,6 +446,27 @@ mod tests {
             scope_name("npm run", "12"),
             "app-corral-npm\\x20run-12.scope"
         );
+    }
+
+    /// A hung manager must yield an error naming the call, never a task
+    /// that waits forever (the outer bound catches a missing timeout).
+    #[tokio::test(start_paused = true)]
+    async fn a_manager_that_never_answers_is_a_timeout_error_not_a_hang() {
+        let began = tokio::time::Instant::now();
+        let hung = std::future::pending::<zbus::Result<OwnedObjectPath>>();
+        let r = tokio::time::timeout(
+            CALL_TIMEOUT * 2,
+            bounded("StopUnit", "app-corral-x-1.scope", hung),
+        )
+        .await
+        .expect("the call was not bounded");
+        let err = r.unwrap_err();
+        assert!(matches!(err, Error::CallTimeout { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "systemd: StopUnit app-corral-x-1.scope: no answer within 20s"
+        );
+        assert_eq!(began.elapsed(), CALL_TIMEOUT);
     }
 
     #[test]

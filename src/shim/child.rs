@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
+use super::now_us;
 use super::protocol::{ExitRecord, LaunchSpec};
-use super::{now_us, SHIM_IGNORED};
 
 /// Starts the spec's command with exactly its environment and cwd, in its
 /// own process group, its output on pipes.
@@ -32,26 +32,60 @@ pub(super) fn spawn_child(spec: &LaunchSpec) -> io::Result<Child> {
         .stderr(Stdio::piped())
         // Its own process group, so corrald can signal the whole job.
         .process_group(0);
-    // SAFETY: the hook only calls async-signal-safe functions (signal,
-    // sigemptyset, sigprocmask) and allocates nothing.
-    unsafe { cmd.pre_exec(reset_signals_for_exec) };
+    // SAFETY: the hook only makes async-signal-safe calls (rt_sigaction,
+    // sigemptyset, sigprocmask, umask, getrlimit, setrlimit) and
+    // allocates nothing.
+    unsafe { cmd.pre_exec(reset_process_state_for_exec) };
     cmd.spawn()
 }
 
-/// Runs in the child between fork and exec: undoes the shim's ignored
-/// signals and any blocked mask, both of which exec would keep.
-fn reset_signals_for_exec() -> io::Result<()> {
-    // SAFETY: async-signal-safe calls on a local sigset_t.
+/// The soft limit of open files a command starts with, as systemd gives
+/// every service (`DefaultLimitNOFILE=1024:524288`): above `FD_SETSIZE`,
+/// select(2) breaks. The hard limit is kept, so a command that needs more
+/// raises its own soft limit, as systemd recommends.
+const NOFILE_SOFT: libc::rlim_t = 1024;
+
+/// Runs in the child between fork and exec, so that what the command
+/// inherits is defined here and not by whoever started corrald:
+/// - every signal back to SIG_DFL: exec resets handled signals but keeps
+///   ignored ones (the shim's own, and any corrald inherited);
+/// - an empty signal mask, which exec keeps too;
+/// - umask 022 (corrald and the shims run with 077 for the state files);
+/// - RLIMIT_NOFILE soft back to [`NOFILE_SOFT`] if higher (corrald raises
+///   its own for its pidfds). Other limits are those the service manager
+///   gave corrald, as to any service.
+fn reset_process_state_for_exec() -> io::Result<()> {
+    // SAFETY: async-signal-safe calls on local values.
     unsafe {
-        for sig in SHIM_IGNORED {
-            if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
-                return Err(io::Error::last_os_error());
+        // The raw syscall, because glibc's signal() refuses its two
+        // internal real-time signals (32, 33), which can be inherited
+        // ignored all the same. An all-zero kernel sigaction is SIG_DFL,
+        // no flags, empty mask on every layout; 8 is the kernel's sigset
+        // size. SIGKILL and SIGSTOP cannot be changed.
+        let dfl = [0u64; 4];
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
+        }
+        libc::umask(0o022);
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur > NOFILE_SOFT {
+            lim.rlim_cur = NOFILE_SOFT;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
     }
     Ok(())

@@ -40,8 +40,9 @@ pub const EXIT_NO_GO: i32 = 1;
 pub const EXIT_SPAWN_FAILED: i32 = 127;
 
 /// Signals the shim ignores (a scope stop sends SIGTERM to every process in
-/// it, and the shim must outlive its child to record the exit) and resets
-/// for the child, because ignored dispositions survive exec.
+/// it, and the shim must outlive its child to record the exit). The child
+/// gets every signal reset (`child`), because ignored dispositions survive
+/// exec.
 const SHIM_IGNORED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE];
 
 /// Runs the shim; returns its exit code: 0 after the child exited and its

@@ -25,7 +25,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -250,7 +250,8 @@ impl ExitRecord {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o640)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(record_tmp_path(path))?;
         file.write_all(&[b' '; RESERVED_RECORD_BYTES])?;
         file.sync_all()
@@ -267,7 +268,8 @@ impl ExitRecord {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o640)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         file.write_all(&bytes)?;
         file.set_len(bytes.len() as u64)?;
@@ -280,9 +282,15 @@ impl ExitRecord {
         fs::rename(&tmp, path)
     }
 
-    /// Reads a record written by `write_atomic`.
+    /// Reads a record written by `write_atomic`; a symlink in its place
+    /// is an error (ELOOP), not followed.
     pub fn read(path: &Path) -> io::Result<Self> {
-        let bytes = fs::read(path)?;
+        let mut bytes = Vec::new();
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?
+            .read_to_end(&mut bytes)?;
         Self::from_bytes(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }

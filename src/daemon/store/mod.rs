@@ -9,7 +9,7 @@ mod schema;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -34,6 +34,11 @@ pub enum Error {
     Sql(#[from] rusqlite::Error),
     #[error("database: bad record: {0}")]
     Record(#[from] serde_json::Error),
+    #[error("database {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database thread has stopped")]
     Gone,
 }
@@ -192,6 +197,52 @@ pub type EventRow = (u64, u64, String, String);
 /// Callers stamp rows with this clock.
 pub use crate::clock::now_us;
 
+/// Creates the database file 0600 (SQLite would make it 0644 less the
+/// umask, and gives its `-wal` and `-shm` files the database's mode), or
+/// checks the one there: never through a symlink, a regular file of
+/// corrald's uid, tightened to 0600 if looser (the directory around it is
+/// private, so nobody else could have opened it).
+fn prepare_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let file_err = |source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse = |why: String| file_err(std::io::Error::other(why));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refuse("is a symbolic link; refusing to follow it".into())
+            } else {
+                file_err(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(file_err)?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    // SAFETY: geteuid(2) cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(refuse(format!(
+            "owned by uid {}, not by corrald's uid {uid}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(file_err)?;
+    }
+    Ok(())
+}
+
 /// The connection and the typed operations on it. Lives on the store thread.
 pub struct Db {
     conn: Connection,
@@ -206,7 +257,9 @@ impl Db {
             path: path.to_path_buf(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(open_err)?;
+        prepare_file(path)?;
+        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         // WAL lets readers (sqlite3 CLI, tests) look while we write;
         // synchronous=NORMAL keeps every commit across a crash of the
         // agent (only a power loss may drop the last ones).
@@ -775,6 +828,42 @@ mod tests {
             6,
             "history outlives the process"
         );
+    }
+
+    /// The database holds callers' environments: it and its WAL files are
+    /// 0600 whatever the umask, and a looser file found is tightened.
+    #[test]
+    fn database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let db = Db::open(&path).unwrap();
+        for f in ["c.db", "c.db-wal", "c.db-shm"] {
+            assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
+        }
+        drop(db);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Db::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    /// A symlink in place of the database is refused, and its target is
+    /// left alone.
+    #[test]
+    fn a_symlinked_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"not yours").unwrap();
+        let path = dir.path().join("c.db");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = Db::open(&path).err().unwrap().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+        // A dangling one would have been created through.
+        std::fs::remove_file(&target).unwrap();
+        assert!(Db::open(&path).is_err());
+        assert!(!target.exists());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 
 use super::Error;
 use crate::daemon::cgroup::{CgroupFs, Usage};
+use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::RunId;
 use crate::daemon::systemd::{ScopeProps, Systemd};
 use crate::daemon::{exits, launch};
@@ -31,11 +32,13 @@ pub struct LaunchRequest {
 }
 
 /// A run inside its scope, the command executing.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Launched {
     pub shim_pid: u32,
     pub main_pid: u32,
     pub control_group: String,
+    /// Held for the run, for `Kill`; `None` if it could not be opened.
+    pub pidfd: Option<Pidfd>,
 }
 
 /// systemd's manager, as far as the supervisor uses it.
@@ -66,6 +69,8 @@ pub trait Cgroups: Send + Sync {
     fn cpu_nsec(&self, cgs: Vec<String>) -> Fut<Vec<Option<u64>>>;
     /// The command a live scope's shim runs (re-adoption).
     fn main_pid(&self, cg: String) -> Fut<Option<u32>>;
+    /// A pidfd of `pid`, if that process is in `cg`.
+    fn open_pidfd(&self, pid: u32, cg: String) -> Fut<Option<Pidfd>>;
 }
 
 pub trait Clock: Send + Sync {
@@ -209,6 +214,11 @@ async fn launch_run(shim: &Path, sd: &Systemd, req: LaunchRequest) -> Result<Lau
         Ok(main_pid) => Ok(Launched {
             shim_pid,
             main_pid,
+            pidfd: blocking(None, {
+                let cg = control_group.clone();
+                move || open_pidfd(main_pid, &cg)
+            })
+            .await,
             control_group,
         }),
         Err(launch::Error::Spawn { message, .. }) => Err(Error::SpawnFailed(format!(
@@ -221,6 +231,14 @@ async fn launch_run(shim: &Path, sd: &Systemd, req: LaunchRequest) -> Result<Lau
             Err(Error::SpawnFailed(e.to_string()))
         }
     }
+}
+
+/// The pidfd of a run's main process, opened as early as possible (the
+/// PID could be reused once the process is gone).
+fn open_pidfd(pid: u32, cg: &str) -> Option<Pidfd> {
+    Pidfd::open_in(pid, cg)
+        .inspect_err(|e| tracing::warn!("no pidfd for pid {pid}, Kill will refuse: {e}"))
+        .ok()
 }
 
 struct RealCgroups(Option<Arc<CgroupFs>>);
@@ -277,6 +295,10 @@ impl Cgroups for RealCgroups {
             let procs = fs.read_procs(&cg).unwrap_or_default();
             launch::find_shim_and_main(&procs).map(|(_shim, main)| main)
         })
+    }
+
+    fn open_pidfd(&self, pid: u32, cg: String) -> Fut<Option<Pidfd>> {
+        Box::pin(blocking(None, move || open_pidfd(pid, &cg)))
     }
 }
 

@@ -13,6 +13,7 @@ use super::policy::Backoff;
 use super::Reply;
 use crate::api::State;
 use crate::daemon::cgroup::Usage;
+use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::{ProcessConfig, ProcessId, ProcessRecord, RunRecord};
 
 /// What to do once a requested stop has completed.
@@ -82,6 +83,9 @@ pub struct Proc {
     pub stop: Option<StopRequest>,
     /// The last signal a client sent with Kill during this run.
     pub kill_signal: Option<i32>,
+    /// The current run's main process while it runs: `Kill` signals
+    /// through it, never by PID. Dropped when the run ends.
+    pub pidfd: Option<Pidfd>,
     pub launched_at: Instant,
     pub backoff: Backoff,
     pub pending_restart: Option<PendingRestart>,
@@ -104,6 +108,7 @@ impl Proc {
             launching: None,
             stop: None,
             kill_signal: None,
+            pidfd: None,
             launched_at: Instant::now(),
             backoff: Backoff::default(),
             pending_restart: None,

@@ -164,6 +164,14 @@ impl Supervisor {
             p.run.main_pid = main.unwrap_or(0);
         }
         let pid = p.run.main_pid;
+        let pidfd = if pid > 1 && !cg.is_empty() {
+            self.host.cgroups.open_pidfd(pid, cg.clone()).await
+        } else {
+            None
+        };
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.pidfd = pidfd;
+        }
         let now = self.now_us();
         match state {
             State::Starting => {

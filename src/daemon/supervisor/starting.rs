@@ -240,6 +240,7 @@ impl Supervisor {
         match result {
             Ok(l) => {
                 p.sampled = Sampled::default();
+                p.pidfd = l.pidfd;
                 tracing::debug!(%id, shim_pid = l.shim_pid, unit = %p.run.unit, "launched");
                 let change = RunChange::Running {
                     main_pid: l.main_pid,

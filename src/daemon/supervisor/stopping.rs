@@ -227,27 +227,25 @@ impl Supervisor {
                 p.state()
             )));
         }
-        let pid = p.run.main_pid as i32;
-        if pid <= 1 {
-            return Err(Error::Busy(format!("process {id} has no main PID")));
-        }
         p.kill_signal = Some(signal);
-        // The command leads its own process group (the shim sets it up), so
-        // the signal reaches it and the children it did not detach, as Ctrl-C
-        // in a terminal would; Stop covers the whole scope.
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(-pid, signal) };
-        if rc != 0 {
-            // SAFETY: as above.
-            let rc = unsafe { libc::kill(pid, signal) };
-            if rc != 0 {
-                let err = std::io::Error::last_os_error();
-                if err.raw_os_error() != Some(libc::ESRCH) {
-                    return Err(Error::Busy(format!("signal {signal} to pid {pid}: {err}")));
-                }
-            }
+        // Through the run's pidfd, never by PID: a PID is reused once its
+        // process is reaped. The command leads its own process group (the
+        // shim sets it up), so the signal reaches it and the children it
+        // did not detach, as Ctrl-C in a terminal would; Stop covers the
+        // whole scope.
+        let Some(pidfd) = p.pidfd.as_ref() else {
+            return Err(Error::Busy(format!(
+                "process {id} has no handle on its main process; use Stop"
+            )));
+        };
+        match pidfd.signal_job(signal) {
+            // Gone already: its exit record is on its way.
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(Error::Busy(format!(
+                "signal {signal} to pid {}: {e}",
+                pidfd.pid()
+            ))),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// StopMatching (`then` = Nothing: active ones) and RemoveMatching

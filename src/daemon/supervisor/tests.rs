@@ -15,6 +15,7 @@ use super::host::{Cgroups, Clock, Fut, LaunchRequest, Launched, Launcher, Scopes
 use super::*;
 use crate::api::{ExitReason, StartSpec, State};
 use crate::daemon::cgroup::Usage;
+use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::{Change, Db, NewProcess, RunChange};
 use crate::shim::ExitRecord;
 
@@ -33,6 +34,8 @@ struct World {
     run_of: Mutex<HashMap<String, RunId>>,
     populated: Mutex<HashSet<String>>,
     live: Mutex<Vec<(String, String)>>,
+    /// The main PID and pidfd the next launch reports (else `NO_PID`).
+    next_main: Mutex<Option<(u32, Pidfd)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -50,6 +53,7 @@ impl World {
             run_of: Mutex::default(),
             populated: Mutex::default(),
             live: Mutex::default(),
+            next_main: Mutex::default(),
         })
     }
 
@@ -119,10 +123,15 @@ impl Launcher for Fake {
             }
             lock(&w.run_of).insert(req.unit.clone(), run);
             lock(&w.populated).insert(cgroup_of(&req.unit));
+            let (main_pid, pidfd) = match lock(&w.next_main).take() {
+                Some((pid, fd)) => (pid, Some(fd)),
+                None => (NO_PID, None),
+            };
             Ok(Launched {
                 shim_pid: NO_PID,
-                main_pid: NO_PID,
+                main_pid,
                 control_group: cgroup_of(&req.unit),
+                pidfd,
             })
         })
     }
@@ -162,6 +171,10 @@ impl Cgroups for Fake {
 
     fn main_pid(&self, _cg: String) -> Fut<Option<u32>> {
         Box::pin(std::future::ready(Some(NO_PID)))
+    }
+
+    fn open_pidfd(&self, _pid: u32, _cg: String) -> Fut<Option<Pidfd>> {
+        Box::pin(std::future::ready(None))
     }
 }
 
@@ -552,4 +565,64 @@ async fn a_failed_first_launch_leaves_no_process_behind() {
         removed |= matches!(e, Event::Removed(ref id) if id == "1");
     }
     assert!(removed);
+}
+
+/// Regression: Kill signalled the recorded main PID (and its group) by
+/// number, so once the command was reaped and its PID reused, a stranger
+/// got the signal. Here the recorded PID belongs to a bystander (a group
+/// leader, as the command was) and the run's pidfd to the reaped command.
+#[tokio::test(start_paused = true)]
+async fn kill_after_the_main_pid_was_reused_signals_nobody() {
+    use std::os::unix::process::CommandExt;
+    let bed = bed().await;
+    let mut command = std::process::Command::new("true").spawn().unwrap();
+    let pidfd = Pidfd::open(command.id()).unwrap();
+    command.wait().unwrap();
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    *lock(&bed.world.next_main) = Some((bystander.id(), pidfd));
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    assert_eq!(bed.get(&id).await.unwrap().main_pid, bystander.id());
+    let killed = bed
+        .handle
+        .ask(|reply| Command::Kill {
+            id: id.clone(),
+            access: Access::All,
+            signal: libc::SIGTERM,
+            reply,
+        })
+        .await
+        .unwrap();
+    // The command is gone: nothing to signal, and that is no error.
+    killed.unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let hit = bystander.try_wait().unwrap();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert_eq!(
+        hit, None,
+        "the bystander holding the reused PID was signalled"
+    );
+}
+
+/// Without a pidfd (it could not be opened) Kill refuses rather than
+/// falling back to the PID.
+#[tokio::test(start_paused = true)]
+async fn kill_without_a_pidfd_is_busy() {
+    let bed = bed().await;
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    let r = bed
+        .handle
+        .ask(|reply| Command::Kill {
+            id,
+            access: Access::All,
+            signal: libc::SIGTERM,
+            reply,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(r, Err(Error::Busy(_))), "{r:?}");
 }

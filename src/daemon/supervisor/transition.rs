@@ -78,6 +78,7 @@ impl Supervisor {
                 exit_signal,
                 reason,
             } => {
+                p.pidfd = None;
                 p.run.exited_at = Some(at);
                 p.run.exit_code = Some(*exit_code);
                 p.run.exit_signal = Some(*exit_signal);
@@ -85,6 +86,7 @@ impl Supervisor {
             }
             RunChange::Reason(reason) => p.run.reason = Some(*reason),
             RunChange::New { unit, .. } => {
+                p.pidfd = None;
                 p.run = RunRecord {
                     id: run,
                     process_id: id,
