@@ -1,8 +1,9 @@
 //! corral-gen: writes the files the packages install that are generated
 //! rather than kept by hand: man pages (from the clap definitions and
 //! `config::KEYS`), shell completions, the example config, and the D-Bus
-//! interface XML (from a running agent's introspection). Built only with
-//! `--features gen`, run by `scripts/package`, never installed.
+//! interface XML (from a running agent's introspection); and checks that
+//! the .deb's and the .rpm's file lists in Cargo.toml agree. Built only
+//! with `--features gen`, run by `scripts/package`, never installed.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,8 @@ use corral::api;
 use corral::config::{Args as DaemonArgs, KEYS};
 use roff::{bold, italic, roman, Roff};
 
-const USAGE: &str = "usage: corral-gen man DIR | completions DIR | config FILE | interfaces DIR";
+const USAGE: &str =
+    "usage: corral-gen man DIR | completions DIR | config FILE | interfaces DIR | check-assets CARGO_TOML";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +28,11 @@ fn main() -> anyhow::Result<()> {
         "completions" => completions(&out),
         "config" => write(&out, example_config()),
         "interfaces" => interfaces(&out),
+        "check-assets" => {
+            let text = std::fs::read_to_string(&out)
+                .with_context(|| format!("reading {}", out.display()))?;
+            check_assets(&text).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))
+        }
         _ => bail!(USAGE),
     }
 }
@@ -204,9 +211,110 @@ fn interface_document(xml: &str, iface: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// Destination directories that differ by distribution: (.deb, .rpm).
+const DISTRO_DIRS: &[(&str, &str)] = &[(
+    // Debian's zsh searches vendor-completions, Fedora's site-functions.
+    "/usr/share/zsh/vendor-completions/",
+    "/usr/share/zsh/site-functions/",
+)];
+
+/// Files only one format lists as assets: the .deb carries the license and
+/// changelog through cargo-deb's own fields (as copyright and
+/// changelog.Debian.gz), and only the .deb has lintian overrides.
+const RPM_ONLY: &[&str] = &[
+    "packaging/changelog",
+    "packaging/LICENSE-MIT",
+    "packaging/LICENSE-APACHE",
+];
+const DEB_ONLY: &[&str] = &["packaging/lintian-overrides"];
+
+/// Checks that the .deb and .rpm asset lists of `cargo_toml` name the same
+/// sources at the same destinations with the same modes, apart from
+/// `DISTRO_DIRS`, `RPM_ONLY` and `DEB_ONLY`.
+fn check_assets(cargo_toml: &str) -> Result<(), String> {
+    type Asset = (String, String, String);
+    let doc: toml::Table = cargo_toml.parse().map_err(|e| format!("{e}"))?;
+    let meta = doc
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .ok_or("no [package.metadata]")?;
+    let list = |table: &str| {
+        meta.get(table)
+            .and_then(|t| t.get("assets"))
+            .and_then(|a| a.as_array())
+            .ok_or(format!("no {table} assets"))
+    };
+    let text = |v: Option<&toml::Value>| v.and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let mut deb: Vec<Asset> = Vec::new();
+    for a in list("deb")? {
+        let a = a
+            .as_array()
+            .ok_or("a deb asset is not [source, dest, mode]")?;
+        let mut dest = format!("/{}", text(a.get(1)));
+        for (deb_dir, rpm_dir) in DISTRO_DIRS {
+            if let Some(rest) = dest.strip_prefix(deb_dir) {
+                dest = format!("{rpm_dir}{rest}");
+            }
+        }
+        deb.push((text(a.first()), dest, text(a.get(2))));
+    }
+    let mut rpm: Vec<Asset> = Vec::new();
+    for a in list("generate-rpm")? {
+        rpm.push((
+            text(a.get("source")),
+            text(a.get("dest")),
+            text(a.get("mode")),
+        ));
+    }
+    deb.retain(|a| !DEB_ONLY.contains(&a.0.as_str()));
+    rpm.retain(|a| !RPM_ONLY.contains(&a.0.as_str()));
+    deb.sort();
+    rpm.sort();
+    let only = |a: &[Asset], b: &[Asset]| -> Vec<String> {
+        a.iter()
+            .filter(|x| !b.contains(x))
+            .map(|(s, d, m)| format!("{s} -> {d} ({m})"))
+            .collect()
+    };
+    let (deb_only, rpm_only) = (only(&deb, &rpm), only(&rpm, &deb));
+    if deb_only.is_empty() && rpm_only.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the deb and rpm asset lists differ; only in deb: {deb_only:?}; only in rpm: {rpm_only:?}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packages_list_the_same_files() {
+        check_assets(include_str!("../../Cargo.toml")).unwrap();
+    }
+
+    #[test]
+    fn check_assets_finds_a_differing_mode_and_a_missing_file() {
+        let toml = r#"
+            [package.metadata.deb]
+            assets = [["a", "usr/bin/a", "755"], ["b", "usr/share/zsh/vendor-completions/_b", "644"]]
+            [package.metadata.generate-rpm]
+            assets = [{ source = "a", dest = "/usr/bin/a", mode = "644" }]
+        "#;
+        let err = check_assets(toml).unwrap_err();
+        assert!(err.contains("a -> /usr/bin/a (755)"), "{err}");
+        assert!(
+            err.contains("b -> /usr/share/zsh/site-functions/_b (644)"),
+            "{err}"
+        );
+        let fixed = toml.replace(
+            "mode = \"644\" }]",
+            "mode = \"755\" }, \
+            { source = \"b\", dest = \"/usr/share/zsh/site-functions/_b\", mode = \"644\" }]",
+        );
+        check_assets(&fixed).unwrap();
+    }
 
     #[test]
     fn interface_document_keeps_only_the_named_interface() {
