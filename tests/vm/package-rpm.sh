@@ -16,7 +16,7 @@ check() { local what=$1; shift; if "$@"; then echo "ok   $what"; else echo "FAIL
 
 rpm --root "$tmp/root" --initdb
 rpm --root "$tmp/root" -i --nodeps --noscripts "$rpm"
-check "rpm -V in the scratch root" rpm --root "$tmp/root" -V corral
+check "rpm -V in the scratch root" rpm --root "$tmp/root" -V --nodeps corral
 dpkg-deb -x "$deb" "$tmp/deb"
 dpkg-deb -e "$deb" "$tmp/deb-control"
 
@@ -29,7 +29,7 @@ listing() {
         grep -Ev ' usr/share/(licenses/corral/|doc/corral/(copyright|changelog)|lintian/overrides/)' | sort
 }
 listing "$tmp/deb" > "$tmp/deb.list"
-listing "$tmp/root" | grep -v '^[0-9]* var/lib/rpm' > "$tmp/rpm.list" || true
+listing "$tmp/root" | grep -Ev "^[0-9]+ (var/lib/rpm|root/\.rpmdb)/" > "$tmp/rpm.list" || true
 check "same files and modes in .deb and .rpm ($(wc -l < "$tmp/deb.list") files)" \
     diff -u "$tmp/deb.list" "$tmp/rpm.list"
 check "rpm carries the licenses" test -s "$tmp/root/usr/share/licenses/corral/LICENSE-MIT" \
