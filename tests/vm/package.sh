@@ -78,12 +78,13 @@ check "completion offers start status stop" test "$complete_st" = "start status 
 step "upgrade with processes running"
 as_tester corralctl start --name up1 -- sleep 1000
 as_tester corralctl start --name up2 --workspace pkg -- sh -c 'while :; do sleep 1; done'
-# "id name state main_pid" of each process, from corralctl --json list
-# (pretty JSON: the fields of each process are 4-space indented lines)
+# "id name state pid" of each process, from corralctl --json list (pretty
+# JSON: each process's fields are 4-space indented lines; pid is null, "-",
+# when it does not run)
 list() {
     as_tester corralctl --json list | awk -F'"' '
         /^    "id":/ {id = $4} /^    "name":/ {name = $4} /^    "state":/ {state = $4}
-        /^    "main_pid":/ {gsub(/[^0-9]/, "", $3); print id, name, state, $3}' | sort
+        /^    "pid":/ {gsub(/[^0-9]/, "", $3); print id, name, state, ($3 == "" ? "-" : $3)}' | sort
 }
 before=$(list); old_agent=$(agent_pid)
 echo "before: agent $old_agent; processes:"; echo "$before"
