@@ -1,7 +1,9 @@
-//! The agent's settings: `corrald.toml` decoded, validated and defaulted.
-//! Every key is optional; an unknown key or a bad value is a startup error
-//! naming the key (serde's `deny_unknown_fields` plus our own range checks).
-//! This module reads one file and the environment; it starts nothing.
+//! The agent's settings: corrald's command line, and `corrald.toml`
+//! decoded, validated and defaulted. Every key is optional; an unknown key
+//! or a bad value is a startup error naming the key (serde's
+//! `deny_unknown_fields` plus our own range checks). [`KEYS`] documents
+//! every key once, for the man page and the example config. This module
+//! reads one file and the environment; it starts nothing.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +31,123 @@ pub enum Mode {
     User,
     System,
 }
+
+/// corrald's command line (here, not in the binary, so that the man page
+/// generator renders the same definition).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "corrald",
+    version,
+    about = "The corral agent: supervises processes as transient systemd scopes and serves org.corral.Supervisor1 on D-Bus."
+)]
+pub struct Args {
+    /// Serve on the session bus with the user's systemd manager (default).
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+    /// Serve on the system bus with the system manager.
+    #[arg(long)]
+    pub system: bool,
+    /// Config file (default: $XDG_CONFIG_HOME/corral/corrald.toml or /etc/corral/corrald.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory for the database, exit records and logs (overrides the config).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// One `corrald.toml` key as users read it in corrald.toml(5) and in the
+/// example config.
+pub struct KeyDoc {
+    pub name: &'static str,
+    /// The default, as TOML (`None`: it depends on the mode, see `default_text`).
+    pub default: Option<&'static str>,
+    /// The default in words, where no single TOML value states it.
+    pub default_text: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every key of `corrald.toml`, in the order the docs list them. A test
+/// checks this list against the parser's fields and defaults.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        name: "state_dir",
+        default: None,
+        default_text: "$XDG_STATE_HOME/corral (~/.local/state/corral) for --user, /var/lib/corral for --system",
+        doc: "Directory of the database, exit records and output logs; an absolute path. --state-dir overrides it.",
+    },
+    KeyDoc {
+        name: "sample_interval",
+        default: Some("10"),
+        default_text: "",
+        doc: "How often usage is sampled; CPU percent is computed over this interval. At least 1s.",
+    },
+    KeyDoc {
+        name: "stop_timeout",
+        default: Some("10"),
+        default_text: "",
+        doc: "Grace period of Stop between SIGTERM and SIGKILL. Greater than 0.",
+    },
+    KeyDoc {
+        name: "retention",
+        default: Some("\"7d\""),
+        default_text: "",
+        doc: "Ended processes, their logs and their events older than this are removed.",
+    },
+    KeyDoc {
+        name: "max_events",
+        default: Some("100000"),
+        default_text: "",
+        doc: "Cap on the number of stored events; the oldest go first. At least 100.",
+    },
+    KeyDoc {
+        name: "log_max_size",
+        default: Some("\"10M\""),
+        default_text: "",
+        doc: "Size at which a process's output log is rotated. At least 4K.",
+    },
+    KeyDoc {
+        name: "log_files",
+        default: Some("5"),
+        default_text: "",
+        doc: "Output log files kept per process, the current one included. At least 1.",
+    },
+    KeyDoc {
+        name: "restart_delay_ms",
+        default: Some("100"),
+        default_text: "",
+        doc: "Default RestartDelayMs: first delay before a restart, in milliseconds.",
+    },
+    KeyDoc {
+        name: "restart_delay_max_ms",
+        default: Some("30000"),
+        default_text: "",
+        doc: "Default RestartDelayMaxMs: the doubling restart delay stops growing here. Not below restart_delay_ms.",
+    },
+    KeyDoc {
+        name: "restart_reset_sec",
+        default: Some("60"),
+        default_text: "",
+        doc: "Default RestartResetSec: a process running this long has its restart delay reset.",
+    },
+    KeyDoc {
+        name: "restart_limit",
+        default: Some("5"),
+        default_text: "",
+        doc: "Default RestartLimit: restarts allowed within restart_limit_interval_sec before the process is failed.",
+    },
+    KeyDoc {
+        name: "restart_limit_interval_sec",
+        default: Some("60"),
+        default_text: "",
+        doc: "Default RestartLimitIntervalSec: the window of restart_limit. Greater than 0.",
+    },
+    KeyDoc {
+        name: "max_processes_per_owner",
+        default: Some("1000"),
+        default_text: "",
+        doc: "Cap on the processes one user may have, ended ones included until removed or pruned; Start beyond it fails with LimitExceeded. At least 1.",
+    },
+];
 
 /// A duration or size written either as a bare number (seconds / bytes)
 /// or as a string with a unit (`"500ms"`, `"7d"`, `"10M"`).
@@ -316,6 +435,42 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(key), "{text}: {err}");
         }
+    }
+
+    /// The fields serde knows for `RawConfig`, read from its unknown-field
+    /// error ("unknown field `x`, expected one of `a`, `b`").
+    fn raw_fields() -> Vec<String> {
+        let err = toml::from_str::<RawConfig>("not_a_key = 1")
+            .unwrap_err()
+            .to_string();
+        let list = err.split("expected one of").nth(1).expect(&err);
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn key_docs_list_every_key_with_its_default() {
+        let documented: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(
+            documented,
+            raw_fields(),
+            "KEYS must list RawConfig's fields in order"
+        );
+        let mut text = String::new();
+        for k in KEYS {
+            match k.default {
+                Some(v) => text.push_str(&format!("{} = {v}\n", k.name)),
+                None => assert!(!k.default_text.is_empty(), "{}: no default given", k.name),
+            }
+        }
+        assert_eq!(
+            parse(&text).unwrap(),
+            parse("").unwrap(),
+            "documented defaults:\n{text}"
+        );
     }
 
     #[test]

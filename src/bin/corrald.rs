@@ -1,30 +1,9 @@
 //! corrald: args -> Config -> daemon::run().
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Parser;
-use corral::config::{Config, Mode};
+use corral::config::{Args, Config, Mode};
 use tokio_util::sync::CancellationToken;
-
-/// The corral agent: supervises processes as transient systemd scopes and
-/// serves org.corral.Supervisor1 on D-Bus.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Serve on the session bus with the user's systemd manager (default).
-    #[arg(long, conflicts_with = "system")]
-    user: bool,
-    /// Serve on the system bus with the system manager.
-    #[arg(long)]
-    system: bool,
-    /// Config file (default: $XDG_CONFIG_HOME/corral/corrald.toml or /etc/corral/corrald.toml).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Directory for the database, exit records and logs (overrides the config).
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-}
 
 fn init_logging() {
     use tracing_subscriber::prelude::*;

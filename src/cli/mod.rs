@@ -17,6 +17,12 @@ use clap::Parser;
 
 use error::CliError;
 
+/// The `corralctl` command line as clap builds it, for the man page and
+/// completion generator (`corral-gen`).
+pub fn command() -> clap::Command {
+    <args::Cli as clap::CommandFactory>::command()
+}
+
 /// Runs `corralctl` with the process's arguments; returns the exit code.
 pub fn run() -> i32 {
     let cli = match args::Cli::try_parse() {
