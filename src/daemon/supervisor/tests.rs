@@ -204,8 +204,17 @@ async fn bed() -> Bed {
 }
 
 async fn bed_on(world: Arc<World>, dir: tempfile::TempDir) -> Bed {
+    bed_with(world, dir, |_| {}).await
+}
+
+async fn bed_with(
+    world: Arc<World>,
+    dir: tempfile::TempDir,
+    tweak: impl FnOnce(&mut Config),
+) -> Bed {
     let mut config = Config::defaults(crate::config::Mode::User).unwrap();
     config.state_dir = dir.path().to_path_buf();
+    tweak(&mut config);
     let settings = Settings {
         config,
         shim: PathBuf::from("/nonexistent/corral-shim"),
@@ -625,4 +634,90 @@ async fn kill_without_a_pidfd_is_busy() {
         .await
         .unwrap();
     assert!(matches!(r, Err(Error::Busy(_))), "{r:?}");
+}
+
+/// Starts `spec` for `uid`.
+async fn start_as(bed: &Bed, uid: u32) -> Result<String, Error> {
+    let spec = Box::new(spec("no", 0));
+    let run_as = RunAs { uid, ..me() };
+    bed.handle
+        .ask(|reply| Command::Start {
+            spec,
+            run_as,
+            reply,
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_owner_cannot_see_or_touch_anothers_process() {
+    let bed = bed().await;
+    let mine = start_as(&bed, 1000).await.unwrap();
+    let theirs = start_as(&bed, 1001).await.unwrap();
+    let access = Access::Owner(1000);
+    let listed = bed
+        .handle
+        .ask(|reply| Command::List {
+            filter: Filter::default(),
+            access,
+            reply,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed.iter().map(|v| v.id.as_str()).collect();
+    assert_eq!(ids, [mine.as_str()]);
+    assert_eq!(listed[0].owner, 1000);
+    // Another owner's process is answered as if it did not exist.
+    let id = theirs.clone();
+    let got = bed
+        .handle
+        .ask(|reply| Command::Get { id, access, reply })
+        .await
+        .unwrap();
+    assert!(matches!(got, Err(Error::NotFound(_))), "{got:?}");
+    let id = theirs.clone();
+    let stopped = bed
+        .send(|reply| Command::Stop { id, access, reply })
+        .await
+        .unwrap();
+    assert!(matches!(stopped, Err(Error::NotFound(_))), "{stopped:?}");
+    assert_eq!(bed.get(&theirs).await.unwrap().state, State::Running);
+    // *Matching acts on the caller's own only.
+    let filter = Filter {
+        workspace: Some("default".into()),
+        ..Default::default()
+    };
+    let stopped = bed
+        .handle
+        .ask(|reply| Command::StopMatching {
+            filter,
+            access,
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped, [mine]);
+    assert_eq!(bed.get(&theirs).await.unwrap().state, State::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_per_owner_cap_counts_ended_processes_and_spares_other_owners() {
+    let bed = bed_with(World::new(), tempfile::tempdir().unwrap(), |c| {
+        c.max_processes_per_owner = 2;
+    })
+    .await;
+    let first = start_as(&bed, 1000).await.unwrap();
+    start_as(&bed, 1000).await.unwrap();
+    bed.exit(bed.run_of(&first), 0).await;
+    bed.wait_state(&first, State::Exited).await;
+    let third = start_as(&bed, 1000).await;
+    assert!(matches!(third, Err(Error::LimitExceeded(_))), "{third:?}");
+    assert_eq!(
+        bed.world.launch_count(),
+        2,
+        "nothing launched for a refused start"
+    );
+    start_as(&bed, 1001).await.unwrap();
 }
