@@ -869,7 +869,7 @@ impl Bench {
         let mut s = spec(stamp_cmd(&self.bins, &file, Some(life), 1));
         s.restart = Some("on-failure".into());
         s.restart_delay_ms = Some(0);
-        s.restart_limit = Some(1_000_000);
+        s.restart_limit = Some(10_000); // the most a spec may ask for
         s.restart_limit_interval_sec = Some(60);
         let (id, _) = self.ctl.mgr.start(s.to_dict()).await?;
         let runs = warm + n + 1;
