@@ -703,4 +703,133 @@ mod tests {
         );
         assert!(Filter::from_dict(dict(vec![("Foo", Value::from("x"))])).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A value of any type a client could put in an `a{sv}`,
+        /// strings with NUL and control bytes included.
+        fn any_value() -> impl Strategy<Value = Value<'static>> {
+            let text = || prop_oneof![any::<String>(), "[a-z/=.\\x00-\\x1f-]{0,12}"];
+            prop_oneof![
+                any::<bool>().prop_map(Value::from),
+                any::<u32>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<i32>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                text().prop_map(Value::from),
+                prop::collection::vec(text(), 0..5).prop_map(Value::from),
+                prop::collection::hash_map(text(), text(), 0..4).prop_map(Value::from),
+                prop::collection::vec(any::<u32>(), 0..4).prop_map(Value::from),
+                text().prop_map(|s| Value::Value(Box::new(Value::from(s)))),
+            ]
+        }
+
+        /// Known keys most of the time, so values get past the key check.
+        fn any_key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => prop::sample::select(StartSpec::KEYS).prop_map(String::from),
+                1 => prop::sample::select(&["Workspace", "Session", "State"][..])
+                    .prop_map(String::from),
+                1 => any::<String>(),
+            ]
+        }
+
+        fn any_dict() -> impl Strategy<Value = HashMap<String, OwnedValue>> {
+            prop::collection::vec((any_key(), any_value()), 0..8)
+                .prop_map(|pairs| owned(pairs.into_iter().collect()))
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9 ./=_\\t\\n\"\\\\-]{1,16}"
+        }
+
+        /// A spec `validate` accepts, of random content.
+        fn valid_spec() -> impl Strategy<Value = StartSpec> {
+            let name = || prop::option::of("[a-z][a-z0-9 ._-]{0,20}");
+            (
+                ("[a-z/.]{0,10}[a-z]", prop::collection::vec(text(), 0..4)),
+                (name(), name(), name(), name()),
+                prop::option::of("/[a-z/]{0,20}"),
+                prop::collection::vec(("[A-Z_]{1,8}", "[ -~]{0,10}"), 0..4),
+                prop::collection::btree_map("[a-z]{1,8}", "[ -~]{0,10}", 0..4),
+                (
+                    prop::option::of(any::<bool>()),
+                    prop::option::of(1..u64::MAX),
+                    prop::option::of(0.01f64..1000.0),
+                    prop::option::of(prop::sample::select(RestartMode::NAMES)),
+                    prop::option::of(0..86_400_000u64),
+                    prop::option::of(1..86_400u32),
+                    prop::option::of(0..10_000u32),
+                ),
+            )
+                .prop_map(|((argv0, args), (n, w, s, u), cwd, env, labels, rest)| {
+                    let (flag, bytes, quota, restart, delay, secs, limit) = rest;
+                    StartSpec {
+                        command: std::iter::once(argv0).chain(args).collect(),
+                        name: n,
+                        workspace: w,
+                        session: s,
+                        user: u,
+                        working_directory: cwd,
+                        environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                        labels,
+                        clean_environment: flag,
+                        persistent: flag.map(|f| !f),
+                        memory_max: bytes,
+                        tasks_max: bytes.map(|b| b % 100_000 + 1),
+                        cpu_quota: quota,
+                        restart: restart.map(String::from),
+                        restart_delay_ms: delay,
+                        restart_delay_max_ms: delay,
+                        restart_reset_sec: secs,
+                        restart_limit: limit,
+                        restart_limit_interval_sec: secs,
+                    }
+                })
+        }
+
+        proptest! {
+            /// Whatever a client sends, decoding answers Ok or an error
+            /// message — never a panic — and what it accepts is valid.
+            #[test]
+            fn any_dict_decodes_or_is_refused_without_panicking(dict in any_dict()) {
+                if let Ok(spec) = StartSpec::from_dict(dict.clone()) {
+                    prop_assert!(spec.validate().is_ok());
+                    prop_assert!(!spec.name_or_default().is_empty());
+                }
+                let _ = Filter::from_dict(dict);
+            }
+
+            #[test]
+            fn valid_specs_round_trip(spec in valid_spec()) {
+                prop_assert_eq!(spec.validate(), Ok(()));
+                let back = StartSpec::from_dict(owned(spec.to_dict()));
+                prop_assert_eq!(back, Ok(spec));
+            }
+
+            #[test]
+            fn filters_round_trip(
+                workspace in prop::option::of(any::<String>()),
+                session in prop::option::of(any::<String>()),
+                state in prop::option::of(prop::sample::select(State::NAMES)),
+            ) {
+                let f = Filter {
+                    workspace,
+                    session,
+                    state: state.and_then(State::parse),
+                };
+                prop_assert_eq!(Filter::from_dict(owned(f.to_dict())), Ok(f));
+            }
+
+            /// `wire_len` never counts less than the JSON the shim reads.
+            #[test]
+            fn wire_len_bounds_the_json_size(s in any::<String>()) {
+                let json = serde_json::to_string(&s).unwrap();
+                prop_assert!(wire_len(&s) >= json.len() - 2);
+            }
+        }
+    }
 }
