@@ -409,7 +409,7 @@ fn any_call(rng: &mut TestRng, ids: &[String]) -> Call {
                 any_path(rng, ids)
             },
             interface: "org.freedesktop.DBus.Properties",
-            member: *pick(rng, &["GetAll", "Set"]),
+            member: pick(rng, &["GetAll", "Set"]),
             body: args(rng),
         },
         _ => Call {
