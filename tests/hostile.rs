@@ -402,16 +402,23 @@ fn any_call(rng: &mut TestRng, ids: &[String]) -> Call {
                 Value::from(nasty_string(rng)),
             ],
         },
-        12 => Call {
-            path: if rng.random_bool(0.5) {
-                ROOT.into()
+        12 => {
+            let member: &'static str = if rng.random_bool(0.5) {
+                "GetAll"
             } else {
-                any_path(rng, ids)
-            },
-            interface: "org.freedesktop.DBus.Properties",
-            member: pick(rng, &["GetAll", "Set"]),
-            body: args(rng),
-        },
+                "Set"
+            };
+            Call {
+                path: if rng.random_bool(0.5) {
+                    ROOT.into()
+                } else {
+                    any_path(rng, ids)
+                },
+                interface: "org.freedesktop.DBus.Properties",
+                member,
+                body: args(rng),
+            }
+        }
         _ => Call {
             path: ROOT.into(),
             interface: "org.freedesktop.DBus.ObjectManager",
