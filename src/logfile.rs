@@ -8,6 +8,7 @@
 //! the shim's own notes. This module must stay free of tokio, zbus and
 //! tracing: the shim links it and has to stay tiny.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -169,32 +170,72 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
     })
 }
 
+/// Which lines of a window a read returns when they do not all fit its
+/// page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The last lines (a tail).
+    Newest,
+    /// The first lines, from `since_us` on: a client reads on from the
+    /// last timestamp it got.
+    Oldest,
+}
+
+/// How much one read may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub max_lines: usize,
+    /// Bytes, counting each line as its text plus [`LINE_OVERHEAD`]. A
+    /// single line over it is still returned, so a read always progresses.
+    pub max_bytes: usize,
+    pub keep: Keep,
+}
+
+/// What a line costs in a page besides its text: about the framing of one
+/// `(tss)` entry of a D-Bus reply, so an empty line is not free.
+pub const LINE_OVERHEAD: usize = 32;
+
 /// Reads records from the log in `dir`, oldest first, returning the last
-/// `max_lines` of those at or after `since_us`.
+/// `max_lines` of those at or after `since_us` (see [`read_page`]).
+pub fn read_lines(
+    dir: &Path,
+    max_lines: Option<usize>,
+    since_us: Option<u64>,
+) -> io::Result<Vec<LogLine>> {
+    let page = Page {
+        max_lines: max_lines.unwrap_or(usize::MAX),
+        max_bytes: usize::MAX,
+        keep: Keep::Newest,
+    };
+    read_page(dir, since_us, page)
+}
+
+/// Reads records from the log in `dir`, oldest first: of those at or
+/// after `since_us`, as many as `page` allows, the newest or the oldest.
 ///
 /// Files are read backwards from the end of `output.log` and older files are
 /// opened only while more lines are needed, so a small `max_lines` on a big
-/// log stays cheap. Lines are assumed to be in time order: reading stops at
+/// log stays cheap (`Keep::Oldest` reads the whole window, holding no more
+/// than a page). Lines are assumed to be in time order: reading stops at
 /// the first well-formed line older than `since_us` (a wall-clock step back
 /// can hide lines written before the step). Malformed lines come back as
 /// stream `?`, ts 0, and are kept if they lie after that cut. A missing
 /// directory is an empty log (a process that never started has none).
 /// A rotation racing with the read may duplicate or skip lines at a file
 /// boundary; callers that follow the log live re-read from a timestamp.
-pub fn read_lines(
-    dir: &Path,
-    max_lines: Option<usize>,
-    since_us: Option<u64>,
-) -> io::Result<Vec<LogLine>> {
-    let mut out = Vec::new();
-    if max_lines == Some(0) {
-        return Ok(out);
+pub fn read_page(dir: &Path, since_us: Option<u64>, page: Page) -> io::Result<Vec<LogLine>> {
+    // Newest first while reading backwards.
+    let mut out: VecDeque<LogLine> = VecDeque::new();
+    if page.max_lines == 0 {
+        return Ok(Vec::new());
     }
     let files = match list_files(dir) {
         Ok(files) => files,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let cost = |l: &LogLine| l.text.len() + LINE_OVERHEAD;
+    let mut bytes = 0usize;
     for path in files {
         let opened = OpenOptions::new()
             .read(true)
@@ -213,15 +254,33 @@ pub fn read_lines(
                     return false;
                 }
             }
-            out.push(line);
-            max_lines.is_none_or(|max| out.len() < max)
+            let c = cost(&line);
+            match page.keep {
+                Keep::Newest => {
+                    if !out.is_empty() && bytes.saturating_add(c) > page.max_bytes {
+                        return false;
+                    }
+                    bytes += c;
+                    out.push_back(line);
+                    out.len() < page.max_lines
+                }
+                Keep::Oldest => {
+                    bytes += c;
+                    out.push_back(line);
+                    while out.len() > 1 && (out.len() > page.max_lines || bytes > page.max_bytes) {
+                        if let Some(newest) = out.pop_front() {
+                            bytes -= cost(&newest);
+                        }
+                    }
+                    true
+                }
+            }
         })?;
         if !more {
             break;
         }
     }
-    out.reverse();
-    Ok(out)
+    Ok(out.into_iter().rev().collect())
 }
 
 fn decode_line(raw: &[u8]) -> LogLine {
@@ -579,6 +638,70 @@ mod tests {
         assert_eq!(read_lines(dir.path(), Some(0), None).unwrap(), vec![]);
     }
 
+    /// Hardening: a page is bounded in lines and bytes; `Keep::Newest`
+    /// is the tail, `Keep::Oldest` the head of the window, and reading on
+    /// from the last timestamp (skipping the lines already had at it)
+    /// returns every line exactly once, even with many lines sharing a
+    /// timestamp.
+    #[test]
+    fn pages_are_bounded_and_paging_from_the_last_timestamp_reads_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = LogWriter::open(dir.path(), 1 << 20, 4).unwrap();
+        // 3000 lines, ten per timestamp.
+        for i in 0..3000u64 {
+            w.push_line(b'o', 1 + i / 10, format!("{i:04}").as_bytes())
+                .unwrap();
+        }
+        w.flush().unwrap();
+        let cost = 4 + LINE_OVERHEAD;
+        let tail = Page {
+            max_lines: 500,
+            max_bytes: 300 * cost,
+            keep: Keep::Newest,
+        };
+        let got = read_page(dir.path(), None, tail).unwrap();
+        assert_eq!(got.len(), 300, "the byte bound cuts before the line bound");
+        assert_eq!(got.last().unwrap().text, "2999");
+        let head = Page {
+            max_lines: 1000,
+            max_bytes: 777 * cost,
+            keep: Keep::Oldest,
+        };
+        let got = read_page(dir.path(), None, head).unwrap();
+        assert_eq!(got.len(), 777);
+        assert_eq!(got[0].text, "0000");
+        // Page through: ask from the last timestamp, skip what was seen.
+        let mut seen: Vec<String> = Vec::new();
+        let mut since = 0u64;
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            let rows = read_page(dir.path(), Some(since), head).unwrap();
+            let at_since = seen
+                .iter()
+                .rev()
+                .take_while(|t| 1 + t.parse::<u64>().unwrap() / 10 == since)
+                .count();
+            let mut skip = at_since;
+            let new: Vec<LogLine> = rows
+                .into_iter()
+                .filter(|l| {
+                    let again = l.ts_us == since && skip > 0;
+                    skip -= usize::from(again);
+                    !again
+                })
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            since = new.last().unwrap().ts_us;
+            seen.extend(new.into_iter().map(|l| l.text));
+        }
+        let want: Vec<String> = (0..3000).map(|i| format!("{i:04}")).collect();
+        assert_eq!(seen, want);
+        assert_eq!(calls, 5, "3000 lines in pages of 777, then one empty");
+    }
+
     #[test]
     fn read_lines_spans_read_chunks() {
         // Lines longer than READ_CHUNK / k make lines straddle chunk
@@ -677,5 +800,69 @@ mod tests {
         let lines = read_lines(dir.path(), None, None).unwrap();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].text, "real");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_page() -> impl Strategy<Value = Page> {
+            (0..50usize, 0..2000usize, any::<bool>()).prop_map(|(max_lines, max_bytes, oldest)| {
+                Page {
+                    max_lines,
+                    max_bytes,
+                    keep: if oldest { Keep::Oldest } else { Keep::Newest },
+                }
+            })
+        }
+
+        proptest! {
+            /// Whatever bytes a log file holds (a damaged disk, a stray
+            /// write), reading it answers lines — never a panic — within
+            /// the page's bounds.
+            #[test]
+            fn any_log_file_reads_without_panicking_within_bounds(
+                bytes in prop::collection::vec(any::<u8>(), 0..4096),
+                since in prop::option::of(any::<u64>()),
+                page in any_page(),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+                let lines = read_page(dir.path(), since, page).unwrap();
+                prop_assert!(lines.len() <= page.max_lines);
+                let cost: usize = lines.iter().map(|l| l.text.len() + LINE_OVERHEAD).sum();
+                prop_assert!(lines.len() <= 1 || cost <= page.max_bytes);
+                let _ = parse_line(&String::from_utf8_lossy(&bytes));
+            }
+
+            /// Lines written are read back as written, in order, with
+            /// their stream and time, across rotations.
+            #[test]
+            fn written_lines_read_back(
+                lines in prop::collection::vec(
+                    (prop::sample::select(&[b'o', b'e', b's'][..]), "[^\n]{0,40}"),
+                    0..60,
+                ),
+                max_bytes in 200u64..4000,
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let mut w = LogWriter::open(dir.path(), max_bytes, 1000).unwrap();
+                for (i, (stream, text)) in lines.iter().enumerate() {
+                    w.push_line(*stream, i as u64, text.as_bytes()).unwrap();
+                }
+                w.flush().unwrap();
+                let got: Vec<(u64, char, String)> = read_lines(dir.path(), None, None)
+                    .unwrap()
+                    .into_iter()
+                    .map(|l| (l.ts_us, l.stream, l.text))
+                    .collect();
+                let want: Vec<(u64, char, String)> = lines
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (stream, text))| (i as u64, char::from(stream), text))
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+        }
     }
 }

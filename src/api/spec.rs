@@ -11,8 +11,39 @@ use zbus::zvariant::{OwnedValue, Type, Value};
 use super::{RestartMode, State, WireValue};
 
 /// Longest name, workspace or session we accept (bytes); unit names are
-/// limited to 255 bytes and these end up inside them.
+/// limited to 255 bytes and these end up inside them. Also the longest
+/// `Labels` key.
 pub const MAX_LABEL_LEN: usize = 128;
+
+/// Most `Command` arguments, and most `Environment` entries.
+pub const MAX_ARGS: usize = 4096;
+
+/// `Command`, `Environment` and `WorkingDirectory` together, in bytes as
+/// they travel to the shim ([`wire_len`]). The shim reads a spec line of
+/// at most 1 MiB (`shim::protocol::MAX_CONTROL_LINE`); the other half is
+/// for the agent's own environment, the JSON around the strings and the
+/// paths corrald adds, so a spec that passes `validate` always fits.
+pub const MAX_PAYLOAD: usize = 512 * 1024;
+
+/// Longest `WorkingDirectory` (Linux's `PATH_MAX`).
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Most `Labels`, and the longest label value (bytes).
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_VALUE_LEN: usize = 4096;
+
+/// The size of `s` as a JSON string's contents, or more: the spec reaches
+/// the shim as JSON, where a control character may take 6 bytes (`\u0001`)
+/// and `"` or `\\` take 2. An upper bound is enough to keep the line short.
+pub fn wire_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            0..=0x1f => 6,
+            b'"' | b'\\' => 2,
+            _ => 1,
+        })
+        .sum()
+}
 
 /// Defines `StartSpec` from its rows: each optional key's field, type and
 /// D-Bus key, so decoding, encoding and the key list come from one place.
@@ -193,16 +224,46 @@ impl StartSpec {
         Ok(spec)
     }
 
+    /// The process's name: `Name`, or the basename of `argv[0]` (the whole
+    /// `argv[0]` if that ends in `/`).
+    pub fn name_or_default(&self) -> &str {
+        if let Some(n) = &self.name {
+            return n;
+        }
+        let argv0 = self.command.first().map(String::as_str).unwrap_or("");
+        argv0
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(argv0)
+    }
+
     /// Checks everything that can be checked without touching the system.
     pub fn validate(&self) -> Result<(), String> {
         if self.command.is_empty() {
             return Err("Command: must not be empty".into());
         }
+        if self.command.len() > MAX_ARGS {
+            return Err(format!(
+                "Command: {} arguments, more than {MAX_ARGS}",
+                self.command.len()
+            ));
+        }
+        if self.environment.len() > MAX_ARGS {
+            return Err(format!(
+                "Environment: {} entries, more than {MAX_ARGS}",
+                self.environment.len()
+            ));
+        }
         for (i, arg) in self.command.iter().enumerate() {
             check_text(&format!("Command[{i}]"), arg, i > 0)?;
         }
-        if let Some(n) = &self.name {
-            check_label("Name", n)?;
+        match &self.name {
+            Some(n) => check_label("Name", n)?,
+            // The default name becomes a unit name and a label like a
+            // given one; set `Name` when `argv[0]` does not make one.
+            None => check_label("Name", self.name_or_default())
+                .map_err(|e| format!("{e} (derived from Command[0]; set Name)"))?,
         }
         if let Some(w) = &self.workspace {
             check_label("Workspace", w)?;
@@ -215,9 +276,26 @@ impl StartSpec {
         }
         if let Some(d) = &self.working_directory {
             check_text("WorkingDirectory", d, false)?;
+            if d.len() > MAX_PATH_LEN {
+                return Err(format!(
+                    "WorkingDirectory: longer than {MAX_PATH_LEN} bytes"
+                ));
+            }
             if !d.starts_with('/') {
                 return Err(format!("WorkingDirectory: '{d}' is not an absolute path"));
             }
+        }
+        let payload: usize = self
+            .command
+            .iter()
+            .chain(&self.environment)
+            .chain(&self.working_directory)
+            .map(|s| wire_len(s))
+            .sum();
+        if payload > MAX_PAYLOAD {
+            return Err(format!(
+                "Command, Environment and WorkingDirectory: {payload} bytes together, more than {MAX_PAYLOAD}"
+            ));
         }
         for e in &self.environment {
             check_text("Environment", e, false)?;
@@ -226,9 +304,20 @@ impl StartSpec {
                 _ => return Err(format!("Environment: '{e}' is not KEY=VALUE")),
             }
         }
+        if self.labels.len() > MAX_LABELS {
+            return Err(format!(
+                "Labels: {} labels, more than {MAX_LABELS}",
+                self.labels.len()
+            ));
+        }
         for (k, v) in &self.labels {
             check_label("Labels key", k)?;
             check_text("Labels value", v, true)?;
+            if v.len() > MAX_LABEL_VALUE_LEN {
+                return Err(format!(
+                    "Labels value of '{k}': longer than {MAX_LABEL_VALUE_LEN} bytes"
+                ));
+            }
         }
         if self.memory_max == Some(0) {
             return Err("MemoryMax: must be greater than 0".into());
@@ -493,6 +582,113 @@ mod tests {
         assert!(StartSpec::from_dict(at_the_bounds).is_ok());
     }
 
+    /// Hardening: every list and string of a spec is bounded, at the
+    /// bound accepted and one past it refused naming the key — the
+    /// derived default name included.
+    #[test]
+    fn spec_sizes_are_bounded() {
+        let ok = || StartSpec::new(vec!["true".into()]);
+        let at_bounds = StartSpec {
+            command: vec!["a".into(); MAX_ARGS],
+            environment: vec!["K=v".into(); MAX_ARGS],
+            name: Some("n".repeat(MAX_LABEL_LEN)),
+            workspace: Some("w".repeat(MAX_LABEL_LEN)),
+            session: Some("s".repeat(MAX_LABEL_LEN)),
+            working_directory: Some(format!("/{}", "d".repeat(MAX_PATH_LEN - 1))),
+            labels: (0..MAX_LABELS)
+                .map(|i| (format!("{i:0>128}"), "v".repeat(MAX_LABEL_VALUE_LEN)))
+                .collect(),
+            ..ok()
+        };
+        at_bounds.validate().unwrap();
+        let big = "x".repeat(MAX_PAYLOAD / 2);
+        let cases: Vec<(StartSpec, &str)> = vec![
+            (
+                StartSpec::new(vec!["a".into(); MAX_ARGS + 1]),
+                "Command: 4097 arguments, more than 4096",
+            ),
+            (
+                StartSpec {
+                    environment: vec!["K=v".into(); MAX_ARGS + 1],
+                    ..ok()
+                },
+                "Environment: 4097 entries, more than 4096",
+            ),
+            (
+                StartSpec {
+                    environment: vec![format!("K={big}")],
+                    command: vec!["true".into(), big.clone()],
+                    ..ok()
+                },
+                "Command, Environment and WorkingDirectory: 524294 bytes together, more than 524288",
+            ),
+            // Control characters count as their JSON escapes.
+            (
+                StartSpec::new(vec!["true".into(), "\u{1}".repeat(MAX_PAYLOAD / 6 + 1)]),
+                "Command, Environment and WorkingDirectory: 524296 bytes",
+            ),
+            (
+                StartSpec {
+                    working_directory: Some(format!("/{}", "d".repeat(MAX_PATH_LEN))),
+                    ..ok()
+                },
+                "WorkingDirectory: longer than 4096 bytes",
+            ),
+            (
+                StartSpec {
+                    labels: (0..=MAX_LABELS).map(|i| (i.to_string(), String::new())).collect(),
+                    ..ok()
+                },
+                "Labels: 65 labels, more than 64",
+            ),
+            (
+                StartSpec {
+                    labels: [("k".repeat(MAX_LABEL_LEN + 1), String::new())].into(),
+                    ..ok()
+                },
+                "Labels key: longer than 128 bytes",
+            ),
+            (
+                StartSpec {
+                    labels: [("k".into(), "v".repeat(MAX_LABEL_VALUE_LEN + 1))].into(),
+                    ..ok()
+                },
+                "Labels value of 'k': longer than 4096 bytes",
+            ),
+            (
+                StartSpec {
+                    session: Some("s".repeat(MAX_LABEL_LEN + 1)),
+                    ..ok()
+                },
+                "Session: longer than 128 bytes",
+            ),
+            (
+                StartSpec::new(vec![format!("/bin/{}", "n".repeat(MAX_LABEL_LEN + 1))]),
+                "Name: longer than 128 bytes (derived from Command[0]; set Name)",
+            ),
+            (
+                StartSpec::new(vec!["./a\u{1b}[2J".into()]),
+                "Name: contains a control character (derived from Command[0]; set Name)",
+            ),
+        ];
+        for (spec, want) in cases {
+            let err = spec.validate().unwrap_err();
+            assert!(err.starts_with(want), "got {err:?}, want prefix {want:?}");
+        }
+        // A long argv[0] is fine with a Name.
+        let mut named = StartSpec::new(vec![format!("/bin/{}", "n".repeat(200))]);
+        named.name = Some("short".into());
+        named.validate().unwrap();
+        assert_eq!(
+            StartSpec::new(vec!["/usr/bin/env".into()]).name_or_default(),
+            "env"
+        );
+        assert_eq!(
+            StartSpec::new(vec!["dir/".into()]).name_or_default(),
+            "dir/"
+        );
+    }
+
     #[test]
     fn filter_is_strict_and_matches() {
         let f = Filter::from_dict(dict(vec![("Workspace", Value::from("w"))])).unwrap();
@@ -506,5 +702,134 @@ mod tests {
             "State: 'zombie' is not one of starting, running, stopping, stopped, exited, failed"
         );
         assert!(Filter::from_dict(dict(vec![("Foo", Value::from("x"))])).is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A value of any type a client could put in an `a{sv}`,
+        /// strings with NUL and control bytes included.
+        fn any_value() -> impl Strategy<Value = Value<'static>> {
+            let text = || prop_oneof![any::<String>(), "[a-z/=.\\x00-\\x1f-]{0,12}"];
+            prop_oneof![
+                any::<bool>().prop_map(Value::from),
+                any::<u32>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<i32>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                text().prop_map(Value::from),
+                prop::collection::vec(text(), 0..5).prop_map(Value::from),
+                prop::collection::hash_map(text(), text(), 0..4).prop_map(Value::from),
+                prop::collection::vec(any::<u32>(), 0..4).prop_map(Value::from),
+                text().prop_map(|s| Value::Value(Box::new(Value::from(s)))),
+            ]
+        }
+
+        /// Known keys most of the time, so values get past the key check.
+        fn any_key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => prop::sample::select(StartSpec::KEYS).prop_map(String::from),
+                1 => prop::sample::select(&["Workspace", "Session", "State"][..])
+                    .prop_map(String::from),
+                1 => any::<String>(),
+            ]
+        }
+
+        fn any_dict() -> impl Strategy<Value = HashMap<String, OwnedValue>> {
+            prop::collection::vec((any_key(), any_value()), 0..8)
+                .prop_map(|pairs| owned(pairs.into_iter().collect()))
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9 ./=_\\t\\n\"\\\\-]{1,16}"
+        }
+
+        /// A spec `validate` accepts, of random content.
+        fn valid_spec() -> impl Strategy<Value = StartSpec> {
+            let name = || prop::option::of("[a-z][a-z0-9 ._-]{0,20}");
+            (
+                ("[a-z/.]{0,10}[a-z]", prop::collection::vec(text(), 0..4)),
+                (name(), name(), name(), name()),
+                prop::option::of("/[a-z/]{0,20}"),
+                prop::collection::vec(("[A-Z_]{1,8}", "[ -~]{0,10}"), 0..4),
+                prop::collection::btree_map("[a-z]{1,8}", "[ -~]{0,10}", 0..4),
+                (
+                    prop::option::of(any::<bool>()),
+                    prop::option::of(1..u64::MAX),
+                    prop::option::of(0.01f64..1000.0),
+                    prop::option::of(prop::sample::select(RestartMode::NAMES)),
+                    prop::option::of(0..86_400_000u64),
+                    prop::option::of(1..86_400u32),
+                    prop::option::of(0..10_000u32),
+                ),
+            )
+                .prop_map(|((argv0, args), (n, w, s, u), cwd, env, labels, rest)| {
+                    let (flag, bytes, quota, restart, delay, secs, limit) = rest;
+                    StartSpec {
+                        command: std::iter::once(argv0).chain(args).collect(),
+                        name: n,
+                        workspace: w,
+                        session: s,
+                        user: u,
+                        working_directory: cwd,
+                        environment: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                        labels,
+                        clean_environment: flag,
+                        persistent: flag.map(|f| !f),
+                        memory_max: bytes,
+                        tasks_max: bytes.map(|b| b % 100_000 + 1),
+                        cpu_quota: quota,
+                        restart: restart.map(String::from),
+                        restart_delay_ms: delay,
+                        restart_delay_max_ms: delay,
+                        restart_reset_sec: secs,
+                        restart_limit: limit,
+                        restart_limit_interval_sec: secs,
+                    }
+                })
+        }
+
+        proptest! {
+            /// Whatever a client sends, decoding answers Ok or an error
+            /// message — never a panic — and what it accepts is valid.
+            #[test]
+            fn any_dict_decodes_or_is_refused_without_panicking(dict in any_dict()) {
+                if let Ok(spec) = StartSpec::from_dict(dict.clone()) {
+                    prop_assert!(spec.validate().is_ok());
+                    prop_assert!(!spec.name_or_default().is_empty());
+                }
+                let _ = Filter::from_dict(dict);
+            }
+
+            #[test]
+            fn valid_specs_round_trip(spec in valid_spec()) {
+                prop_assert_eq!(spec.validate(), Ok(()));
+                let back = StartSpec::from_dict(owned(spec.to_dict()));
+                prop_assert_eq!(back, Ok(spec));
+            }
+
+            #[test]
+            fn filters_round_trip(
+                workspace in prop::option::of(any::<String>()),
+                session in prop::option::of(any::<String>()),
+                state in prop::option::of(prop::sample::select(State::NAMES)),
+            ) {
+                let f = Filter {
+                    workspace,
+                    session,
+                    state: state.and_then(State::parse),
+                };
+                prop_assert_eq!(Filter::from_dict(owned(f.to_dict())), Ok(f));
+            }
+
+            /// `wire_len` never counts less than the JSON the shim reads.
+            #[test]
+            fn wire_len_bounds_the_json_size(s in any::<String>()) {
+                let json = serde_json::to_string(&s).unwrap();
+                prop_assert!(wire_len(&s) >= json.len() - 2);
+            }
+        }
     }
 }

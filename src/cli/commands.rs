@@ -467,10 +467,26 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
         .await
         .map_err(ctx.call_err())?;
     emit_logs(&rows, a, ctx.json)?;
+    let mut cursor = Cursor::new(since, &rows);
+    // `-n 0` is every kept line: the agent answers those a page at a time
+    // (README "Logs"), so read on from the last one until nothing is new.
+    if a.lines == 0 {
+        loop {
+            let rows = ctx
+                .manager
+                .logs(&target.id, 0, cursor.last_us)
+                .await
+                .map_err(ctx.call_err())?;
+            let new = cursor.fresh(rows);
+            if new.is_empty() {
+                break;
+            }
+            emit_logs(&new, a, ctx.json)?;
+        }
+    }
     if !a.follow {
         return Ok(());
     }
-    let mut cursor = Cursor::new(since, &rows);
     let process = ctx.process(&target.id).await?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);

@@ -66,6 +66,86 @@ impl Manager {
     }
 }
 
+/// The largest `List` reply sent whole (bytes, estimated).
+const LIST_MAX_BYTES: usize = 16 << 20;
+
+/// How much of `Command` and of `Labels` each entry of a larger `List`
+/// keeps (bytes); the process object's properties still have them whole.
+const LIST_FIELD_BYTES: usize = 4096;
+
+/// A `List` reply that fits a D-Bus message whatever the specs: one
+/// caller's processes at the spec bounds (512 KiB of command, 256 KiB of
+/// labels each) would make a reply far over the bus's limit and every
+/// `corralctl list` of that user — or of root — fail. Past
+/// [`LIST_MAX_BYTES`] each entry's command and labels are cut to
+/// [`LIST_FIELD_BYTES`], about 14 KiB an entry at worst, ~14 MiB for the
+/// default `max_processes_per_owner` of 1000.
+fn fit_list(mut views: Vec<api::ProcessView>) -> Vec<api::ProcessView> {
+    let size: usize = views.iter().map(entry_bytes).sum();
+    if size <= LIST_MAX_BYTES {
+        return views;
+    }
+    for v in &mut views {
+        cut_command(&mut v.command, LIST_FIELD_BYTES);
+        // Labels in key order while their keys fit, values cut to what
+        // is left.
+        let mut budget = LIST_FIELD_BYTES;
+        v.labels.retain(|k, val| {
+            let Some(left) = budget.checked_sub(k.len()) else {
+                budget = 0;
+                return false;
+            };
+            cut(val, left);
+            budget = left.saturating_sub(val.len());
+            true
+        });
+    }
+    views
+}
+
+/// About what one entry costs in a reply: its strings plus the fixed part.
+fn entry_bytes(v: &api::ProcessView) -> usize {
+    const FIXED: usize = 1024;
+    let strings = [&v.name, &v.working_directory, &v.workspace, &v.session]
+        .into_iter()
+        .chain([&v.unit, &v.control_group])
+        .map(|s| s.len());
+    FIXED
+        + strings.sum::<usize>()
+        + v.command.iter().map(|a| a.len() + 8).sum::<usize>()
+        + v.labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum::<usize>()
+}
+
+/// Keeps whole arguments while they fit `budget` bytes; the first that
+/// does not is [`cut`] and ends the command.
+fn cut_command(command: &mut Vec<String>, mut budget: usize) {
+    for i in 0..command.len() {
+        if command[i].len() > budget {
+            cut(&mut command[i], budget);
+            command.truncate(i + 1);
+            return;
+        }
+        budget -= command[i].len();
+    }
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary, marking the
+/// cut with `…` (which is not counted).
+fn cut(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+}
+
 fn filter(dict: HashMap<String, OwnedValue>) -> Result<Filter, Error> {
     Filter::from_dict(dict).map_err(Error::InvalidArgument)
 }
@@ -116,7 +196,7 @@ impl Manager {
             })
             .await
             .ok_or_else(gone)?;
-        Ok(views.iter().map(|v| v.to_dict()).collect())
+        Ok(fit_list(views).iter().map(|v| v.to_dict()).collect())
     }
 
     /// StopMatching(a{sv} filter) -> as
@@ -159,7 +239,8 @@ impl Manager {
         limit: u32,
     ) -> Result<Vec<(u64, String, String, String)>, Error> {
         let id = Some(id).filter(|s| !s.is_empty());
-        let limit = if limit == 0 { 1000 } else { limit.min(100_000) };
+        // At most 10,000 rows of at most 1 KiB of detail: a reply of ~10 MiB.
+        let limit = if limit == 0 { 1000 } else { limit.min(10_000) };
         let caller = self.ctx.auth.caller(&hdr).await?;
         let access = self.ctx.auth.access(&caller).await;
         let rows = self
@@ -227,5 +308,47 @@ impl Manager {
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(command: Vec<String>, labels: usize) -> api::ProcessView {
+        let mut v = api::ProcessView::from_dict(Default::default());
+        v.command = command;
+        v.labels = (0..labels)
+            .map(|i| (format!("{i:0>128}"), "v".repeat(4096)))
+            .collect();
+        v
+    }
+
+    /// Hardening: a list of processes at the spec bounds would not fit a
+    /// D-Bus message; each entry's command and labels are cut so it does,
+    /// while a list that fits is sent untouched.
+    #[test]
+    fn a_list_of_giant_entries_is_cut_to_fit_and_a_small_one_is_whole() {
+        let small = vec![view(vec!["java".into(), "x".repeat(100_000)], 3); 10];
+        assert_eq!(fit_list(small.clone()), small);
+        let mut command = vec!["a\u{e9}".repeat(2000); 100];
+        // Leaves 1097 bytes for the second: inside an `é`.
+        command[0] = "b".repeat(2999);
+        let giant = view(command, 64);
+        let cut = fit_list(vec![giant; 1000]);
+        let total: usize = cut.iter().map(entry_bytes).sum();
+        assert!(total <= LIST_MAX_BYTES, "{total}");
+        let first = &cut[0];
+        assert_eq!(first.command.len(), 2);
+        assert_eq!(first.command[0].len(), 2999);
+        assert_eq!(
+            first.command[1],
+            format!("{}…", "a\u{e9}".repeat(365) + "a")
+        );
+        assert!(first.command.concat().len() <= LIST_FIELD_BYTES + '…'.len_utf8());
+        // The first label whole but for the end of its value, then what fits.
+        let label_bytes: usize = first.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(label_bytes <= LIST_FIELD_BYTES + 32 * '…'.len_utf8());
+        assert!(first.labels.values().next().unwrap().ends_with('…'));
     }
 }

@@ -194,6 +194,23 @@ pub enum RunChange {
 /// One event row: (time µs, process id, kind, detail).
 pub type EventRow = (u64, u64, String, String);
 
+/// Longest event detail kept (bytes): details quote commands and error
+/// messages, which a client can make as long as a spec allows.
+pub const MAX_EVENT_DETAIL: usize = 1024;
+
+/// `detail` cut to [`MAX_EVENT_DETAIL`] bytes at a character boundary,
+/// ending in `…` when cut.
+fn clip(detail: &str) -> std::borrow::Cow<'_, str> {
+    if detail.len() <= MAX_EVENT_DETAIL {
+        return detail.into();
+    }
+    let mut end = MAX_EVENT_DETAIL - '…'.len_utf8();
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &detail[..end]).into()
+}
+
 /// Callers stamp rows with this clock.
 pub use crate::clock::now_us;
 
@@ -309,7 +326,7 @@ impl Db {
                 process_id as i64,
                 run_id.map(|r| r as i64),
                 kind,
-                detail
+                clip(detail)
             ],
         )?;
         Ok(())
@@ -348,7 +365,7 @@ impl Db {
         )?;
         tx.execute(
             "INSERT INTO events (at, process_id, run_id, kind, detail, owner) VALUES (?1, ?2, ?3, 'created', ?4, (SELECT owner FROM processes WHERE id = ?2))",
-            params![at as i64, id as i64, run as i64, format!("{} in workspace {workspace}", config.command.join(" "))],
+            params![at as i64, id as i64, run as i64, clip(&format!("{} in workspace {workspace}", config.command.join(" ")))],
         )?;
         tx.commit()?;
         Ok((ProcessId(id), RunId(run), unit))
@@ -411,7 +428,7 @@ impl Db {
         )?;
         tx.execute(
             "INSERT INTO events (at, process_id, run_id, kind, detail, owner) VALUES (?1, ?2, ?3, 'state', ?4, (SELECT owner FROM processes WHERE id = ?2))",
-            params![at, pid, run.0 as i64, format!("{} -> {} ({})", c.old, c.new, c.why)],
+            params![at, pid, run.0 as i64, clip(&format!("{} -> {} ({})", c.old, c.new, c.why))],
         )?;
         tx.commit()?;
         Ok(run)
@@ -435,7 +452,7 @@ impl Db {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO events (at, process_id, kind, detail, owner) VALUES (?1, ?2, 'removed', ?3, (SELECT owner FROM processes WHERE id = ?2))",
-            params![at as i64, process_id as i64, why],
+            params![at as i64, process_id as i64, clip(why)],
         )?;
         tx.execute(
             "DELETE FROM processes WHERE id = ?1",
@@ -520,12 +537,29 @@ impl Db {
                 r.get::<_, i64>(0)? as u64,
                 r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64,
                 r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
+                // Rows written before details were clipped.
+                clip(&r.get::<_, String>(3)?).into_owned(),
             ))
         })?;
         let mut v = rows.collect::<std::result::Result<Vec<_>, _>>()?;
         v.reverse();
         Ok(v)
+    }
+
+    /// Keeps at most `max` events from now on: every insert (whichever
+    /// statement makes it) deletes the rows `max` or more behind it, so a
+    /// flood of events cannot grow the table until the next retention
+    /// pass. A TEMP trigger lives with this connection only, so the
+    /// configured bound is never written into the database's schema.
+    pub fn cap_events(&mut self, max: u64) -> Result<()> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.conn.execute_batch(&format!(
+            "DROP TRIGGER IF EXISTS temp.events_cap;
+             CREATE TEMP TRIGGER events_cap AFTER INSERT ON main.events BEGIN
+                 DELETE FROM events WHERE id <= NEW.id - {max};
+             END;"
+        ))?;
+        Ok(())
     }
 
     /// Retention: ended processes older than `cutoff` (µs) and events beyond
@@ -955,5 +989,37 @@ mod tests {
         let left: Vec<ProcessId> = db.load_all().unwrap().iter().map(|(p, _)| p.id).collect();
         assert_eq!(left, vec![live]);
         assert!(db.events(None, None, 1000).unwrap().len() <= 100);
+    }
+
+    /// Hardening: `max_events` holds at every insert, not only after the
+    /// periodic retention pass, and a long detail is clipped at a character
+    /// boundary on the way in.
+    #[test]
+    fn events_are_capped_on_insert_and_details_clipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("c.db")).unwrap();
+        db.cap_events(100).unwrap();
+        // Again, as a restarted agent with another config would.
+        db.cap_events(50).unwrap();
+        let (id, run, _) = db
+            .insert_process(&new(1000, "p", "w"), |i| i.to_string(), 1)
+            .unwrap();
+        for i in 0..300 {
+            db.add_event(id, Some(run), "note", &i.to_string(), 10 + i)
+                .unwrap();
+        }
+        let rows = db.events(None, None, 1000).unwrap();
+        assert_eq!(rows.len(), 50);
+        assert_eq!(rows.last().unwrap().3, "299");
+        let count: i64 = db
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 50);
+        let long = "é".repeat(MAX_EVENT_DETAIL);
+        db.add_event(id, None, "note", &long, 400).unwrap();
+        let detail = db.events(Some(id), None, 1).unwrap().remove(0).3;
+        assert!(detail.len() <= MAX_EVENT_DETAIL && detail.ends_with('…'));
+        assert!(long.starts_with(detail.trim_end_matches('…')));
     }
 }

@@ -293,6 +293,8 @@ async fn spawn(
     host: Host,
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<(Handle, tokio::task::JoinHandle<()>, mpsc::Sender<Msg>), Error> {
+    let max_events = settings.config.max_events;
+    store.call(move |db| db.cap_events(max_events)).await?;
     let (tx, rx) = mpsc::channel(1024);
     let mut sup = Supervisor {
         logs_dir: settings.config.state_dir.join("logs"),
@@ -460,9 +462,8 @@ impl Supervisor {
                 Ok(pid) => {
                     let dir = self.logs_dir.join(pid.to_string());
                     tokio::task::spawn_blocking(move || {
-                        let max = (lines > 0).then_some(lines as usize);
                         let since = (since_us > 0).then_some(since_us);
-                        let r = crate::logfile::read_lines(&dir, max, since)
+                        let r = crate::logfile::read_page(&dir, since, logs_page(lines))
                             .or_else(|e| {
                                 if e.kind() == std::io::ErrorKind::NotFound {
                                     Ok(vec![])
@@ -527,6 +528,36 @@ impl Supervisor {
         self.host.clock.now_us()
     }
 }
+
+/// What one `Logs` reply may hold (README "Logs"): `lines` > 0 asks for
+/// the tail, at most [`LOGS_MAX_LINES`]; `lines` = 0 for everything from
+/// `since_us` on, a page at a time, the client reading on from the last
+/// timestamp it got. Both stop at [`LOGS_MAX_BYTES`]. The head page has
+/// no line bound of its own: lines of one shim read share a timestamp
+/// (up to 64 KiB of empty lines), and a page must hold all of them or a
+/// client reading on from that timestamp would never get past it.
+fn logs_page(lines: u32) -> crate::logfile::Page {
+    use crate::logfile::{Keep, Page};
+    match lines {
+        0 => Page {
+            max_lines: usize::MAX,
+            max_bytes: LOGS_MAX_BYTES,
+            keep: Keep::Oldest,
+        },
+        n => Page {
+            max_lines: (n as usize).min(LOGS_MAX_LINES),
+            max_bytes: LOGS_MAX_BYTES,
+            keep: Keep::Newest,
+        },
+    }
+}
+
+/// Most lines of a `Logs` tail.
+const LOGS_MAX_LINES: usize = 10_000;
+
+/// Most bytes of a `Logs` reply, each line counted with its framing
+/// (`logfile::LINE_OVERHEAD`).
+const LOGS_MAX_BYTES: usize = 4 << 20;
 
 fn not_found(id: ProcessId) -> Error {
     Error::NotFound(format!("no process with id '{id}'"))

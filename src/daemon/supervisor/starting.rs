@@ -66,15 +66,7 @@ impl Supervisor {
             ))));
             return;
         }
-        let name = spec.name.clone().unwrap_or_else(|| {
-            let argv0 = &spec.command[0];
-            argv0
-                .rsplit('/')
-                .next()
-                .filter(|s| !s.is_empty())
-                .unwrap_or(argv0)
-                .to_string()
-        });
+        let name = spec.name_or_default().to_string();
         let workspace = spec.workspace.clone().unwrap_or_else(|| "default".into());
         let session = spec.session.clone().unwrap_or_default();
         let now = self.now_us();
@@ -408,5 +400,64 @@ mod tests {
         assert_eq!(launch_env(&base, &config), ["PATH=/bin", "HOME=/h", "A=2"]);
         config.clean_env = true;
         assert_eq!(launch_env(&base, &config), ["HOME=/h", "A=2"]);
+    }
+
+    /// A spec at every size bound of `StartSpec::validate`, made of the
+    /// bytes JSON escapes the most, with a generous agent environment and
+    /// the longest paths, still fits the shim's control line: a spec the
+    /// agent accepts is never one the shim drops.
+    #[test]
+    fn the_largest_valid_spec_fits_the_shim_control_line() {
+        use crate::api::{wire_len, MAX_ARGS, MAX_PATH_LEN, MAX_PAYLOAD};
+        let control = "\u{1}";
+        // Every string as long as the payload allows, split over the most
+        // entries (each entry adds its quotes and comma too).
+        let per_entry = MAX_PAYLOAD / 6 / (2 * MAX_ARGS);
+        let arg = control.repeat(per_entry);
+        let cwd = format!("/{}", "d".repeat(MAX_PATH_LEN - 1));
+        let mut spec = StartSpec::new(vec![format!("x{arg}"); MAX_ARGS]);
+        spec.name = Some("x".into());
+        spec.environment = (0..MAX_ARGS).map(|i| format!("K{i}={arg}")).collect();
+        spec.working_directory = Some(cwd.clone());
+        spec.validate().unwrap();
+        // Fill what the payload bound leaves with one more long argument.
+        let used: usize = spec
+            .command
+            .iter()
+            .chain(&spec.environment)
+            .chain(&spec.working_directory)
+            .map(|s| wire_len(s))
+            .sum();
+        spec.command[1].push_str(&control.repeat((MAX_PAYLOAD - used) / 6));
+        spec.validate().unwrap();
+        // 256 KiB of agent environment: far more than a session has.
+        let base: Vec<(String, String)> = (0..256)
+            .map(|i| (format!("AGENT{i}"), "v".repeat(1000)))
+            .collect();
+        let mut config: ProcessConfig = serde_json::from_str(r#"{"command":["x"],"cwd":"/","env":[],"memory_max":null,"cpu_quota":null,"tasks_max":null,"restart":{"policy":"no","delay_ms":0,"delay_max_ms":0,"reset_sec":0,"limit":0,"limit_interval_sec":0}}"#)
+            .unwrap();
+        config.env = spec.environment.clone();
+        let long_path = std::path::PathBuf::from(&cwd);
+        let launch = LaunchSpec {
+            id: u64::MAX.to_string(),
+            run: u64::MAX,
+            argv: spec.command.clone(),
+            cwd: long_path.clone(),
+            env: launch_env(&base, &config),
+            log_dir: long_path.clone(),
+            log_max_bytes: u64::MAX,
+            log_files: u32::MAX,
+            exit_file: long_path,
+            user: Some(crate::shim::Credentials {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                groups: vec![u32::MAX; 1024],
+            }),
+        };
+        let line = launch.to_line().unwrap();
+        assert!(
+            line.len() > MAX_PAYLOAD,
+            "the test spec is not at the bound"
+        );
     }
 }

@@ -721,3 +721,22 @@ async fn the_per_owner_cap_counts_ended_processes_and_spares_other_owners() {
     );
     start_as(&bed, 1001).await.unwrap();
 }
+
+/// Hardening: a `Logs` tail is clamped to 10,000 lines, and every reply
+/// to 4 MiB; a head page (lines = 0) holds a whole shim read of empty
+/// lines (64 KiB of `\n`, one timestamp), so reading on from the last
+/// timestamp always gets past it.
+#[test]
+fn logs_replies_are_bounded_and_a_head_page_holds_one_timestamp() {
+    use crate::logfile::{Keep, LINE_OVERHEAD};
+    let tail = super::logs_page(u32::MAX);
+    assert_eq!((tail.max_lines, tail.keep), (10_000, Keep::Newest));
+    assert_eq!(super::logs_page(7).max_lines, 7);
+    let head = super::logs_page(0);
+    assert_eq!(head.keep, Keep::Oldest);
+    for page in [tail, head] {
+        assert_eq!(page.max_bytes, 4 << 20);
+    }
+    let shim_read = 64 * 1024;
+    assert!(shim_read * LINE_OVERHEAD + shim_read <= head.max_bytes);
+}
