@@ -80,7 +80,7 @@ const LIST_FIELD_BYTES: usize = 4096;
 /// [`LIST_MAX_BYTES`] each entry's command and labels are cut to
 /// [`LIST_FIELD_BYTES`], about 14 KiB an entry at worst, ~14 MiB for the
 /// default `max_processes_per_owner` of 1000.
-fn fit_list(mut views: Vec<api::ProcessView>) -> Vec<api::ProcessView> {
+pub(super) fn fit_list(mut views: Vec<api::ProcessView>) -> Vec<api::ProcessView> {
     let size: usize = views.iter().map(entry_bytes).sum();
     if size <= LIST_MAX_BYTES {
         return views;

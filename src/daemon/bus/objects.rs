@@ -52,7 +52,8 @@ impl Objects {
             .await
             .ok_or_else(|| zbus::fdo::Error::Failed("the agent is shutting down".into()))?;
         let mut out = Managed::new();
-        for v in views {
+        // The same bound as List: a reply must fit a D-Bus message.
+        for v in super::manager::fit_list(views) {
             let path = OwnedObjectPath::try_from(api::process_path(&v.id))
                 .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
             let props = api::PROPERTIES
