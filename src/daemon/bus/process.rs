@@ -27,6 +27,51 @@ fn unknown(path: &str) -> zbus::fdo::Error {
     zbus::fdo::Error::UnknownObject(format!("Unknown object '{path}'"))
 }
 
+/// What a process method answers with: corral's own errors, or — for a
+/// process the caller may not see — the bus's own `UnknownObject` under
+/// its standard name, as for a path that does not exist (zbus would send
+/// an `fdo::Error` wrapped in `api::Error` under its generic name).
+#[derive(Debug)]
+pub enum MethodError {
+    Corral(Error),
+    Hidden(zbus::fdo::Error),
+}
+
+impl From<Error> for MethodError {
+    fn from(e: Error) -> Self {
+        MethodError::Corral(e)
+    }
+}
+
+impl From<zbus::Error> for MethodError {
+    fn from(e: zbus::Error) -> Self {
+        MethodError::Corral(Error::ZBus(e))
+    }
+}
+
+impl zbus::DBusError for MethodError {
+    fn create_reply(&self, hdr: &Header<'_>) -> zbus::Result<zbus::message::Message> {
+        match self {
+            MethodError::Corral(e) => e.create_reply(hdr),
+            MethodError::Hidden(e) => e.create_reply(hdr),
+        }
+    }
+
+    fn name(&self) -> zbus::names::ErrorName<'_> {
+        match self {
+            MethodError::Corral(e) => e.name(),
+            MethodError::Hidden(e) => e.name(),
+        }
+    }
+
+    fn description(&self) -> Option<&str> {
+        match self {
+            MethodError::Corral(e) => e.description(),
+            MethodError::Hidden(e) => e.description(),
+        }
+    }
+}
+
 /// Properties left out of broadcast signals (InterfacesAdded) in system
 /// mode, where every user hears them: they may hold secrets.
 const PRIVATE: [&str; 3] = ["Command", "WorkingDirectory", "Labels"];
@@ -68,13 +113,11 @@ impl ProcessObject {
     /// answers it: another user's process does not exist for the caller
     /// unless manage-all is granted (interactively where allowed); one's
     /// own needs manage-own.
-    async fn access(&self, hdr: &Header<'_>) -> Result<Access, Error> {
+    async fn access(&self, hdr: &Header<'_>) -> Result<Access, MethodError> {
         let auth = &self.ctx.auth;
         let caller = auth.caller(hdr).await?;
         let Some(access) = auth.access_to(&caller, self.owner_uid()).await else {
-            return Err(Error::ZBus(zbus::Error::FDO(Box::new(unknown(
-                &api::process_path(&self.id),
-            )))));
+            return Err(MethodError::Hidden(unknown(&api::process_path(&self.id))));
         };
         auth.require(&caller, Action::ManageOwn).await?;
         Ok(access)
@@ -117,7 +160,7 @@ impl ProcessObject {
         &self,
         hdr: &Header<'_>,
         make: impl FnOnce(String, Access, crate::daemon::supervisor::Reply<()>) -> Command,
-    ) -> Result<(), Error> {
+    ) -> Result<(), MethodError> {
         let access = self.access(hdr).await?;
         let id = self.id.clone();
         Ok(self
@@ -125,7 +168,8 @@ impl ProcessObject {
             .handle
             .ask(|reply| make(id, access, reply))
             .await
-            .ok_or_else(gone)??)
+            .ok_or_else(gone)?
+            .map_err(Error::from)?)
     }
 }
 
@@ -139,13 +183,13 @@ macro_rules! process_interface {
         impl ProcessObject {
             /// SIGTERM to every process of the scope, SIGKILL after the stop timeout;
             /// returns once the process has ended.
-            async fn stop(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), Error> {
+            async fn stop(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), MethodError> {
                 self.call(&hdr, |id, access, reply| Command::Stop { id, access, reply })
                     .await
             }
 
             /// Sends `signal` to the main process and its process group.
-            async fn kill(&self, #[zbus(header)] hdr: Header<'_>, signal: i32) -> Result<(), Error> {
+            async fn kill(&self, #[zbus(header)] hdr: Header<'_>, signal: i32) -> Result<(), MethodError> {
                 self.call(&hdr, |id, access, reply| Command::Kill {
                     id,
                     access,
@@ -156,13 +200,13 @@ macro_rules! process_interface {
             }
 
             /// Stops (if running) and starts again in a new scope; same id.
-            async fn restart(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), Error> {
+            async fn restart(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), MethodError> {
                 self.call(&hdr, |id, access, reply| Command::Restart { id, access, reply })
                     .await
             }
 
             /// Stops (if running) and forgets the process; its events stay.
-            async fn remove(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), Error> {
+            async fn remove(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), MethodError> {
                 self.call(&hdr, |id, access, reply| Command::Remove { id, access, reply })
                     .await
             }
