@@ -17,7 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use corral::logfile::{read_lines, LogLine};
-use corral::shim::{ExitRecord, LaunchSpec};
+use corral::shim::{Credentials, ExitRecord, LaunchSpec};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_corral-shim");
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -615,4 +615,57 @@ fn long_lines_are_split_into_16k_pieces() {
             ('b', 3616)
         ]
     );
+}
+
+/// System mode: the child drops to the spec's uid, gid and supplementary
+/// groups before its first instruction, and enters its working directory
+/// as that user — a directory only root may enter is refused (EACCES),
+/// never entered with root's rights.
+#[test]
+fn child_runs_as_the_specs_user_and_enters_cwd_as_that_user() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: dropping privileges needs root");
+        return;
+    }
+    let scratch = Scratch::new();
+    let user = Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![65534, 100],
+    };
+    let mut spec = scratch.spec(&[
+        "sh",
+        "-c",
+        "pwd; grep -E '^(Uid|Gid|Groups):' /proc/self/status",
+    ]);
+    spec.cwd = "/".into();
+    spec.user = Some(user.clone());
+    let mut shim = Shim::spawn();
+    assert!(shim.launch(&spec).starts_with("ok "));
+    scratch.wait_exit_record();
+    assert_eq!(shim.wait().code(), Some(0));
+    let out: Vec<String> = scratch
+        .lines()
+        .into_iter()
+        .filter(|l| l.stream == 'o')
+        .map(|l| l.text.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        out,
+        [
+            "/",
+            "Uid: 65534 65534 65534 65534",
+            "Gid: 65534 65534 65534 65534",
+            "Groups: 100 65534",
+        ]
+    );
+    // A directory of root's, mode 0700: nobody may not enter it.
+    let private = scratch.path().join("private");
+    fs::create_dir(&private).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let mut spec = scratch.spec(&["sh", "-c", "true"]);
+    spec.cwd = private;
+    spec.user = Some(user);
+    let mut shim = Shim::spawn();
+    assert_eq!(shim.launch(&spec), "err 13 Permission denied (os error 13)");
 }

@@ -430,6 +430,18 @@ pub fn slice_name(workspace: &str) -> String {
     )
 }
 
+/// System mode: `user-<uid>-corral-<workspace>.slice`, nested in the
+/// owner's `user-<uid>.slice`, so the per-user accounting and limits
+/// logind and the admin set apply to the owner's processes too.
+pub fn user_slice_name(uid: u32, workspace: &str) -> String {
+    let prefix = format!("user-{uid}-corral-");
+    let budget = UNIT_MAX - prefix.len() - ".slice".len();
+    format!(
+        "{prefix}{}.slice",
+        fit_component(&escape_component(workspace), budget)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +454,11 @@ mod tests {
         assert_eq!(escape_component(".hidden"), "\\x2ehidden");
         assert_eq!(escape_component("é"), "\\xc3\\xa9");
         assert_eq!(slice_name("my-proj"), "app-corral-my\\x2dproj.slice");
+        assert_eq!(
+            user_slice_name(1000, "my-proj"),
+            "user-1000-corral-my\\x2dproj.slice"
+        );
+        assert!(user_slice_name(u32::MAX, &"-".repeat(128)).len() <= 255);
         assert_eq!(
             scope_name("npm run", "12"),
             "app-corral-npm\\x20run-12.scope"

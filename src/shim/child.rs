@@ -26,17 +26,82 @@ pub(super) fn spawn_child(spec: &LaunchSpec) -> io::Result<Child> {
             cmd.env(key, value);
         }
     }
-    cmd.current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so corrald can signal the whole job.
         .process_group(0);
-    // SAFETY: the hook only makes async-signal-safe calls (rt_sigaction,
-    // sigemptyset, sigprocmask, umask, getrlimit, setrlimit) and
-    // allocates nothing.
-    unsafe { cmd.pre_exec(reset_process_state_for_exec) };
+    match &spec.user {
+        None => {
+            cmd.current_dir(&spec.cwd);
+            // SAFETY: the hook only makes async-signal-safe calls
+            // (rt_sigaction, sigemptyset, sigprocmask, umask, getrlimit,
+            // setrlimit) and allocates nothing.
+            unsafe { cmd.pre_exec(reset_process_state_for_exec) };
+        }
+        Some(user) => {
+            // Everything the hook needs is made here, before the fork.
+            let drop = PrivilegeDrop {
+                uid: user.uid,
+                gid: user.gid,
+                groups: user.groups.iter().map(|&g| g as libc::gid_t).collect(),
+                cwd: std::ffi::CString::new(spec.cwd.as_os_str().as_encoded_bytes())
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cwd has a NUL"))?,
+            };
+            // SAFETY: as above, plus setgroups, setresgid, setresuid,
+            // getresuid, getresgid and chdir on data prepared before the
+            // fork; nothing allocates.
+            unsafe {
+                cmd.pre_exec(move || {
+                    reset_process_state_for_exec()?;
+                    drop.apply()
+                })
+            };
+        }
+    }
     cmd.spawn()
+}
+
+/// System mode: the ids the command runs as, applied in the child after
+/// the fork and before its working directory is entered (so the kernel
+/// checks that path as the user, never as root) and before exec.
+struct PrivilegeDrop {
+    uid: u32,
+    gid: u32,
+    groups: Vec<libc::gid_t>,
+    cwd: std::ffi::CString,
+}
+
+impl PrivilegeDrop {
+    /// setgroups → setresgid → setresuid (groups first: they cannot be
+    /// changed once root is gone), verified, then chdir.
+    fn apply(&self) -> io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        // SAFETY: plain syscalls on values owned by self.
+        unsafe {
+            check(libc::setgroups(self.groups.len(), self.groups.as_ptr()))?;
+            check(libc::setresgid(self.gid, self.gid, self.gid))?;
+            check(libc::setresuid(self.uid, self.uid, self.uid))?;
+            let (mut r, mut e, mut s) = (0, 0, 0);
+            check(libc::getresuid(&mut r, &mut e, &mut s))?;
+            let uids_ok = [r, e, s] == [self.uid; 3];
+            check(libc::getresgid(&mut r, &mut e, &mut s))?;
+            let gids_ok = [r, e, s] == [self.gid; 3];
+            // Dropped for good: root could not be regained.
+            let regained = self.uid != 0 && libc::setuid(0) == 0;
+            if !uids_ok || !gids_ok || regained {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            check(libc::chdir(self.cwd.as_ptr()))?;
+        }
+        Ok(())
+    }
 }
 
 /// The soft limit of open files a command starts with, as systemd gives

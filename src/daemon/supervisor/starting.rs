@@ -201,7 +201,10 @@ impl Supervisor {
         };
         let props = ScopeProps {
             description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
-            slice: systemd::slice_name(&p.workspace),
+            slice: match &p.config.credentials {
+                Some(user) => systemd::user_slice_name(user.uid, &p.workspace),
+                None => systemd::slice_name(&p.workspace),
+            },
             memory_max: p.config.memory_max,
             tasks_max: p.config.tasks_max,
             cpu_quota: p.config.cpu_quota,
