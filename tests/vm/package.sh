@@ -5,9 +5,10 @@
 # `corralctl list`, `man corralctl`, bash completion of `corralctl st<TAB>`,
 # an upgrade to a higher version while processes run (same ids and PIDs, a
 # new agent serving them), remove (workload left running, agent stopped)
-# and purge (state and the global enable gone).
+# and purge (state and the global enable gone). Between upgrade and remove
+# it runs system.sh: the system agent, polkit and per-user visibility.
 #
-# Runs as root in the guest; cwd /mnt/host holds old.deb and new.deb (the
+# Runs as root in the guest; cwd /mnt/host holds old.deb, new.deb and system.sh (the
 # same build, new.deb with a higher version). Prints one line per check;
 # exits 1 if any failed.
 set -uo pipefail
@@ -103,11 +104,19 @@ now=$(list); echo "$now"
 check "the new agent serves them: stop up2 ended it" \
     awk '$2 == "up2" && $3 != "running" {found = 1} END {exit !found}' <<< "$now"
 
+# System mode, in this boot, with the upgraded package installed and the
+# system agent not started yet (the upgrade restarts only running agents).
+step "system mode: system.sh"
+check "system corrald not started by install or upgrade" test "$(systemctl is-active corrald.service)" != active
+bash ./system.sh || fail "system mode (system.sh; its FAIL lines above)"
+check "system agent running before the remove" test "$(systemctl is-active corrald.service)" = active
+
 step "remove: dpkg -r corral"
 up1_pid=$(list | awk '$2 == "up1" {print $4}')
 dpkg -r corral || fail "dpkg -r corral"
 check "binaries gone" test ! -e /usr/bin/corrald -a ! -e /usr/libexec/corral/corral-shim
 check "agent stopped" test "$(user_ctl is-active corrald.service)" != active
+check "system agent stopped" test "$(systemctl is-active corrald.service)" != active
 check "workload left running (up1 pid $up1_pid)" kill -0 "$up1_pid"
 check "tester's state kept" test -e /home/tester/.local/state/corral/corral.db
 
