@@ -22,6 +22,9 @@ pub type LogRow = (u64, String, String);
 )]
 pub trait Manager {
     /// Starts a command in a new scope; returns its id and object path.
+    /// (Calls that change something let polkit ask the user to
+    /// authenticate, in system mode, where an agent is running.)
+    #[zbus(allow_interactive_auth)]
     fn start(&self, spec: HashMap<String, Value<'_>>) -> zbus::Result<(String, OwnedObjectPath)>;
 
     /// Every known process matching the filter, ended ones included.
@@ -31,9 +34,11 @@ pub trait Manager {
     ) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
 
     /// Stops every active process matching the filter; returns their ids.
+    #[zbus(allow_interactive_auth)]
     fn stop_matching(&self, filter: HashMap<String, Value<'_>>) -> zbus::Result<Vec<String>>;
 
     /// Removes every process matching the filter (stopping live ones).
+    #[zbus(allow_interactive_auth)]
     fn remove_matching(&self, filter: HashMap<String, Value<'_>>) -> zbus::Result<Vec<String>>;
 
     /// The newest `limit` events, of one process (`id`) or of all (`""`), oldest first.
@@ -70,9 +75,13 @@ macro_rules! process_proxy {
             default_service = "org.corral.Supervisor1"
         )]
         pub trait Process {
+            #[zbus(allow_interactive_auth)]
             fn stop(&self) -> zbus::Result<()>;
+            #[zbus(allow_interactive_auth)]
             fn kill(&self, signal: i32) -> zbus::Result<()>;
+            #[zbus(allow_interactive_auth)]
             fn restart(&self) -> zbus::Result<()>;
+            #[zbus(allow_interactive_auth)]
             fn remove(&self) -> zbus::Result<()>;
 
             $(
