@@ -80,13 +80,15 @@ struct Ctx {
 impl Ctx {
     async fn connect(bus: Bus, host: Option<&str>, json: bool) -> Result<Ctx> {
         let conn = match (host, bus) {
-            (Some(host), _) => remote::connect(host, bus)
-                .await
-                .map_err(|source| CliError::Remote {
-                    host: host.to_string(),
-                    bus,
-                    source,
-                }),
+            (Some(host), _) => {
+                remote::connect(host, bus)
+                    .await
+                    .map_err(|source| CliError::Remote {
+                        host: host.to_string(),
+                        bus,
+                        source,
+                    })
+            }
             (None, Bus::Session) => Connection::session()
                 .await
                 .map_err(|source| CliError::Connect { bus, source }),

@@ -14,8 +14,15 @@ use zbus::Connection;
 
 use super::error::Bus;
 
+/// The remote user's session bus, as the remote shell (ssh runs the
+/// command through it) expands it: `$XDG_RUNTIME_DIR/bus`, or where
+/// pam_systemd would put it. Named by path rather than by the bridge's
+/// `--user`, which systemd 252 (Debian 12) ignores, bridging to the
+/// system bus instead.
+const REMOTE_SESSION_BUS: &str = "--bus-path=unix:path=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/bus";
+
 /// The ssh command line: no X11 forwarding, no tty (D-Bus is binary), the
-/// bridge to the system bus or, with `--user`, to the user's session bus.
+/// bridge to the system bus or to the user's session bus.
 pub fn ssh_args(host: &str, bus: Bus) -> Vec<String> {
     let mut args = vec![
         "-xT".to_string(),
@@ -24,7 +31,7 @@ pub fn ssh_args(host: &str, bus: Bus) -> Vec<String> {
         "systemd-stdio-bridge".to_string(),
     ];
     if bus == Bus::Session {
-        args.push("--user".into());
+        args.push(REMOTE_SESSION_BUS.into());
     }
     args
 }
@@ -43,9 +50,10 @@ pub async fn connect(host: &str, bus: Bus) -> zbus::Result<Connection> {
         .map_err(|e| zbus::Error::Failure(format!("cannot run ssh: {e}")))?;
     ours.set_nonblocking(true)?;
     let stream = tokio::net::UnixStream::from_std(ours)?;
-    // The bridge is an sd-bus server that accepts ANONYMOUS; EXTERNAL
-    // would send our local uid, which means nothing on the remote host
-    // and which the bridge refuses when it differs from the ssh user's.
+    // The bridge is an sd-bus server that accepts ANONYMOUS (checked with
+    // systemd 252). EXTERNAL would send our local uid, which means
+    // nothing on the remote host; the bridge itself connects to the bus
+    // as the ssh user, and that is who the agent sees.
     Builder::unix_stream(stream)
         .auth_mechanism(zbus::AuthMechanism::Anonymous)
         .build()
@@ -60,7 +68,13 @@ mod tests {
     fn ssh_runs_the_bridge_to_the_chosen_bus() {
         assert_eq!(
             ssh_args("ann@build1", Bus::Session),
-            ["-xT", "--", "ann@build1", "systemd-stdio-bridge", "--user"]
+            [
+                "-xT",
+                "--",
+                "ann@build1",
+                "systemd-stdio-bridge",
+                "--bus-path=unix:path=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/bus"
+            ]
         );
         assert_eq!(
             ssh_args("build1", Bus::System),

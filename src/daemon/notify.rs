@@ -235,7 +235,12 @@ mod tests {
             let failed = view(State::Failed, ExitReason::Exit, RestartMode::OnFailure, at);
             assert_eq!(n.alert(&changed(failed)), None);
         }
-        let gave_up = view(State::Failed, ExitReason::CrashLoop, RestartMode::OnFailure, 9);
+        let gave_up = view(
+            State::Failed,
+            ExitReason::CrashLoop,
+            RestartMode::OnFailure,
+            9,
+        );
         let alert = n.alert(&changed(gave_up.clone())).unwrap();
         assert_eq!(alert.summary, "web is in a crash loop");
         assert_eq!(
@@ -249,7 +254,11 @@ mod tests {
     fn oom_kills_and_final_failures_are_notified() {
         let mut n = Notified::default();
         let oom = view(State::Failed, ExitReason::OomKill, RestartMode::Always, 1);
-        assert!(n.alert(&changed(oom)).unwrap().summary.contains("out of memory"));
+        assert!(n
+            .alert(&changed(oom))
+            .unwrap()
+            .summary
+            .contains("out of memory"));
         let failed = view(State::Failed, ExitReason::Exit, RestartMode::No, 2);
         assert_eq!(
             n.alert(&changed(failed)).unwrap().summary,
