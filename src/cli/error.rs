@@ -47,7 +47,7 @@ pub enum CliError {
     Remote {
         host: String,
         bus: Bus,
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("D-Bus: {0}")]
     Transport(zbus::Error),
