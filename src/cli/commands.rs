@@ -86,7 +86,7 @@ impl Ctx {
                     .map_err(|source| CliError::Remote {
                         host: host.to_string(),
                         bus,
-                        source,
+                        source: Box::new(source),
                     })
             }
             (None, Bus::Session) => Connection::session()
