@@ -30,9 +30,11 @@ check "StatusText says what it supervises" grep -Eq '^supervising [0-9]+ process
 check "watchdog armed (WatchdogUSec=1min)" test "$(user_ctl show -P WatchdogUSec corrald.service)" = 1min
 
 step "the journal: corrald's fields, forwarded output"
-# Persistent storage, so journald files tester's entries in a journal of
-# tester's own, which `journalctl --user` reads without extra groups.
-mkdir -p /var/log/journal && systemctl restart systemd-journald
+# Persistent storage (the image keeps a volatile journal), so journald
+# files tester's entries in a journal file of tester's own, which
+# `journalctl --user` reads without extra groups. This boot only.
+printf '[Journal]\nStorage=persistent\n' > /etc/systemd/journald.conf.d/zz-desktop-remote.conf
+mkdir -p /var/log/journal && systemctl restart systemd-journald && journalctl --flush
 mkdir -p /home/tester/.config/corral
 printf 'journal_forward = true\n' > /home/tester/.config/corral/corrald.toml
 chown -R tester: /home/tester/.config
@@ -53,7 +55,7 @@ stderr_entry=$(awk '/^[A-Z][a-z][a-z] /{e=""} {e = e $0 "\n"} /MESSAGE=oops-jour
 check "stdout line found by journalctl --user CORRAL_WORKSPACE=shop" grep -q "PRIORITY=6" <<< "$stdout_entry"
 check "stderr line found, PRIORITY=3" grep -q "PRIORITY=3" <<< "$stderr_entry"
 check "fields CORRAL_ID, CORRAL_NAME, CORRAL_STREAM, SYSLOG_IDENTIFIER" \
-    sh -c 'grep -q "CORRAL_ID=$1" <<< "$2" && grep -q "CORRAL_NAME=shouty" <<< "$2" &&
+    bash -c 'grep -q "CORRAL_ID=$1" <<< "$2" && grep -q "CORRAL_NAME=shouty" <<< "$2" &&
            grep -q "CORRAL_STREAM=stdout" <<< "$2" && grep -q "SYSLOG_IDENTIFIER=shouty" <<< "$2"' _ "$id" "$stdout_entry"
 check "the log file still has the lines" sh -c "corral-vm-as-tester corralctl logs $id | grep -q hello-journal"
 
