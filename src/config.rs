@@ -147,6 +147,18 @@ pub const KEYS: &[KeyDoc] = &[
         default_text: "",
         doc: "Cap on the processes one user may have, ended ones included until removed or pruned; Start beyond it fails with LimitExceeded. At least 1.",
     },
+    KeyDoc {
+        name: "journal_forward",
+        default: Some("false"),
+        default_text: "",
+        doc: "Also send every output line of every process to the journal, with the fields CORRAL_ID, CORRAL_NAME, CORRAL_WORKSPACE and CORRAL_STREAM (journalctl --user CORRAL_WORKSPACE=shop). The log files are kept either way.",
+    },
+    KeyDoc {
+        name: "notifications",
+        default: Some("true"),
+        default_text: "",
+        doc: "Desktop notifications (org.freedesktop.Notifications) when a process enters a crash loop, is OOM-killed, or fails and will not be restarted. The system agent (--system) has no desktop and sends none, whatever this says.",
+    },
 ];
 
 /// A duration or size written either as a bare number (seconds / bytes)
@@ -175,6 +187,8 @@ struct RawConfig {
     restart_limit: Option<u32>,
     restart_limit_interval_sec: Option<u32>,
     max_processes_per_owner: Option<u32>,
+    journal_forward: Option<bool>,
+    notifications: Option<bool>,
 }
 
 /// Validated settings. Defaults are documented in README ("Configuration").
@@ -203,6 +217,10 @@ pub struct Config {
     /// Cap on the processes one uid may have (ended ones included, until
     /// removed or pruned).
     pub max_processes_per_owner: u32,
+    /// Copy output lines to the journal (the shim sends them).
+    pub journal_forward: bool,
+    /// Desktop notifications on failures; always false in system mode.
+    pub notifications: bool,
 }
 
 impl Config {
@@ -224,6 +242,8 @@ impl Config {
             restart_limit: 5,
             restart_limit_interval_sec: 60,
             max_processes_per_owner: 1000,
+            journal_forward: false,
+            notifications: mode == Mode::User,
         })
     }
 
@@ -318,6 +338,9 @@ impl Config {
             }
             c.max_processes_per_owner = n;
         }
+        c.journal_forward = raw.journal_forward.unwrap_or(c.journal_forward);
+        // The system agent has no desktop session to notify.
+        c.notifications = c.mode == Mode::User && raw.notifications.unwrap_or(c.notifications);
         Ok(c)
     }
 }
@@ -471,6 +494,16 @@ mod tests {
             parse("").unwrap(),
             "documented defaults:\n{text}"
         );
+    }
+
+    #[test]
+    fn notifications_default_on_for_users_and_never_in_system_mode() {
+        assert!(parse("").unwrap().notifications);
+        assert!(!parse("notifications = false").unwrap().notifications);
+        let system = Config::parse(Mode::System, "notifications = true").unwrap();
+        assert!(!system.notifications);
+        assert!(parse("journal_forward = true").unwrap().journal_forward);
+        assert!(!parse("").unwrap().journal_forward);
     }
 
     #[test]

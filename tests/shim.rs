@@ -81,6 +81,7 @@ impl Scratch {
             log_files: 3,
             exit_file: self.exit_file(),
             user: None,
+            journal: None,
         }
     }
 

@@ -16,7 +16,7 @@ mod wire;
 pub use error::Error;
 pub use lifecycle::{ExitReason, RestartMode, State};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
-pub use spec::{wire_len, Filter, StartSpec, MAX_ARGS, MAX_PATH_LEN, MAX_PAYLOAD};
+pub use spec::{wire_len, Filter, StartSpec, MAX_ARGS, MAX_LABEL_LEN, MAX_PATH_LEN, MAX_PAYLOAD};
 pub(crate) use view::process_properties;
 pub use view::{cpu_percent_known, ProcessJson, ProcessView, Property, PROPERTIES, UNSET};
 pub use wire::WireValue;

@@ -5,14 +5,40 @@ use clap::Parser;
 use corral::config::{Args, Config, Mode};
 use tokio_util::sync::CancellationToken;
 
+/// Whether stderr is the journal stream systemd connected, by the
+/// `JOURNAL_STREAM` check of systemd.exec(5): the variable is inherited,
+/// so only a device:inode match says fd 2 is still that stream (and not
+/// redirected to a file by whoever started corrald from a service).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let stat = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| std::fs::File::from(fd).metadata());
+    match stat {
+        Ok(m) => dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino()),
+        Err(_) => false,
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Under systemd, stderr is the journal: log there with fields. Where no
-    // journal runs (test harness, a terminal), fall back to stderr.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    // Under systemd, log to the journal with fields: an event's `id`
+    // becomes CORRAL_ID, the field the shim's forwarded output lines carry
+    // too, so `journalctl CORRAL_ID=7` shows both. Where no journal runs
+    // (test harness, a terminal) or its socket is missing, stderr.
+    if stderr_is_journal() {
         if let Ok(layer) = tracing_journald::layer() {
+            let layer = layer.with_field_prefix(Some("CORRAL".into()));
             tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)

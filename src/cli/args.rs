@@ -21,6 +21,9 @@ pub struct Cli {
     /// Talk to the system agent on the system bus (default: the user's agent on the session bus).
     #[arg(long, global = true)]
     pub system: bool,
+    /// Operate on a remote host, like systemctl -H: ssh to [USER@]HOST and speak D-Bus through systemd-stdio-bridge there.
+    #[arg(short = 'H', long = "host", global = true, value_name = "[USER@]HOST")]
+    pub host: Option<String>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -331,6 +334,12 @@ mod tests {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn host_is_global() {
+        let cli = parse(&["list", "-H", "ann@build1"]).unwrap();
+        assert_eq!(cli.host.as_deref(), Some("ann@build1"));
     }
 
     #[test]

@@ -11,6 +11,8 @@ use serde::Serialize;
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
+use super::{linger, remote};
+
 use crate::api::{
     self, EventRow, Filter, LogRow, ManagerProxy, ProcessJson, ProcessProxy, ProcessView, State,
 };
@@ -76,12 +78,24 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn connect(bus: Bus, json: bool) -> Result<Ctx> {
-        let conn = match bus {
-            Bus::Session => Connection::session().await,
-            Bus::System => Connection::system().await,
-        }
-        .map_err(|source| CliError::Connect { bus, source })?;
+    async fn connect(bus: Bus, host: Option<&str>, json: bool) -> Result<Ctx> {
+        let conn = match (host, bus) {
+            (Some(host), _) => {
+                remote::connect(host, bus)
+                    .await
+                    .map_err(|source| CliError::Remote {
+                        host: host.to_string(),
+                        bus,
+                        source: Box::new(source),
+                    })
+            }
+            (None, Bus::Session) => Connection::session()
+                .await
+                .map_err(|source| CliError::Connect { bus, source }),
+            (None, Bus::System) => Connection::system()
+                .await
+                .map_err(|source| CliError::Connect { bus, source }),
+        }?;
         // No property cache: it would subscribe to signals and fetch every
         // property up front, for a client that reads at most one.
         let manager = ManagerProxy::builder(&conn)
@@ -184,8 +198,14 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Start(a) => Some(build_spec(a, &Caller::current()).map_err(CliError::Usage)?),
         _ => None,
     };
-    let ctx = Ctx::connect(bus, cli.json).await?;
-    match cli.command {
+    let ctx = Ctx::connect(bus, cli.host.as_deref(), cli.json).await?;
+    // Only where the processes are this user's on this machine: a
+    // remote host's or the system agent's do not end at this logout.
+    let check_linger = !cli.json
+        && cli.host.is_none()
+        && bus == Bus::Session
+        && matches!(cli.command, Command::Start(_) | Command::List(_));
+    let done = match cli.command {
         Command::Start(_) => match spec {
             Some(spec) => start(&ctx, spec).await,
             None => Ok(()),
@@ -198,6 +218,23 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Restart(a) => per_process(&ctx, &a.ids, Op::Restart).await,
         Command::Events(a) => events(&ctx, &a).await,
         Command::Logs(a) => logs(&ctx, &a).await,
+    };
+    if done.is_ok() && check_linger {
+        warn_linger(&ctx).await;
+    }
+    done
+}
+
+/// Warns (once per login session) when persistent processes would die
+/// at logout; a failure to check is not the command's failure.
+async fn warn_linger(ctx: &Ctx) {
+    let Some(due) = linger::due() else {
+        return;
+    };
+    if let Ok(views) = ctx.list(&Filter::default()).await {
+        if let Some(warning) = due.warning(&views) {
+            let _ = writeln!(std::io::stderr(), "corralctl: {warning}");
+        }
     }
 }
 

@@ -43,6 +43,12 @@ pub enum CliError {
     NotRunning(Bus),
     #[error("cannot connect to the {} bus: {source}", .bus.name())]
     Connect { bus: Bus, source: zbus::Error },
+    #[error("cannot reach the {} bus of {host} through ssh and systemd-stdio-bridge: {source}", .bus.name())]
+    Remote {
+        host: String,
+        bus: Bus,
+        source: Box<zbus::Error>,
+    },
     #[error("D-Bus: {0}")]
     Transport(zbus::Error),
     #[error("no process with id or name '{0}'")]

@@ -8,6 +8,8 @@ mod args;
 mod commands;
 mod error;
 mod format;
+mod linger;
+mod remote;
 mod render;
 mod spec;
 

@@ -2,13 +2,17 @@
 //! together, in the order that keeps the contract (reconcile before
 //! serving, serve objects before owning the name), then waits for the
 //! shutdown signal. Supervised processes live in their own scopes and
-//! keep running after the agent exits.
+//! keep running after the agent exits. The supervisor's events go to
+//! each of their consumers (bus objects, service status, desktop
+//! notifications) through [`tee`].
 
 pub mod bus;
 pub mod cgroup;
 pub mod exits;
 pub mod launch;
+pub mod notify;
 pub mod pidfd;
+pub mod service;
 pub mod store;
 pub mod supervisor;
 pub mod systemd;
@@ -161,6 +165,17 @@ fn prepare_state_dir(dir: &Path, uid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Hands every supervisor event, in order, to each consumer; one that has
+/// gone is dropped from the list, the others go on.
+async fn tee(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<supervisor::Event>,
+    mut consumers: Vec<tokio::sync::mpsc::UnboundedSender<supervisor::Event>>,
+) {
+    while let Some(event) = events.recv().await {
+        consumers.retain(|c| c.send(event.clone()).is_ok());
+    }
+}
+
 /// Runs the agent until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     raise_fd_limit();
@@ -214,7 +229,20 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     bus::publish_existing(&conn, &ctx)
         .await
         .map_err(Error::Serve)?;
-    tokio::spawn(bus::publish_events(conn.clone(), ctx, events_rx));
+    let mut consumers = Vec::new();
+    let (bus_tx, bus_rx) = tokio::sync::mpsc::unbounded_channel();
+    consumers.push(bus_tx);
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    consumers.push(status_tx);
+    if config.notifications {
+        let (notify_tx, notify_rx) = tokio::sync::mpsc::unbounded_channel();
+        consumers.push(notify_tx);
+        let logs = config.state_dir.join("logs");
+        tokio::spawn(notify::run(conn.clone(), logs, notify_rx));
+    }
+    tokio::spawn(tee(events_rx, consumers));
+    tokio::spawn(bus::publish_events(conn.clone(), ctx, bus_rx));
+    tokio::spawn(service::report_status(handle.clone(), status_rx));
     let reply = conn
         .request_name_with_flags(api::BUS_NAME, RequestNameFlags::DoNotQueue.into())
         .await
@@ -224,6 +252,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             name: api::BUS_NAME,
         });
     }
+    service::ready();
+    tokio::spawn(service::watchdog(handle.clone()));
     tracing::info!(state_dir = %config.state_dir.display(), bus = bus_name, "corrald ready");
     // A supervisor that ended (a panic) leaves a bus that can only answer
     // "shutting down": exit non-zero instead, so the unit restarts us.

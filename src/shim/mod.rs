@@ -5,7 +5,7 @@
 //!
 //! Parts: this file is the shim's main line (handshake, then run);
 //! `child` starts, waits for and records the child; `output` logs its
-//! pipes.
+//! pipes; `journal` copies the lines to the journal when asked.
 //!
 //! The shim must stay tiny and single-purpose: std, libc, serde_json and
 //! `crate::logfile` only — no tokio, zbus or tracing. One shim lives next
@@ -18,6 +18,7 @@
 //! stderr is /dev/null).
 
 mod child;
+mod journal;
 mod output;
 pub mod protocol;
 
@@ -27,7 +28,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-pub use protocol::{Credentials, ExitRecord, LaunchReply, LaunchSpec, CONTROL_FD};
+pub use protocol::{Credentials, ExitRecord, JournalFields, LaunchReply, LaunchSpec, CONTROL_FD};
 
 use child::Waiter;
 use output::{pump, Log, Source};

@@ -1,6 +1,7 @@
 //! The child's output: reading both pipes in one poll loop, splitting
 //! them into bounded lines and writing them, with the shim's own notes
-//! (`started`, `exited`), to the process's log files (`crate::logfile`).
+//! (`started`, `exited`), to the process's log files (`crate::logfile`)
+//! and, if the spec asks, a copy to the journal (`journal`).
 //! The log is best effort; the exit record (`child`) is what must not be
 //! lost.
 
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::child::{ExitNote, Waiter, POLL_INTERVAL_MS};
+use super::journal::Journal;
 use super::now_us;
 use super::protocol::LaunchSpec;
 use crate::logfile::{LogWriter, MAX_LINE_BYTES};
@@ -34,6 +36,7 @@ pub(super) struct Log {
     files: u32,
     writer: Option<LogWriter>,
     last_attempt: Option<Instant>,
+    journal: Option<Journal>,
 }
 
 impl Log {
@@ -44,6 +47,7 @@ impl Log {
             files: spec.log_files,
             writer: None,
             last_attempt: None,
+            journal: Journal::open(spec),
         };
         log.writer();
         log
@@ -69,6 +73,9 @@ impl Log {
         if let Some(writer) = self.writer() {
             // A failed write loses this line only; the next one retries.
             let _ = writer.push_line(stream, ts_us, bytes);
+        }
+        if let Some(journal) = &self.journal {
+            journal.send(stream, bytes);
         }
     }
 
@@ -271,6 +278,7 @@ mod tests {
             log_files: 2,
             exit_file: dir.join("exit"),
             user: None,
+            journal: None,
         })
     }
 

@@ -100,6 +100,18 @@ pub struct LaunchSpec {
     /// instruction runs. None: as the shim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Credentials>,
+    /// Also send each output line to the journal with these fields
+    /// (`shim::journal`); None: the log file only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalFields>,
+}
+
+/// What the journal entries of one process carry besides the line:
+/// `CORRAL_NAME`, `CORRAL_WORKSPACE` (and the spec's `id` as `CORRAL_ID`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalFields {
+    pub name: String,
+    pub workspace: String,
 }
 
 /// A user's ids for the privilege drop: setgroups, setresgid, setresuid.
@@ -476,6 +488,10 @@ mod tests {
                             uid: log_files,
                             gid: log_files / 2,
                             groups: vec![log_files, 7],
+                        }),
+                        journal: (run % 3 == 0).then(|| JournalFields {
+                            name: format!("n{log_max_bytes}"),
+                            workspace: format!("w\n{log_files}"),
                         }),
                     }
                 },

@@ -57,6 +57,9 @@ check "the session bus activated it through systemd" \
 pid=$(agent_pid)
 check "agent runs /usr/bin/corrald (pid $pid)" test "$(readlink "/proc/$pid/exe")" = /usr/bin/corrald
 
+step "desktop-remote.sh: notify, journal, corralctl -H"
+bash ./desktop-remote.sh; fails=$((fails + $?))
+
 step "man corralctl, corrald(8), corrald.toml(5)"
 as_tester sh -c 'MANPAGER=cat MANWIDTH=80 man corralctl 2>&1 | head -8'
 check "man corralctl renders" sh -c 'MANPAGER=cat man corralctl 2>/dev/null | grep -q "corralctl.*Control corrald"'

@@ -17,7 +17,7 @@ use crate::daemon::store::{
     RunRecord,
 };
 use crate::daemon::systemd::{self, ScopeProps};
-use crate::shim::LaunchSpec;
+use crate::shim::{JournalFields, LaunchSpec};
 
 impl Supervisor {
     pub(super) async fn start_new(&mut self, spec: StartSpec, run_as: RunAs, reply: Reply<String>) {
@@ -190,6 +190,10 @@ impl Supervisor {
             log_files: self.cfg.log_files,
             exit_file: self.host.launcher.exit_path(run),
             user: p.config.credentials.clone(),
+            journal: self.cfg.journal_forward.then(|| JournalFields {
+                name: p.name.clone(),
+                workspace: p.workspace.clone(),
+            }),
         };
         let props = ScopeProps {
             description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
@@ -452,6 +456,11 @@ mod tests {
                 uid: u32::MAX,
                 gid: u32::MAX,
                 groups: vec![u32::MAX; 1024],
+            }),
+            // Names at their bound, every byte escaped.
+            journal: Some(crate::shim::JournalFields {
+                name: "\u{1}".repeat(crate::api::MAX_LABEL_LEN),
+                workspace: "\u{1}".repeat(crate::api::MAX_LABEL_LEN),
             }),
         };
         let line = launch.to_line().unwrap();
