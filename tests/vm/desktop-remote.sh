@@ -74,6 +74,10 @@ check "it lists tester's process $id" grep -Eq "^$id +shouty +shop +running" <<<
 sys=$(corralctl -H tester@127.0.0.1 --system list 2>&1); rc=$?
 echo "$sys"
 check "corralctl -H tester@127.0.0.1 --system list exit 0" test $rc = 0
+# That call bus-activated the system agent; system.sh, later in this boot,
+# checks that nothing but a user's first call starts it: leave it stopped.
+systemctl stop corrald.service
+check "system agent stopped again" test "$(systemctl is-active corrald.service)" = inactive
 as_tester corralctl rm "$id" > /dev/null
 rm -f /home/tester/.config/corral/corrald.toml
 user_ctl restart corrald.service
