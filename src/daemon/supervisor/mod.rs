@@ -195,6 +195,13 @@ enum Fact {
         run: RunId,
     },
     Tick,
+    /// A Start whose working directory was checked off the actor.
+    StartChecked {
+        spec: Box<StartSpec>,
+        config: Box<store::ProcessConfig>,
+        owner: u32,
+        reply: Reply<String>,
+    },
     /// CPU time of running processes, read off the actor by the tick.
     Sampled(Vec<(ProcessId, RunId, Option<u64>)>),
     Prune,
@@ -363,7 +370,7 @@ impl Supervisor {
                 spec,
                 run_as,
                 reply,
-            } => self.start_new(*spec, run_as, reply).await,
+            } => self.start_new(*spec, run_as, reply),
             Command::List {
                 filter,
                 access,
@@ -499,6 +506,12 @@ impl Supervisor {
                 }
             }
             Fact::Sampled(samples) => self.apply_cpu_samples(samples),
+            Fact::StartChecked {
+                spec,
+                config,
+                owner,
+                reply,
+            } => self.start_checked(*spec, *config, owner, reply).await,
             Fact::Prune => self.prune().await,
         }
     }

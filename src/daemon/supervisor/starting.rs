@@ -20,22 +20,12 @@ use crate::daemon::systemd::{self, ScopeProps};
 use crate::shim::{JournalFields, LaunchSpec};
 
 impl Supervisor {
-    pub(super) async fn start_new(&mut self, spec: StartSpec, run_as: RunAs, reply: Reply<String>) {
+    /// A Start: checks the spec, then its working directory off the
+    /// actor (a stat may block; 200 concurrent Starts must not wait on
+    /// each other's), and comes back as `Fact::StartChecked`.
+    pub(super) fn start_new(&mut self, spec: StartSpec, run_as: RunAs, reply: Reply<String>) {
         if let Err(e) = spec.validate() {
             let _ = reply.send(Err(Error::InvalidArgument(e)));
-            return;
-        }
-        let max = self.cfg.max_processes_per_owner;
-        let owned = self
-            .procs
-            .values()
-            .filter(|p| p.owner == run_as.uid)
-            .count();
-        if owned >= max as usize {
-            let _ = reply.send(Err(Error::LimitExceeded(format!(
-                "uid {} already has {owned} processes (max_processes_per_owner = {max}); remove ended ones first",
-                run_as.uid
-            ))));
             return;
         }
         let config = match self.process_config(&spec, &run_as) {
@@ -45,24 +35,53 @@ impl Supervisor {
                 return;
             }
         };
-        // Root never checks a path for a user: in system mode the child
-        // enters the directory after dropping to the user's ids, and a
-        // directory it cannot enter is its launch error.
-        let problem = if config.credentials.is_some() {
-            None
-        } else {
-            let cwd = config.cwd.clone();
-            match tokio::task::spawn_blocking(move || std::fs::metadata(&cwd)).await {
-                Ok(Ok(m)) if m.is_dir() => None,
-                Ok(Ok(_)) => Some("is not a directory".to_string()),
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            // Root never checks a path for a user: in system mode the
+            // child enters the directory after dropping to the user's
+            // ids, and a directory it cannot enter is its launch error.
+            let problem = if config.credentials.is_some() {
+                None
+            } else {
+                let cwd = config.cwd.clone();
+                match tokio::task::spawn_blocking(move || std::fs::metadata(&cwd)).await {
+                    Ok(Ok(m)) if m.is_dir() => None,
+                    Ok(Ok(_)) => Some("is not a directory".to_string()),
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                }
+            };
+            if let Some(problem) = problem {
+                let _ = reply.send(Err(Error::InvalidArgument(format!(
+                    "WorkingDirectory: '{}': {problem}",
+                    config.cwd
+                ))));
+                return;
             }
-        };
-        if let Some(problem) = problem {
-            let _ = reply.send(Err(Error::InvalidArgument(format!(
-                "WorkingDirectory: '{}': {problem}",
-                config.cwd
+            let checked = Fact::StartChecked {
+                spec: Box::new(spec),
+                config: Box::new(config),
+                owner: run_as.uid,
+                reply,
+            };
+            let _ = tx.send(Msg::Fact(checked)).await;
+        });
+    }
+
+    /// The rest of a Start, its directory checked: the owner's cap (here,
+    /// so concurrent Starts are counted), the record, the launch.
+    pub(super) async fn start_checked(
+        &mut self,
+        spec: StartSpec,
+        config: ProcessConfig,
+        owner: u32,
+        reply: Reply<String>,
+    ) {
+        let max = self.cfg.max_processes_per_owner;
+        let owned = self.procs.values().filter(|p| p.owner == owner).count();
+        if owned >= max as usize {
+            let _ = reply.send(Err(Error::LimitExceeded(format!(
+                "uid {owner} already has {owned} processes (max_processes_per_owner = {max}); remove ended ones first"
             ))));
             return;
         }
@@ -70,7 +89,6 @@ impl Supervisor {
         let workspace = spec.workspace.clone().unwrap_or_else(|| "default".into());
         let session = spec.session.clone().unwrap_or_default();
         let now = self.now_us();
-        let owner = run_as.uid;
         let (n, w, s, c) = (
             name.clone(),
             workspace.clone(),
