@@ -250,6 +250,20 @@ fn me() -> RunAs {
     }
 }
 
+/// Starts `spec` as `uid`; owned arguments, so it can run in a task.
+async fn ask_start(handle: Handle, spec: StartSpec, uid: u32) -> Result<String, Error> {
+    let spec = Box::new(spec);
+    let run_as = RunAs { uid, ..me() };
+    handle
+        .ask(|reply| Command::Start {
+            spec,
+            run_as,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err(Error::Busy("the actor stopped".into())))
+}
+
 fn spec(restart: &str, delay_ms: u64) -> StartSpec {
     let mut s = StartSpec::new(vec!["server".into()]);
     s.restart = Some(restart.into());
@@ -259,15 +273,7 @@ fn spec(restart: &str, delay_ms: u64) -> StartSpec {
 
 impl Bed {
     async fn start(&self, spec: StartSpec) -> Result<String, Error> {
-        let spec = Box::new(spec);
-        self.handle
-            .ask(|reply| Command::Start {
-                spec,
-                run_as: me(),
-                reply,
-            })
-            .await
-            .unwrap()
+        ask_start(self.handle.clone(), spec, 1000).await
     }
 
     /// Sends a command without waiting for its answer.
@@ -355,24 +361,14 @@ impl Bed {
 async fn an_exit_recorded_before_the_launch_reply_is_settled_after_it() {
     let mut bed = bed().await;
     bed.world.launches_open.send_replace(false);
-    let handle = bed.handle.clone();
-    let starting = tokio::spawn(async move {
-        let spec = Box::new(spec("no", 0));
-        handle
-            .ask(|reply| Command::Start {
-                spec,
-                run_as: me(),
-                reply,
-            })
-            .await
-    });
+    let starting = tokio::spawn(ask_start(bed.handle.clone(), spec("no", 0), 1000));
     bed.launches_begun(1).await;
     let run = lock(&bed.world.launches)[0].1;
     // The command exits at once; its record is seen before the launch
     // task has reported back.
     bed.exit(run, 3).await;
     bed.world.launches_open.send_replace(true);
-    let id = starting.await.unwrap().unwrap().unwrap();
+    let id = starting.await.unwrap().unwrap();
     let v = bed.wait_state(&id, State::Failed).await;
     assert_eq!((v.exit_code, v.exit_reason.as_str()), (3, "exit"));
     assert_eq!(
@@ -388,17 +384,7 @@ async fn an_exit_recorded_before_the_launch_reply_is_settled_after_it() {
 async fn stop_while_starting_waits_for_the_launch_then_stops_it() {
     let bed = bed().await;
     bed.world.launches_open.send_replace(false);
-    let handle = bed.handle.clone();
-    let starting = tokio::spawn(async move {
-        let spec = Box::new(spec("no", 0));
-        handle
-            .ask(|reply| Command::Start {
-                spec,
-                run_as: me(),
-                reply,
-            })
-            .await
-    });
+    let starting = tokio::spawn(ask_start(bed.handle.clone(), spec("no", 0), 1000));
     bed.launches_begun(1).await;
     let stopped = bed.send(|reply| Command::Stop {
         id: "1".into(),
@@ -408,7 +394,7 @@ async fn stop_while_starting_waits_for_the_launch_then_stops_it() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(lock(&bed.world.stops).is_empty(), "no scope to stop yet");
     bed.world.launches_open.send_replace(true);
-    assert_eq!(starting.await.unwrap().unwrap().unwrap(), "1");
+    assert_eq!(starting.await.unwrap().unwrap(), "1");
     stopped.await.unwrap().unwrap();
     let v = bed.get("1").await.unwrap();
     assert_eq!(
@@ -636,18 +622,9 @@ async fn kill_without_a_pidfd_is_busy() {
     assert!(matches!(r, Err(Error::Busy(_))), "{r:?}");
 }
 
-/// Starts `spec` for `uid`.
+/// Starts a `no`-policy process for `uid`.
 async fn start_as(bed: &Bed, uid: u32) -> Result<String, Error> {
-    let spec = Box::new(spec("no", 0));
-    let run_as = RunAs { uid, ..me() };
-    bed.handle
-        .ask(|reply| Command::Start {
-            spec,
-            run_as,
-            reply,
-        })
-        .await
-        .unwrap()
+    ask_start(bed.handle.clone(), spec("no", 0), uid).await
 }
 
 #[tokio::test(start_paused = true)]
