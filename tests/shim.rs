@@ -89,6 +89,15 @@ impl Scratch {
         read_lines(&self.log_dir(), None, None).unwrap()
     }
 
+    /// The texts of the child's stdout lines, in order.
+    fn stdout(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.stream == 'o')
+            .map(|l| l.text)
+            .collect()
+    }
+
     fn wait_exit_record(&self) -> ExitRecord {
         wait_for("the exit file", || ExitRecord::read(&self.exit_file()).ok())
     }
@@ -299,12 +308,7 @@ grep -E '^Sig(Blk|Ign):' /proc/self/status"#,
     scratch.wait_exit_record();
     assert_eq!(shim.wait().code(), Some(0));
 
-    let out: Vec<String> = scratch
-        .lines()
-        .into_iter()
-        .filter(|l| l.stream == 'o')
-        .map(|l| l.text)
-        .collect();
+    let out: Vec<String> = scratch.stdout();
     assert_eq!(out[0], cwd.to_str().unwrap());
     assert_eq!(out[1], "K=V=W");
     // The spec's env is the whole environment, not added to the shim's.
@@ -360,12 +364,7 @@ fn child_process_state_is_reset_whatever_the_shim_inherited() {
     assert!(shim.launch(&spec).starts_with("ok "));
     scratch.wait_exit_record();
     assert_eq!(shim.wait().code(), Some(0));
-    let out: Vec<String> = scratch
-        .lines()
-        .into_iter()
-        .filter(|l| l.stream == 'o')
-        .map(|l| l.text)
-        .collect();
+    let out: Vec<String> = scratch.stdout();
     let field = |name: &str| {
         let l = out.iter().find(|l| l.starts_with(name)).unwrap();
         l[name.len()..].trim().to_string()
@@ -540,12 +539,7 @@ fn fast_output_is_logged_completely_and_in_order() {
     let mut shim = Shim::spawn();
     assert!(shim.launch(&spec).starts_with("ok "));
     assert_eq!(shim.wait().code(), Some(0));
-    let lines = scratch.lines();
-    let out: Vec<&str> = lines
-        .iter()
-        .filter(|l| l.stream == 'o')
-        .map(|l| l.text.as_str())
-        .collect();
+    let out = scratch.stdout();
     assert_eq!(out.len(), 300_001);
     for (i, text) in out[..300_000].iter().enumerate() {
         assert_eq!(*text, (i + 1).to_string());
@@ -601,10 +595,9 @@ fn long_lines_are_split_into_16k_pieces() {
     assert!(shim.launch(&spec).starts_with("ok "));
     assert_eq!(shim.wait().code(), Some(0));
     let lens: Vec<(char, usize)> = scratch
-        .lines()
+        .stdout()
         .iter()
-        .filter(|l| l.stream == 'o')
-        .map(|l| (l.text.chars().next().unwrap_or(' '), l.text.len()))
+        .map(|t| (t.chars().next().unwrap_or(' '), t.len()))
         .collect();
     assert_eq!(
         lens,
@@ -646,10 +639,9 @@ fn child_runs_as_the_specs_user_and_enters_cwd_as_that_user() {
     scratch.wait_exit_record();
     assert_eq!(shim.wait().code(), Some(0));
     let out: Vec<String> = scratch
-        .lines()
-        .into_iter()
-        .filter(|l| l.stream == 'o')
-        .map(|l| l.text.split_whitespace().collect::<Vec<_>>().join(" "))
+        .stdout()
+        .iter()
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     assert_eq!(
         out,
