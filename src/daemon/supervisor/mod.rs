@@ -4,7 +4,8 @@
 //! applies restart policy, writes every change to the store and publishes
 //! it as an [`Event`]. It knows no zbus: the bus layer translates.
 //!
-//! One file per lifecycle stage, each an `impl Supervisor` block:
+//! [`messages`] holds the message types. One file per lifecycle stage,
+//! each an `impl Supervisor` block:
 //! [`proc`] the record of one process and which state changes are legal,
 //! [`transition`] the one function that changes a state, [`starting`]
 //! Start and relaunch, [`ending`] an exit and the restart policy after it
@@ -13,10 +14,11 @@
 //! cgroup sampling and the client's view, [`upkeep`] storage resync and
 //! retention. [`host`] puts systemd, launching, cgroups and the clock
 //! behind traits, so [`tests`] drive the actor in-process under paused
-//! time. This file: the messages, start-up and dispatch.
+//! time. This file: start-up and dispatch.
 
 mod ending;
 mod host;
+mod messages;
 mod policy;
 mod proc;
 mod reconcile;
@@ -32,208 +34,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::api::{Filter, ProcessView, StartSpec, State};
+use crate::api::State;
 use crate::config::Config;
 use crate::daemon::cgroup::CgroupFs;
 use crate::daemon::exits;
-use crate::daemon::store::{self, ProcessId, RunId, Store};
+use crate::daemon::store::{ProcessId, RunId, Store};
 use crate::daemon::systemd::Systemd;
 pub use host::Host;
-use host::Launched;
+pub use messages::{Access, Command, Error, Event, Handle, Reply, RunAs};
+use messages::{Fact, Msg};
 use proc::{AfterStop, Proc};
-
-/// What the supervisor answers with when it says no. The bus maps each
-/// variant to one D-Bus error name.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    SpawnFailed(String),
-    #[error("{0}")]
-    Systemd(String),
-    #[error("{0}")]
-    Busy(String),
-    #[error("{0}")]
-    Storage(String),
-    #[error("{0}")]
-    LimitExceeded(String),
-}
-
-impl From<store::Error> for Error {
-    fn from(e: store::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}
-
-pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
-
-/// Whose processes a request may see and act on. The bus decides (in
-/// system mode from the caller's uid and polkit); a process outside it
-/// is answered as if it did not exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    All,
-    Owner(u32),
-}
-
-impl Access {
-    pub fn allows(self, owner: u32) -> bool {
-        match self {
-            Access::All => true,
-            Access::Owner(uid) => uid == owner,
-        }
-    }
-
-    /// The uid to filter by, if any.
-    pub fn owner(self) -> Option<u32> {
-        match self {
-            Access::All => None,
-            Access::Owner(uid) => Some(uid),
-        }
-    }
-}
-
-/// Who a new process belongs to and runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
-    pub uid: u32,
-    /// Ids to drop to (system mode); None: run as the agent.
-    pub credentials: Option<crate::shim::Credentials>,
-    /// The passwd entry's `HOME`, `USER`, `LOGNAME`, `SHELL` (system mode:
-    /// the process's environment starts from these, not the agent's).
-    pub login_env: Option<Vec<(String, String)>>,
-    /// Default working directory.
-    pub home: Option<String>,
-}
-
-/// Requests from the bus.
-pub enum Command {
-    Start {
-        spec: Box<StartSpec>,
-        run_as: RunAs,
-        reply: Reply<String>,
-    },
-    List {
-        filter: Filter,
-        access: Access,
-        reply: oneshot::Sender<Vec<ProcessView>>,
-    },
-    Get {
-        id: String,
-        access: Access,
-        reply: Reply<ProcessView>,
-    },
-    Stop {
-        id: String,
-        access: Access,
-        reply: Reply<()>,
-    },
-    Kill {
-        id: String,
-        access: Access,
-        signal: i32,
-        reply: Reply<()>,
-    },
-    Restart {
-        id: String,
-        access: Access,
-        reply: Reply<()>,
-    },
-    Remove {
-        id: String,
-        access: Access,
-        reply: Reply<()>,
-    },
-    StopMatching {
-        filter: Filter,
-        access: Access,
-        reply: Reply<Vec<String>>,
-    },
-    RemoveMatching {
-        filter: Filter,
-        access: Access,
-        reply: Reply<Vec<String>>,
-    },
-    Events {
-        id: Option<String>,
-        access: Access,
-        limit: u32,
-        reply: Reply<Vec<store::EventRow>>,
-    },
-    Logs {
-        id: String,
-        access: Access,
-        lines: u32,
-        since_us: u64,
-        reply: Reply<Vec<crate::logfile::LogLine>>,
-    },
-}
-
-/// Facts reported to the actor by its own tasks and watchers.
-enum Fact {
-    Launched {
-        id: ProcessId,
-        run: RunId,
-        result: Result<Launched, Error>,
-    },
-    /// An exit record appeared (inotify), or every record must be looked
-    /// at again (`None`: the watch overflowed).
-    ExitRecorded(Option<RunId>),
-    ScopeGone(String),
-    StopDone {
-        id: ProcessId,
-        run: RunId,
-        result: Result<(), String>,
-    },
-    RestartDue {
-        id: ProcessId,
-        run: RunId,
-    },
-    Tick,
-    /// A Start whose working directory was checked off the actor.
-    StartChecked {
-        spec: Box<StartSpec>,
-        config: Box<store::ProcessConfig>,
-        owner: u32,
-        reply: Reply<String>,
-    },
-    /// CPU time of running processes, read off the actor by the tick.
-    Sampled(Vec<(ProcessId, RunId, Option<u64>)>),
-    Prune,
-}
-
-enum Msg {
-    Command(Command),
-    Fact(Fact),
-}
-
-/// What the bus layer is told, in order.
-#[derive(Debug, Clone)]
-pub enum Event {
-    Added(ProcessView),
-    Changed { view: ProcessView, old: State },
-    Removed(String),
-}
-
-/// The bus layer's handle: send commands, nothing else.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::Sender<Msg>,
-}
-
-impl Handle {
-    /// Sends a command and waits for the answer.
-    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::Command(make(tx))).await.ok()?;
-        rx.await.ok()
-    }
-}
 
 /// Paths and settings the supervisor needs besides its collaborators.
 pub struct Settings {

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::host::{Cgroups, Clock, Fut, LaunchRequest, Launched, Launcher, Scopes};
 use super::*;
-use crate::api::{ExitReason, StartSpec, State};
+use crate::api::{ExitReason, Filter, ProcessView, StartSpec, State};
 use crate::daemon::cgroup::Usage;
 use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::{Change, Db, NewProcess, RunChange};

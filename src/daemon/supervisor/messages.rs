@@ -1,0 +1,202 @@
+//! The actor's messages: the commands the bus sends and their answers
+//! (`Command`, `Error`, `Reply`, who may see what: `Access`, who a process
+//! runs as: `RunAs`), the facts its own tasks report (`Fact`), the events
+//! it publishes (`Event`), and the bus's `Handle`. Types only; the
+//! handling is in the stage files.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::host::Launched;
+use crate::api::{Filter, ProcessView, StartSpec, State};
+use crate::daemon::store::{self, ProcessId, RunId};
+
+/// What the supervisor answers with when it says no. The bus maps each
+/// variant to one D-Bus error name.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    SpawnFailed(String),
+    #[error("{0}")]
+    Systemd(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Storage(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+}
+
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// Whose processes a request may see and act on. The bus decides (in
+/// system mode from the caller's uid and polkit); a process outside it
+/// is answered as if it did not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    All,
+    Owner(u32),
+}
+
+impl Access {
+    pub fn allows(self, owner: u32) -> bool {
+        match self {
+            Access::All => true,
+            Access::Owner(uid) => uid == owner,
+        }
+    }
+
+    /// The uid to filter by, if any.
+    pub fn owner(self) -> Option<u32> {
+        match self {
+            Access::All => None,
+            Access::Owner(uid) => Some(uid),
+        }
+    }
+}
+
+/// Who a new process belongs to and runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    /// Ids to drop to (system mode); None: run as the agent.
+    pub credentials: Option<crate::shim::Credentials>,
+    /// The passwd entry's `HOME`, `USER`, `LOGNAME`, `SHELL` (system mode:
+    /// the process's environment starts from these, not the agent's).
+    pub login_env: Option<Vec<(String, String)>>,
+    /// Default working directory.
+    pub home: Option<String>,
+}
+
+/// Requests from the bus.
+pub enum Command {
+    Start {
+        spec: Box<StartSpec>,
+        run_as: RunAs,
+        reply: Reply<String>,
+    },
+    List {
+        filter: Filter,
+        access: Access,
+        reply: oneshot::Sender<Vec<ProcessView>>,
+    },
+    Get {
+        id: String,
+        access: Access,
+        reply: Reply<ProcessView>,
+    },
+    Stop {
+        id: String,
+        access: Access,
+        reply: Reply<()>,
+    },
+    Kill {
+        id: String,
+        access: Access,
+        signal: i32,
+        reply: Reply<()>,
+    },
+    Restart {
+        id: String,
+        access: Access,
+        reply: Reply<()>,
+    },
+    Remove {
+        id: String,
+        access: Access,
+        reply: Reply<()>,
+    },
+    StopMatching {
+        filter: Filter,
+        access: Access,
+        reply: Reply<Vec<String>>,
+    },
+    RemoveMatching {
+        filter: Filter,
+        access: Access,
+        reply: Reply<Vec<String>>,
+    },
+    Events {
+        id: Option<String>,
+        access: Access,
+        limit: u32,
+        reply: Reply<Vec<store::EventRow>>,
+    },
+    Logs {
+        id: String,
+        access: Access,
+        lines: u32,
+        since_us: u64,
+        reply: Reply<Vec<crate::logfile::LogLine>>,
+    },
+}
+
+/// Facts reported to the actor by its own tasks and watchers.
+pub(super) enum Fact {
+    Launched {
+        id: ProcessId,
+        run: RunId,
+        result: Result<Launched, Error>,
+    },
+    /// An exit record appeared (inotify), or every record must be looked
+    /// at again (`None`: the watch overflowed).
+    ExitRecorded(Option<RunId>),
+    ScopeGone(String),
+    StopDone {
+        id: ProcessId,
+        run: RunId,
+        result: Result<(), String>,
+    },
+    RestartDue {
+        id: ProcessId,
+        run: RunId,
+    },
+    Tick,
+    /// A Start whose working directory was checked off the actor.
+    StartChecked {
+        spec: Box<StartSpec>,
+        config: Box<store::ProcessConfig>,
+        owner: u32,
+        reply: Reply<String>,
+    },
+    /// CPU time of running processes, read off the actor by the tick.
+    Sampled(Vec<(ProcessId, RunId, Option<u64>)>),
+    Prune,
+}
+
+pub(super) enum Msg {
+    Command(Command),
+    Fact(Fact),
+}
+
+/// What the bus layer is told, in order.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Added(ProcessView),
+    Changed { view: ProcessView, old: State },
+    Removed(String),
+}
+
+/// The bus layer's handle: send commands, nothing else.
+#[derive(Clone)]
+pub struct Handle {
+    pub(super) tx: mpsc::Sender<Msg>,
+}
+
+impl Handle {
+    /// Sends a command and waits for the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Command(make(tx))).await.ok()?;
+        rx.await.ok()
+    }
+}
