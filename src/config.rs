@@ -68,6 +68,9 @@ pub struct KeyDoc {
 
 /// Every key of `corrald.toml`, in the order the docs list them. A test
 /// checks this list against the parser's fields and defaults.
+/// Bound of `shim_pool`: each waiting shim costs memory and a process.
+const MAX_SHIM_POOL: u32 = 64;
+
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         name: "state_dir",
@@ -148,6 +151,12 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "Cap on the processes one user may have, ended ones included until removed or pruned; Start beyond it fails with LimitExceeded. At least 1.",
     },
     KeyDoc {
+        name: "shim_pool",
+        default: Some("2"),
+        default_text: "",
+        doc: "Shims kept spawned and waiting, so a Start does not wait for one to fork and exec (each costs about 200 KiB while it waits). 0 spawns on demand. At most 64.",
+    },
+    KeyDoc {
         name: "journal_forward",
         default: Some("false"),
         default_text: "",
@@ -187,6 +196,7 @@ struct RawConfig {
     restart_limit: Option<u32>,
     restart_limit_interval_sec: Option<u32>,
     max_processes_per_owner: Option<u32>,
+    shim_pool: Option<u32>,
     journal_forward: Option<bool>,
     notifications: Option<bool>,
 }
@@ -217,6 +227,8 @@ pub struct Config {
     /// Cap on the processes one uid may have (ended ones included, until
     /// removed or pruned).
     pub max_processes_per_owner: u32,
+    /// Shims kept spawned ahead of need (`launch::ShimPool`).
+    pub shim_pool: u32,
     /// Copy output lines to the journal (the shim sends them).
     pub journal_forward: bool,
     /// Desktop notifications on failures; always false in system mode.
@@ -242,6 +254,7 @@ impl Config {
             restart_limit: 5,
             restart_limit_interval_sec: 60,
             max_processes_per_owner: 1000,
+            shim_pool: 2,
             journal_forward: false,
             notifications: mode == Mode::User,
         })
@@ -337,6 +350,12 @@ impl Config {
                 return Err("max_processes_per_owner: must be at least 1".into());
             }
             c.max_processes_per_owner = n;
+        }
+        if let Some(n) = raw.shim_pool {
+            if n > MAX_SHIM_POOL {
+                return Err(format!("shim_pool: at most {MAX_SHIM_POOL}"));
+            }
+            c.shim_pool = n;
         }
         c.journal_forward = raw.journal_forward.unwrap_or(c.journal_forward);
         // The system agent has no desktop session to notify.
@@ -503,6 +522,9 @@ mod tests {
         let system = Config::parse(Mode::System, "notifications = true").unwrap();
         assert!(!system.notifications);
         assert!(parse("journal_forward = true").unwrap().journal_forward);
+        assert_eq!(parse("").unwrap().shim_pool, 2);
+        assert_eq!(parse("shim_pool = 0").unwrap().shim_pool, 0);
+        assert!(parse("shim_pool = 65").unwrap_err().contains("shim_pool"));
         assert!(!parse("").unwrap().journal_forward);
     }
 

@@ -8,6 +8,8 @@
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -64,12 +66,86 @@ pub fn find_shim() -> PathBuf {
 pub struct Held {
     pub shim_pid: u32,
     control: BufReader<UnixStream>,
-    // Dropping the handle lets tokio reap the shim in the background.
     _child: tokio::process::Child,
 }
 
-/// Spawns a held shim for `spec`.
-pub async fn hold(shim: &Path, spec: &LaunchSpec) -> Result<Held> {
+/// A shim spawned and waiting on its control socket for a spec.
+struct Spawned {
+    shim_pid: u32,
+    control: UnixStream,
+    child: tokio::process::Child,
+}
+
+/// Shims spawned ahead of need, each blocked reading its control socket:
+/// a launch takes one and writes its spec, so the shim's fork+exec (most
+/// of a millisecond) is off the Start reply's path. One is spawned to
+/// replace each one taken, in the background; an empty pool (a storm of
+/// Starts, or `shim_pool = 0`) spawns on demand as before. A pooled shim
+/// is the agent's child in the agent's cgroup until systemd moves it into
+/// its scope, exactly like one spawned on demand; if the agent dies, its
+/// pooled shims read end-of-file and exit.
+pub struct ShimPool {
+    shim: PathBuf,
+    size: usize,
+    idle: Mutex<Vec<Spawned>>,
+    /// Spawns under way, counted so a burst of takes does not overfill.
+    coming: AtomicUsize,
+}
+
+impl ShimPool {
+    /// A pool keeping `size` shims of `shim` ready; call `fill` inside the
+    /// runtime to spawn them.
+    pub fn new(shim: PathBuf, size: usize) -> Arc<ShimPool> {
+        Arc::new(ShimPool {
+            shim,
+            size,
+            idle: Mutex::new(Vec::with_capacity(size)),
+            coming: AtomicUsize::new(0),
+        })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Spawned>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tops the pool up in the background (the fork+exec runs on the
+    /// blocking pool, not on a runtime thread).
+    pub fn fill(self: &Arc<Self>) {
+        let have = self.idle().len() + self.coming.load(Ordering::Acquire);
+        for _ in have..self.size {
+            self.coming.fetch_add(1, Ordering::AcqRel);
+            let pool = self.clone();
+            tokio::task::spawn_blocking(move || {
+                match spawn_shim(&pool.shim) {
+                    Ok(s) => pool.idle().push(s),
+                    Err(e) => tracing::warn!("shim pool: {e}"),
+                }
+                pool.coming.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+
+    /// A shim holding `spec`, not yet released: a pooled one if there is
+    /// one alive, else a fresh one.
+    pub async fn hold(self: &Arc<Self>, spec: &LaunchSpec) -> Result<Held> {
+        let line = spec.to_line()?;
+        let pooled = self.idle().pop();
+        if pooled.is_some() {
+            self.fill();
+        }
+        if let Some(s) = pooled {
+            match give_spec(s, &line).await {
+                Ok(held) => return Ok(held),
+                // Killed while waiting (by someone else): spawn a new one.
+                Err(e) => tracing::debug!("pooled shim gone: {e}"),
+            }
+        }
+        give_spec(spawn_shim(&self.shim)?, &line).await
+    }
+}
+
+/// Spawns a shim with its control socket on `CONTROL_FD`; it waits there.
+fn spawn_shim(shim: &Path) -> Result<Spawned> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(Error::Control)?;
     let fd = theirs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(shim);
@@ -77,7 +153,8 @@ pub async fn hold(shim: &Path, spec: &LaunchSpec) -> Result<Held> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .env_clear();
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and
+    // exec.
     unsafe {
         cmd.pre_exec(move || {
             if fd == CONTROL_FD {
@@ -100,17 +177,25 @@ pub async fn hold(shim: &Path, spec: &LaunchSpec) -> Result<Held> {
     drop(theirs);
     let shim_pid = child.id().unwrap_or(0);
     ours.set_nonblocking(true).map_err(Error::Control)?;
-    let mut control = BufReader::new(UnixStream::from_std(ours).map_err(Error::Control)?);
-    let line = spec.to_line()?;
+    let control = UnixStream::from_std(ours).map_err(Error::Control)?;
+    Ok(Spawned {
+        shim_pid,
+        control,
+        child,
+    })
+}
+
+async fn give_spec(s: Spawned, line: &str) -> Result<Held> {
+    let mut control = BufReader::new(s.control);
     control
         .get_mut()
         .write_all(line.as_bytes())
         .await
         .map_err(Error::Control)?;
     Ok(Held {
-        shim_pid,
+        shim_pid: s.shim_pid,
         control,
-        _child: child,
+        _child: s.child,
     })
 }
 

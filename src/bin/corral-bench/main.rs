@@ -1100,10 +1100,14 @@ impl Bench {
         Ok(())
     }
 
-    /// PSS / USS / RSS of every shim.
+    /// PSS / USS / RSS of every supervised process's shim (the agent's
+    /// pooled, waiting shims are not per-process costs).
     fn shim_memory(&mut self, n: usize) {
         let (mut pss, mut uss, mut rss) = (vec![], vec![], vec![]);
-        for pid in sys::pids_by_comm("corral-shim") {
+        for pid in sys::pids_by_comm("corral-shim")
+            .into_iter()
+            .filter(|p| sys::in_corral_scope(*p))
+        {
             if let Some(r) = sys::read_rollup(pid) {
                 pss.push(r.pss as f64);
                 uss.push(r.uss as f64);

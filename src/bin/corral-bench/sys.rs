@@ -78,6 +78,13 @@ pub fn pids_by_comm(comm: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Whether `pid` is in a corral scope (a supervised process's shim, not
+/// one of the agent's pooled shims still waiting in the agent's cgroup).
+pub fn in_corral_scope(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .is_ok_and(|c| c.contains("/app-corral-") && c.contains(".scope"))
+}
+
 fn first_line(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)

@@ -5,7 +5,7 @@
 //! paused time. The real implementations run every filesystem read on
 //! tokio's blocking pool: nothing here blocks the agent's runtime thread.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 
 use super::Error;
 use crate::daemon::cgroup::{CgroupFs, Usage};
+use crate::daemon::launch::ShimPool;
 use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::RunId;
 use crate::daemon::systemd::{ScopeProps, Systemd};
@@ -88,8 +89,11 @@ pub struct Host {
 }
 
 impl Host {
+    /// The real host; `shim_pool` shims are kept spawned ahead of need
+    /// (`launch::ShimPool`).
     pub fn real(
         shim: PathBuf,
+        shim_pool: usize,
         systemd: Systemd,
         exits_dir: PathBuf,
         cgroups: Option<Arc<CgroupFs>>,
@@ -97,7 +101,11 @@ impl Host {
         Host {
             scopes: Arc::new(RealScopes(systemd.clone())),
             launcher: Arc::new(RealLauncher {
-                shim: Arc::new(shim),
+                pool: {
+                    let pool = ShimPool::new(shim, shim_pool);
+                    pool.fill();
+                    pool
+                },
                 systemd,
                 exits_dir: Arc::new(exits_dir),
             }),
@@ -135,7 +143,7 @@ impl Scopes for RealScopes {
 }
 
 struct RealLauncher {
-    shim: Arc<PathBuf>,
+    pool: Arc<ShimPool>,
     systemd: Systemd,
     exits_dir: Arc<PathBuf>,
 }
@@ -147,8 +155,8 @@ async fn blocking<R: Send + 'static>(fallback: R, f: impl FnOnce() -> R + Send +
 
 impl Launcher for RealLauncher {
     fn launch(&self, req: LaunchRequest) -> Fut<Result<Launched, Error>> {
-        let (shim, sd) = (self.shim.clone(), self.systemd.clone());
-        Box::pin(async move { launch_run(&shim, &sd, req).await })
+        let (pool, sd) = (self.pool.clone(), self.systemd.clone());
+        Box::pin(async move { launch_run(&pool, &sd, req).await })
     }
 
     fn exit_path(&self, run: RunId) -> PathBuf {
@@ -175,14 +183,19 @@ impl Launcher for RealLauncher {
 
 /// Hold the shim, wrap it in its scope, release it: the command's first
 /// instruction runs inside the scope.
-async fn launch_run(shim: &Path, sd: &Systemd, req: LaunchRequest) -> Result<Launched, Error> {
+async fn launch_run(
+    pool: &Arc<ShimPool>,
+    sd: &Systemd,
+    req: LaunchRequest,
+) -> Result<Launched, Error> {
     let LaunchRequest {
         unit,
         spec,
         props,
         relaunch,
     } = req;
-    let held = launch::hold(shim, &spec)
+    let held = pool
+        .hold(&spec)
         .await
         .map_err(|e| Error::SpawnFailed(e.to_string()))?;
     let shim_pid = held.shim_pid;

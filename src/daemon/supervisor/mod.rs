@@ -95,7 +95,13 @@ pub async fn start(
     let (exit_tx, exit_rx) = mpsc::unbounded_channel();
     exits::watch(&exits_dir, exit_tx)
         .map_err(|e| Error::Storage(format!("watching {}: {e}", exits_dir.display())))?;
-    let host = Host::real(settings.shim.clone(), systemd, exits_dir, cgroups);
+    let host = Host::real(
+        settings.shim.clone(),
+        settings.config.shim_pool as usize,
+        systemd,
+        exits_dir,
+        cgroups,
+    );
     let (handle, task, tx) = spawn(settings, store, host, events).await?;
     forward(exit_rx, tx.clone(), |run| {
         Fact::ExitRecorded((run != exits::RESCAN).then_some(RunId(run)))
