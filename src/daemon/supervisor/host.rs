@@ -219,11 +219,13 @@ async fn launch_run(
         held.abandon();
         return Err(Error::Systemd(e.to_string()));
     }
-    let control_group = blocking(String::new(), move || {
+    // The scope exists: its cgroup is read while the shim forks and execs
+    // the command, not after.
+    let read_cg = blocking(String::new(), move || {
         launch::read_control_group(shim_pid).unwrap_or_default()
-    })
-    .await;
-    match held.release().await {
+    });
+    let (control_group, released) = tokio::join!(read_cg, held.release());
+    match released {
         Ok(main_pid) => Ok(Launched {
             shim_pid,
             main_pid,
