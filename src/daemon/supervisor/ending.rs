@@ -115,6 +115,11 @@ impl Supervisor {
     pub(super) async fn record_ending(&mut self, id: ProcessId, end: Ending) -> bool {
         if let Some(p) = self.procs.get_mut(&id) {
             p.pending_restart = None;
+            // Counted before the transition publishes the new view; the
+            // store counts the run's reason at the next start.
+            if end.reason == ExitReason::OomKill {
+                p.oom_kills += 1;
+            }
         }
         let why = format!(
             "{}, code {}, signal {}",

@@ -28,6 +28,8 @@ pub enum Error {
     Storage(String),
     #[error("{0}")]
     LimitExceeded(String),
+    #[error("{0}")]
+    NotSupported(String),
 }
 
 impl From<store::Error> for Error {

@@ -124,6 +124,7 @@ impl Supervisor {
             state: State::Starting,
             restarts: 0,
             created_at: now,
+            oom_kills: 0,
             config,
         };
         let run = RunRecord {
@@ -170,6 +171,9 @@ impl Supervisor {
             memory_max: spec.memory_max,
             cpu_quota: spec.cpu_quota,
             tasks_max: spec.tasks_max,
+            memory_high: None,
+            cpu_weight: None,
+            io_weight: None,
             restart: RestartPolicy {
                 policy,
                 delay_ms: spec.restart_delay_ms.unwrap_or(c.restart_delay_ms),
@@ -219,9 +223,7 @@ impl Supervisor {
                 Some(user) => systemd::user_slice_name(user.uid, &p.workspace),
                 None => systemd::slice_name(&p.workspace),
             },
-            memory_max: p.config.memory_max,
-            tasks_max: p.config.tasks_max,
-            cpu_quota: p.config.cpu_quota,
+            limits: p.config.limits(),
             stop_timeout: self.cfg.stop_timeout,
         };
         let req = LaunchRequest {

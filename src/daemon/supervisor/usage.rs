@@ -149,6 +149,12 @@ impl Supervisor {
             tasks_current: opt(u.tasks_current),
             io_read_bytes: opt(u.io_read_bytes),
             io_write_bytes: opt(u.io_write_bytes),
+            oom_kills: p.oom_kills,
+            pressure: if active {
+                p.sampled.pressure.clone()
+            } else {
+                Default::default()
+            },
         })
     }
 }
