@@ -8,7 +8,7 @@
 
 mod error;
 mod lifecycle;
-mod live;
+pub mod live;
 mod proxy;
 mod spec;
 mod view;
