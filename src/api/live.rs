@@ -267,13 +267,19 @@ mod tests {
         let names: Vec<&str> = l.set_keys().iter().map(|k| k.name).collect();
         assert_eq!(names, ["MemoryMax", "CPUQuota", "IOWeight"]);
         for (pairs, want) in [
-            (vec![("Memory", Value::from(1u64))], "unknown limit 'Memory'"),
+            (
+                vec![("Memory", Value::from(1u64))],
+                "unknown limit 'Memory'",
+            ),
             (
                 vec![("MemoryMax", Value::from("1G"))],
                 "MemoryMax: expected D-Bus type 't', got 's'",
             ),
             (vec![("TasksMax", Value::from(0u64))], "TasksMax: must be"),
-            (vec![("CPUWeight", Value::from(0u64))], "CPUWeight: 0 is not"),
+            (
+                vec![("CPUWeight", Value::from(0u64))],
+                "CPUWeight: 0 is not",
+            ),
             (vec![("CPUQuota", Value::from(-1.0))], "CPUQuota: -1 is not"),
             (vec![], "no limit given"),
         ] {

@@ -66,7 +66,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// Process id or unique name.
-    #[arg(value_name = "ID", required_unless_present = "workspace", conflicts_with = "workspace")]
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "workspace",
+        conflicts_with = "workspace"
+    )]
     pub id: Option<String>,
     /// The workspace (its slice) instead of one process.
     #[arg(long, short = 'w')]

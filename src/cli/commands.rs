@@ -19,8 +19,7 @@ use crate::api::{
 use crate::clock::now_us;
 
 use super::args::{
-    Cli, Command, EventsArgs, KillArgs, LimitArgs, ListArgs, LogsArgs, MatchArgs, Since,
-    StatusArgs,
+    Cli, Command, EventsArgs, KillArgs, LimitArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
 };
 use super::error::{Bus, CliError, Result};
 use super::render::{self, EventJson, LogJson, StatusJson};
@@ -426,7 +425,15 @@ async fn limit(ctx: &Ctx, a: &LimitArgs) -> Result<()> {
 /// `freeze -w W` / `thaw -w W`.
 async fn freeze(ctx: &Ctx, workspace: &str, method: &str) -> Result<()> {
     let path = live::workspace_path(&ctx.conn, ctx.bus, workspace).await?;
-    live::call(&ctx.conn, ctx.bus, &path, api::WORKSPACE_INTERFACE, method, &()).await
+    live::call(
+        &ctx.conn,
+        ctx.bus,
+        &path,
+        api::WORKSPACE_INTERFACE,
+        method,
+        &(),
+    )
+    .await
 }
 
 async fn events(ctx: &Ctx, a: &EventsArgs) -> Result<()> {

@@ -101,11 +101,8 @@ pub fn workspaces_table(rows: &[WorkspaceRow]) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|w| {
-            let mut limits: Vec<String> = w
-                .limits
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            let mut limits: Vec<String> =
+                w.limits.iter().map(|(k, v)| format!("{k}={v}")).collect();
             limits.sort();
             vec![
                 sanitize(&w.name),
@@ -125,7 +122,13 @@ pub fn workspaces_table(rows: &[WorkspaceRow]) -> String {
     use Align::{Left, Right};
     render_table(
         Some(&[
-            "WORKSPACE", "RUNNING", "MEMORY", "CPU", "TASKS", "FROZEN", "LIMITS",
+            "WORKSPACE",
+            "RUNNING",
+            "MEMORY",
+            "CPU",
+            "TASKS",
+            "FROZEN",
+            "LIMITS",
         ]),
         &body,
         &[Left, Right, Right, Right, Right, Left, Left],

@@ -212,17 +212,26 @@ impl WorkspaceObject {
     }
 
     #[zbus(property, name = "MemoryCurrent")]
-    async fn memory_current(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u64> {
+    async fn memory_current(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<u64> {
         Ok(self.view(hdr.as_ref()).await?.memory_current)
     }
 
     #[zbus(property, name = "CPUUsageNSec")]
-    async fn cpu_usage_nsec(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u64> {
+    async fn cpu_usage_nsec(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<u64> {
         Ok(self.view(hdr.as_ref()).await?.cpu_usage_nsec)
     }
 
     #[zbus(property, name = "TasksCurrent")]
-    async fn tasks_current(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> zbus::fdo::Result<u64> {
+    async fn tasks_current(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<u64> {
         Ok(self.view(hdr.as_ref()).await?.tasks_current)
     }
 
@@ -249,7 +258,12 @@ impl WorkspaceObject {
         &self,
         #[zbus(header)] hdr: Option<Header<'_>>,
     ) -> zbus::fdo::Result<HashMap<String, f64>> {
-        Ok(self.view(hdr.as_ref()).await?.pressure.into_iter().collect())
+        Ok(self
+            .view(hdr.as_ref())
+            .await?
+            .pressure
+            .into_iter()
+            .collect())
     }
 }
 

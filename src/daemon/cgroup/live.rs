@@ -134,7 +134,10 @@ mod tests {
     fn v2_enforces_only_delegated_controllers() {
         let d = tree(&[
             ("cgroup.controllers", "cpu io memory pids"),
-            ("app.slice/app-corral-w.slice/cgroup.controllers", "cpu memory pids"),
+            (
+                "app.slice/app-corral-w.slice/cgroup.controllers",
+                "cpu memory pids",
+            ),
             (
                 "app.slice/app-corral-w.slice/app-corral-x-1.scope/cgroup.controllers",
                 "memory pids",
@@ -158,7 +161,10 @@ mod tests {
         ]);
         let fs = CgroupFs::detect(d.path()).unwrap();
         assert!(fs.enforceable(CG, "memory", true));
-        assert!(!fs.enforceable(CG, "memory", false), "MemoryHigh is v2-only");
+        assert!(
+            !fs.enforceable(CG, "memory", false),
+            "MemoryHigh is v2-only"
+        );
         assert!(!fs.enforceable(CG, "io", true), "no blkio mount");
         assert_eq!(fs.frozen(CG), None, "systemd freezes on pure v2 only");
     }

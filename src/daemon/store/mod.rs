@@ -495,7 +495,11 @@ impl Db {
             .conn
             .prepare("SELECT owner, name, limits FROM workspaces ORDER BY owner, name")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {

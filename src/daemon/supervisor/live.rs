@@ -254,10 +254,7 @@ impl Supervisor {
                 let mut config = p.config.clone();
                 config.set_limits(merged);
                 let stored = config.clone();
-                let r = self
-                    .store
-                    .call(move |db| db.set_config(id, &stored))
-                    .await;
+                let r = self.store.call(move |db| db.set_config(id, &stored)).await;
                 if r.is_ok() {
                     if let Some(p) = self.procs.get_mut(&id) {
                         p.config = config;
