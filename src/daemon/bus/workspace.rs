@@ -98,14 +98,15 @@ impl WorkspaceObject {
     }
 
     /// The view, re-read when older than [`FRESH`]. No header: the values
-    /// go into InterfacesAdded (the name is in the path anyway).
+    /// go into InterfacesAdded (the name is in the path anyway), read
+    /// fresh.
     async fn view(&self, hdr: Option<&Header<'_>>) -> zbus::fdo::Result<WorkspaceView> {
         if let Some(hdr) = hdr {
             self.visible(hdr).await?;
-        }
-        if let Some((at, v)) = &*self.cache.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < FRESH {
-                return Ok(v.clone());
+            if let Some((at, v)) = &*self.cache.lock().unwrap_or_else(|p| p.into_inner()) {
+                if at.elapsed() < FRESH {
+                    return Ok(v.clone());
+                }
             }
         }
         let views = self
@@ -122,7 +123,13 @@ impl WorkspaceObject {
             .into_iter()
             .find(|v| v.name == self.key.name)
             .ok_or_else(|| unknown(&path(&self.ctx, &self.key)))?;
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), v.clone()));
+        // Only a client's read is cached (for the rest of its GetAll): the
+        // view read for InterfacesAdded, as the object appears, is stale
+        // as soon as the next process of the workspace starts.
+        if hdr.is_some() {
+            *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), v.clone()));
+        }
         Ok(v)
     }
 

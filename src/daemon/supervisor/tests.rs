@@ -66,6 +66,7 @@ impl World {
             signal,
             core_dumped: false,
             exited_at_us: 1,
+            oom_kills: None,
         };
         lock(&self.exits).insert(run, rec);
     }
