@@ -132,6 +132,10 @@ pub struct ScopeProps {
     pub description: String,
     pub slice: String,
     pub limits: Limits,
+    /// Limits set on the workspace: set on `slice` once the scope is in
+    /// it (the slice may be new, e.g. after a reboot), before the command
+    /// runs.
+    pub slice_limits: Option<Limits>,
     pub stop_timeout: Duration,
 }
 

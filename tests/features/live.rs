@@ -256,6 +256,14 @@ fn a_workspace_object_lists_its_totals_and_keeps_its_limits() {
     wait_for(T, "the workspace object to go", || {
         (!workspaces(&agent).iter().any(|w| w["name"] == "my-proj")).then_some(())
     });
+    // A slice that lost its runtime properties (as after a reboot) gets
+    // the stored limits again with the next launch into it.
+    run(Command::new("systemctl").args(["--user", "revert", slice]));
+    assert_ne!(unit_property(slice, "TasksMax"), "100");
+    let c = agent.start_cmd(&["--workspace", "my-proj", "--", "sleep", "302"]);
+    agent.wait_state(&c, "running", T);
+    assert_eq!(unit_property(slice, "TasksMax"), "100");
+    assert_eq!(workspace(&agent, "my-proj")["limits"]["TasksMax"], 100);
 }
 
 #[test]

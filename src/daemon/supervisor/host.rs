@@ -246,6 +246,13 @@ async fn launch_run(shim: &Path, sd: &Systemd, req: LaunchRequest) -> Result<Lau
         held.abandon();
         return Err(Error::Systemd(e.to_string()));
     }
+    if let Some(limits) = &props.slice_limits {
+        // Not fatal: the process runs, its workspace's limits are logged
+        // as missing (systemd keeps them on a slice that lived on).
+        if let Err(e) = sd.set_limits(&props.slice, limits).await {
+            tracing::warn!("setting the workspace limits on {}: {e}", props.slice);
+        }
+    }
     let control_group = blocking(String::new(), move || {
         launch::read_control_group(shim_pid).unwrap_or_default()
     })

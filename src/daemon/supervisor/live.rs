@@ -305,21 +305,14 @@ impl Supervisor {
         });
     }
 
-    /// At start: loads the workspaces' limits and sets them again on the
-    /// slices that have processes (after a reboot systemd has forgotten
-    /// its runtime drop-ins). A failure is logged, not fatal.
-    pub(super) async fn restore_workspace_limits(&mut self) -> Result<(), Error> {
+    /// At start: loads the workspaces' limits. They reach a slice with
+    /// each launch into it (`ScopeProps::slice_limits`); a slice that
+    /// lived on while the agent was down kept them in systemd.
+    pub(super) async fn load_workspace_limits(&mut self) -> Result<(), Error> {
         let rows = self.store.call(|db| db.workspace_limits()).await?;
-        let found = self.found(Access::All);
         for (owner, name, limits) in rows {
-            let key = WorkspaceKey { owner, name };
-            if let Some(f) = found.get(&key).filter(|f| f.running > 0) {
-                let unit = Self::slice_unit(&key, f);
-                if let Err(e) = self.host.scopes.set_limits(unit.clone(), limits).await {
-                    tracing::warn!("restoring the limits of {unit}: {e}");
-                }
-            }
-            self.workspace_limits.insert(key, limits);
+            self.workspace_limits
+                .insert(WorkspaceKey { owner, name }, limits);
         }
         Ok(())
     }

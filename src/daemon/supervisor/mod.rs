@@ -130,8 +130,8 @@ async fn spawn(
         events,
         tx: tx.clone(),
     };
+    sup.load_workspace_limits().await?;
     sup.reconcile().await?;
-    sup.restore_workspace_limits().await?;
     let ticker = tx.clone();
     let interval = sup.cfg.sample_interval;
     tokio::spawn(async move {

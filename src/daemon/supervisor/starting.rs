@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::host::{LaunchRequest, Launched};
 use super::proc::{Launching, Proc, Sampled};
-use super::{Error, Event, Fact, Msg, Reply, RunAs, Supervisor};
+use super::{Error, Event, Fact, Msg, Reply, RunAs, Supervisor, WorkspaceKey};
 use crate::api::{ExitReason, RestartMode, StartSpec, State};
 use crate::daemon::store::{
     Ending, NewProcess, ProcessConfig, ProcessId, ProcessRecord, RestartPolicy, RunChange, RunId,
@@ -224,6 +224,13 @@ impl Supervisor {
                 None => systemd::slice_name(&p.workspace),
             },
             limits: p.config.limits(),
+            slice_limits: self
+                .workspace_limits
+                .get(&WorkspaceKey {
+                    owner: p.owner,
+                    name: p.workspace.clone(),
+                })
+                .copied(),
             stop_timeout: self.cfg.stop_timeout,
         };
         let req = LaunchRequest {
