@@ -194,7 +194,7 @@ pub type Pressure = std::collections::BTreeMap<String, f64>;
 
 /// What a workspace object shows. Totals are `UNSET` when the slice has
 /// no cgroup (nothing runs in it) or the controller is not there.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkspaceView {
     pub name: String,
     pub owner: u32,
