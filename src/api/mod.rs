@@ -8,6 +8,7 @@
 
 mod error;
 mod lifecycle;
+pub mod live;
 mod proxy;
 mod spec;
 mod view;
@@ -15,6 +16,7 @@ mod wire;
 
 pub use error::Error;
 pub use lifecycle::{ExitReason, RestartMode, State};
+pub use live::{workspace_path, Limits, Pressure, WorkspaceView, NO_LIMIT, WORKSPACE_INTERFACE};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
 pub use spec::{wire_len, Filter, StartSpec, MAX_ARGS, MAX_LABEL_LEN, MAX_PATH_LEN, MAX_PAYLOAD};
 pub(crate) use view::process_properties;

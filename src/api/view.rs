@@ -50,6 +50,11 @@ pub struct ProcessView {
     pub tasks_current: u64,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
+    /// Runs of this process ended by the OOM killer.
+    pub oom_kills: u32,
+    /// PSI avg10 by `memory.some` … `io.full`; empty where the kernel has
+    /// none (or nothing runs).
+    pub pressure: BTreeMap<String, f64>,
 }
 
 /// The properties of `org.corral.Supervisor1.Process`, one row each.
@@ -99,6 +104,8 @@ macro_rules! process_properties {
             io_read_bytes:      u64                      = "IOReadBytes",      "io_read_bytes",     UNSET,           set,               false;
             io_write_bytes:     u64                      = "IOWriteBytes",     "io_write_bytes",    UNSET,           set,               false;
             owner:              u32                      = "Owner",            "owner",             u32::MAX,        always,            false;
+            oom_kills:          u32                      = "OOMKills",         "oom_kills",         0,               always,            true;
+            pressure:           BTreeMap<String, f64>    = "Pressure",         "pressure",          BTreeMap::new(), always,            false;
         }
     };
 }
@@ -221,6 +228,8 @@ mod tests {
             tasks_current: 3,
             io_read_bytes: UNSET,
             io_write_bytes: 5,
+            oom_kills: 1,
+            pressure: [("memory.some".to_string(), 0.5)].into(),
         }
     }
 
@@ -250,7 +259,8 @@ mod tests {
             Command as command|WorkingDirectory s working_directory|\
             Labels a{ss} labels|ExitReason s exit_reason *|Restart s restart|\
             NextRestartAt t next_restart_at *|Persistent b persistent|\
-            IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner";
+            IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner|\
+            OOMKills u oom_kills *|Pressure a{sd} pressure";
         let v = sample();
         // The top-level keys, in the order they are written.
         let json = serde_json::to_value(ProcessJson(&v)).unwrap();

@@ -47,3 +47,16 @@ impl WireValue for BTreeMap<String, String> {
         Some(wire.into_iter().collect())
     }
 }
+
+/// Pressure figures by name, a plain `a{sd}` on the bus.
+impl WireValue for BTreeMap<String, f64> {
+    type Wire = HashMap<String, f64>;
+
+    fn to_wire(&self) -> Self::Wire {
+        self.clone().into_iter().collect()
+    }
+
+    fn from_wire(wire: Self::Wire) -> Option<Self> {
+        Some(wire.into_iter().collect())
+    }
+}

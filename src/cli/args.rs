@@ -53,6 +53,53 @@ pub enum Command {
     Events(EventsArgs),
     /// Show a process's output.
     Logs(LogsArgs),
+    /// Change the limits of a process or a workspace at once; they stay for later runs.
+    Limit(LimitArgs),
+    /// Freeze every process of a workspace (systemd's freezer, cgroup v2 only).
+    Freeze(WorkspaceArg),
+    /// Resume a frozen workspace.
+    Thaw(WorkspaceArg),
+    /// List workspaces with their totals, limits and frozen state.
+    Workspaces,
+}
+
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Process id or unique name.
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "workspace",
+        conflicts_with = "workspace"
+    )]
+    pub id: Option<String>,
+    /// The workspace (its slice) instead of one process.
+    #[arg(long, short = 'w')]
+    pub workspace: Option<String>,
+    /// Hard memory limit: 512M, 2G (binary units), bytes, or infinity.
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit_size)]
+    pub memory_max: Option<u64>,
+    /// Memory above which the processes are throttled and reclaimed (cgroup v2 only).
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit_size)]
+    pub memory_high: Option<u64>,
+    /// CPU limit in percent of one CPU (200 = two cores); 0 lifts it.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_quota)]
+    pub cpu_quota: Option<f64>,
+    /// CPU weight, 1-10000 (default 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub cpu_weight: Option<u64>,
+    /// Most processes and threads, or infinity.
+    #[arg(long, value_name = "N", value_parser = parse_limit_count)]
+    pub tasks_max: Option<u64>,
+    /// I/O weight, 1-10000 (default 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub io_weight: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkspaceArg {
+    /// The workspace.
+    #[arg(long, short = 'w', required = true)]
+    pub workspace: String,
 }
 
 /// `KEY=VALUE` for `--env`, or a bare `KEY` meaning "the caller's value".
@@ -278,6 +325,33 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a positive percentage (e.g. 50, 200)")),
     }
+}
+
+/// A size or `infinity` (no limit).
+pub fn parse_limit_size(s: &str) -> Result<u64, String> {
+    if s == "infinity" {
+        return Ok(crate::api::NO_LIMIT);
+    }
+    parse_size_arg(s)
+}
+
+/// A count or `infinity` (no limit).
+pub fn parse_limit_count(s: &str) -> Result<u64, String> {
+    if s == "infinity" {
+        return Ok(crate::api::NO_LIMIT);
+    }
+    s.parse::<u64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("'{s}' is not a positive number or infinity"))
+}
+
+/// A `--cpu-quota` percentage; 0 lifts the quota.
+pub fn parse_quota(s: &str) -> Result<f64, String> {
+    if s.trim().trim_end_matches('%').trim() == "0" {
+        return Ok(0.0);
+    }
+    parse_percent(s)
 }
 
 pub fn parse_signal_arg(s: &str) -> Result<i32, String> {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
-use super::{linger, remote};
+use super::{linger, live, remote};
 
 use crate::api::{
     self, EventRow, Filter, LogRow, ManagerProxy, ProcessJson, ProcessProxy, ProcessView, State,
@@ -19,7 +19,7 @@ use crate::api::{
 use crate::clock::now_us;
 
 use super::args::{
-    Cli, Command, EventsArgs, KillArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
+    Cli, Command, EventsArgs, KillArgs, LimitArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
 };
 use super::error::{Bus, CliError, Result};
 use super::render::{self, EventJson, LogJson, StatusJson};
@@ -218,6 +218,17 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Restart(a) => per_process(&ctx, &a.ids, Op::Restart).await,
         Command::Events(a) => events(&ctx, &a).await,
         Command::Logs(a) => logs(&ctx, &a).await,
+        Command::Limit(a) => limit(&ctx, &a).await,
+        Command::Freeze(a) => freeze(&ctx, &a.workspace, "Freeze").await,
+        Command::Thaw(a) => freeze(&ctx, &a.workspace, "Thaw").await,
+        Command::Workspaces => {
+            let rows = live::workspaces(&ctx.conn, ctx.bus).await?;
+            if ctx.json {
+                emit_json(&rows)
+            } else {
+                emit(&live::workspaces_table(&rows))
+            }
+        }
     };
     if done.is_ok() && check_linger {
         warn_linger(&ctx).await;
@@ -390,6 +401,39 @@ async fn per_process(ctx: &Ctx, args: &[String], op: Op) -> Result<()> {
         return Err(CliError::Partial(failed));
     }
     Ok(())
+}
+
+/// `limit`: SetLimits on the process or the workspace named.
+async fn limit(ctx: &Ctx, a: &LimitArgs) -> Result<()> {
+    let dict = live::limits_dict(a)?;
+    let (path, iface) = match (&a.workspace, &a.id) {
+        (Some(w), _) => (
+            live::workspace_path(&ctx.conn, ctx.bus, w).await?,
+            api::WORKSPACE_INTERFACE,
+        ),
+        (None, Some(id)) => {
+            let t = ctx.resolve(id).await?;
+            let path = zbus::zvariant::OwnedObjectPath::try_from(api::process_path(&t.id))
+                .map_err(|_| CliError::NoSuchProcess(t.id.clone()))?;
+            (path, api::PROCESS_INTERFACE)
+        }
+        (None, None) => return Err(CliError::Usage("give an ID or -w WORKSPACE".into())),
+    };
+    live::call(&ctx.conn, ctx.bus, &path, iface, "SetLimits", &(dict,)).await
+}
+
+/// `freeze -w W` / `thaw -w W`.
+async fn freeze(ctx: &Ctx, workspace: &str, method: &str) -> Result<()> {
+    let path = live::workspace_path(&ctx.conn, ctx.bus, workspace).await?;
+    live::call(
+        &ctx.conn,
+        ctx.bus,
+        &path,
+        api::WORKSPACE_INTERFACE,
+        method,
+        &(),
+    )
+    .await
 }
 
 async fn events(ctx: &Ctx, a: &EventsArgs) -> Result<()> {

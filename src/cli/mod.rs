@@ -9,6 +9,7 @@ mod commands;
 mod error;
 mod format;
 mod linger;
+mod live;
 mod remote;
 mod render;
 mod spec;

@@ -342,6 +342,8 @@ mod tests {
             tasks_current: 3,
             io_read_bytes: UNSET,
             io_write_bytes: UNSET,
+            oom_kills: 0,
+            pressure: Default::default(),
         }
     }
 

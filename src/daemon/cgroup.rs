@@ -14,6 +14,8 @@
 //! file is read with one `open` and plain `read`s into a per-thread buffer
 //! that is reused, and parsed in place without allocating.
 
+mod live;
+
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read};

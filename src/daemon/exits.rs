@@ -98,6 +98,7 @@ mod tests {
             signal: 0,
             core_dumped: false,
             exited_at_us: 5,
+            oom_kills: None,
         };
         // Run 34 ended; run 35 still runs (only its space is reserved).
         ExitRecord::reserve(&record_path(dir.path(), 34)).unwrap();
@@ -131,6 +132,7 @@ mod tests {
             signal: 0,
             core_dumped: false,
             exited_at_us: 5,
+            oom_kills: None,
         };
         rec.write_atomic(&elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, record_path(dir.path(), 7)).unwrap();

@@ -14,6 +14,8 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use zbus::zvariant::{OwnedObjectPath, Value};
 
+use crate::api::{Limits, NO_LIMIT};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// systemd answered with an error; `name` is its D-Bus error name.
@@ -91,6 +93,14 @@ trait SystemdManager {
         patterns: Vec<&str>,
     ) -> zbus::Result<Vec<UnitRow>>;
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn set_unit_properties(
+        &self,
+        name: &str,
+        runtime: bool,
+        properties: Vec<(&str, Value<'_>)>,
+    ) -> zbus::Result<()>;
+    fn freeze_unit(&self, name: &str) -> zbus::Result<()>;
+    fn thaw_unit(&self, name: &str) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
     #[zbus(signal)]
     fn job_removed(
@@ -121,10 +131,11 @@ enum JobSlot {
 pub struct ScopeProps {
     pub description: String,
     pub slice: String,
-    pub memory_max: Option<u64>,
-    pub tasks_max: Option<u64>,
-    /// Percent of one CPU.
-    pub cpu_quota: Option<f64>,
+    pub limits: Limits,
+    /// Limits set on the workspace: set on `slice` once the scope is in
+    /// it (the slice may be new, e.g. after a reboot), before the command
+    /// runs.
+    pub slice_limits: Option<Limits>,
     pub stop_timeout: Duration,
 }
 
@@ -283,19 +294,7 @@ impl Systemd {
             ("TasksAccounting", Value::from(true)),
             ("IOAccounting", Value::from(true)),
         ];
-        if let Some(m) = p.memory_max {
-            props.push(("MemoryMax", Value::from(m)));
-        }
-        if let Some(t) = p.tasks_max {
-            props.push(("TasksMax", Value::from(t)));
-        }
-        if let Some(q) = p.cpu_quota {
-            // systemd's CPUQuota=50% is CPUQuotaPerSecUSec=500000.
-            props.push((
-                "CPUQuotaPerSecUSec",
-                Value::from((q * 10_000.0).round() as u64),
-            ));
-        }
+        props.extend(limit_props(&p.limits));
         let job = bounded(
             "StartTransientUnit",
             unit,
@@ -325,6 +324,28 @@ impl Systemd {
         Ok(())
     }
 
+    /// Changes the limits of a loaded unit at once (`SetUnitProperties`,
+    /// runtime: systemd keeps them in a drop-in under /run until reboot).
+    pub async fn set_limits(&self, unit: &str, limits: &Limits) -> Result<()> {
+        bounded(
+            "SetUnitProperties",
+            unit,
+            self.proxy
+                .set_unit_properties(unit, true, limit_props(limits)),
+        )
+        .await
+    }
+
+    /// Freezes (`true`) or thaws every process of `unit` (cgroup v2's
+    /// freezer, through systemd).
+    pub async fn freeze(&self, unit: &str, freeze: bool) -> Result<()> {
+        if freeze {
+            bounded("FreezeUnit", unit, self.proxy.freeze_unit(unit)).await
+        } else {
+            bounded("ThawUnit", unit, self.proxy.thaw_unit(unit)).await
+        }
+    }
+
     /// The cgroup of a loaded scope (its `ControlGroup` property).
     pub async fn control_group(&self, unit: &str) -> Result<String> {
         let path = bounded("GetUnit", unit, self.proxy.get_unit(unit)).await?;
@@ -351,6 +372,31 @@ impl Systemd {
         .await?;
         Ok(rows.into_iter().map(|r| (r.0, r.3)).collect())
     }
+}
+
+/// The unit properties of `limits`: systemd's names and units, `u64::MAX`
+/// being its `infinity`.
+pub fn limit_props(l: &Limits) -> Vec<(&'static str, Value<'static>)> {
+    let mut props = Vec::new();
+    let mut put = |k, v: Option<u64>| {
+        if let Some(v) = v {
+            props.push((k, Value::from(v)));
+        }
+    };
+    put("MemoryMax", l.memory_max);
+    put("MemoryHigh", l.memory_high);
+    put("CPUWeight", l.cpu_weight);
+    put("TasksMax", l.tasks_max);
+    put("IOWeight", l.io_weight);
+    // systemd's CPUQuota=50% is CPUQuotaPerSecUSec=500000; 0 lifts it.
+    put(
+        "CPUQuotaPerSecUSec",
+        l.cpu_quota.map(|q| match q {
+            0.0 => NO_LIMIT,
+            q => (q * 10_000.0).round() as u64,
+        }),
+    );
+    props
 }
 
 fn finish_job(jobs: &Mutex<HashMap<String, JobSlot>>, job: &str, result: String) {

@@ -322,7 +322,7 @@ fn try_wait(pid: u32) -> Option<Option<libc::c_int>> {
 /// signal 0 so corrald still learns that the process is gone.
 fn record_exit(pid: u32, run: u64, exit_file: &Path, status: Option<libc::c_int>) -> ExitNote {
     let at = now_us();
-    let record = match status {
+    let mut record = match status {
         Some(status) => ExitRecord::from_wait_status(run, pid, status, at),
         None => ExitRecord {
             run,
@@ -331,8 +331,12 @@ fn record_exit(pid: u32, run: u64, exit_file: &Path, status: Option<libc::c_int>
             signal: 0,
             core_dumped: false,
             exited_at_us: at,
+            oom_kills: None,
         },
     };
+    if record.signal == libc::SIGKILL {
+        record.oom_kills = super::oom::own_count();
+    }
     ExitNote {
         record,
         write_error: record.write_atomic(exit_file).err(),

@@ -19,6 +19,7 @@
 
 mod child;
 mod journal;
+mod oom;
 mod output;
 pub mod protocol;
 

@@ -221,6 +221,11 @@ pub struct ExitRecord {
     pub signal: i32,
     pub core_dumped: bool,
     pub exited_at_us: u64,
+    /// OOM kills its cgroup counted when the child died of SIGKILL, read
+    /// by the shim while it still holds the cgroup (corrald may find it
+    /// removed); absent when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
 }
 
 impl ExitRecord {
@@ -240,6 +245,7 @@ impl ExitRecord {
             signal,
             core_dumped,
             exited_at_us,
+            oom_kills: None,
         }
     }
 
@@ -437,6 +443,7 @@ mod tests {
             signal: 0,
             core_dumped: false,
             exited_at_us: 1_764_000_000_000_000,
+            oom_kills: None,
         };
         ExitRecord::reserve(&path).unwrap();
         assert!(dir.path().join("34.tmp").exists());
@@ -523,6 +530,7 @@ mod tests {
                     signal,
                     core_dumped,
                     exited_at_us,
+                    oom_kills: None,
                 },
             )
     }

@@ -8,6 +8,7 @@ mod login;
 mod manager;
 mod objects;
 mod process;
+mod workspace;
 
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, Value};
@@ -37,6 +38,7 @@ impl From<supervisor::Error> for BusError {
             E::Busy(m) => BusError::Busy(m),
             E::Storage(m) => BusError::StorageFailed(m),
             E::LimitExceeded(m) => BusError::LimitExceeded(m),
+            E::NotSupported(m) => BusError::NotSupported(m),
         }
     }
 }
@@ -83,7 +85,13 @@ pub async fn publish_events(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
 ) {
     let server = conn.object_server();
+    let mut workspaces = std::collections::BTreeSet::new();
+    if let Err(e) = workspace::sync(&conn, &ctx, &mut workspaces).await {
+        tracing::warn!("publishing the workspaces on the bus: {e}");
+    }
     while let Some(ev) = rx.recv().await {
+        // Processes come and go with their workspaces.
+        let membership = matches!(ev, Event::Added(_) | Event::Removed(_));
         let r: zbus::Result<()> = async {
             match ev {
                 Event::Added(view) => {
@@ -142,6 +150,11 @@ pub async fn publish_events(
         .await;
         if let Err(e) = r {
             tracing::warn!("publishing a process event on the bus: {e}");
+        }
+        if membership {
+            if let Err(e) = workspace::sync(&conn, &ctx, &mut workspaces).await {
+                tracing::warn!("publishing the workspaces on the bus: {e}");
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `org.freedesktop.DBus.ObjectManager` at `/org/corral/Supervisor1`,
 //! served by the agent itself: `GetManagedObjects` answers each caller
 //! with the processes it may see (in system mode its own; everyone's for
-//! root or a holder of manage-all), which zbus's generic one cannot.
+//! root or a holder of manage-all) and the workspaces of those processes,
+//! which zbus's generic one cannot.
 //! `InterfacesAdded`/`InterfacesRemoved` are still emitted by zbus when a
 //! process object comes or goes (it finds this interface by its name).
 
@@ -65,6 +66,35 @@ impl Objects {
                 [(api::PROCESS_INTERFACE.to_string(), props)]
                     .into_iter()
                     .collect(),
+            );
+        }
+        // A workspace is visible to whoever sees its processes: the
+        // supervisor groups exactly those by owner and name.
+        let workspaces = self
+            .ctx
+            .handle
+            .ask(|reply| Command::Workspaces {
+                access,
+                totals: true,
+                reply,
+            })
+            .await
+            .unwrap_or_default();
+        for w in workspaces {
+            let key = crate::daemon::supervisor::WorkspaceKey {
+                owner: w.owner,
+                name: w.name.clone(),
+            };
+            let path = OwnedObjectPath::try_from(super::workspace::path(&self.ctx, &key))
+                .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+            out.insert(
+                path,
+                [(
+                    api::WORKSPACE_INTERFACE.to_string(),
+                    super::workspace::properties(&w),
+                )]
+                .into_iter()
+                .collect(),
             );
         }
         Ok(out)

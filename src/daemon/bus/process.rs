@@ -211,6 +211,23 @@ macro_rules! process_interface {
                     .await
             }
 
+            /// Changes limits of the running scope at once and keeps them for
+            /// later runs (README "Live limits"); keys not given stay.
+            async fn set_limits(
+                &self,
+                #[zbus(header)] hdr: Header<'_>,
+                limits: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+            ) -> Result<(), MethodError> {
+                let limits = api::Limits::from_dict(limits).map_err(Error::InvalidArgument)?;
+                self.call(&hdr, |id, access, reply| Command::SetLimits {
+                    id,
+                    access,
+                    limits,
+                    reply,
+                })
+                .await
+            }
+
             $(
                 #[zbus(property, name = $name)]
                 async fn $field(

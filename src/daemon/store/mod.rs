@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::api::{ExitReason, RestartMode, State};
+use crate::api::{ExitReason, Limits, RestartMode, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -92,6 +92,14 @@ pub struct ProcessConfig {
     pub memory_max: Option<u64>,
     pub cpu_quota: Option<f64>,
     pub tasks_max: Option<u64>,
+    /// The limits only `SetLimits` sets (the three above come from the
+    /// spec too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_high: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_weight: Option<u64>,
     pub restart: RestartPolicy,
     #[serde(default)]
     pub persistent: bool,
@@ -102,6 +110,29 @@ pub struct ProcessConfig {
     /// variables instead of the agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_env: Option<Vec<(String, String)>>,
+}
+
+impl ProcessConfig {
+    /// The limits its scope gets.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_max: self.memory_max,
+            memory_high: self.memory_high,
+            cpu_quota: self.cpu_quota,
+            cpu_weight: self.cpu_weight,
+            tasks_max: self.tasks_max,
+            io_weight: self.io_weight,
+        }
+    }
+
+    pub fn set_limits(&mut self, l: Limits) {
+        self.memory_max = l.memory_max;
+        self.memory_high = l.memory_high;
+        self.cpu_quota = l.cpu_quota;
+        self.cpu_weight = l.cpu_weight;
+        self.tasks_max = l.tasks_max;
+        self.io_weight = l.io_weight;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +147,9 @@ pub struct ProcessRecord {
     pub restarts: u32,
     pub created_at: u64,
     pub config: ProcessConfig,
+    /// Runs that ended in `oom-kill` (counted from the runs, which live
+    /// as long as the process).
+    pub oom_kills: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -446,6 +480,45 @@ impl Db {
         self.event(at, process_id.0, run_id.map(|r| r.0), kind, detail)
     }
 
+    /// Replaces a process's config (its limits changed).
+    pub fn set_config(&mut self, process_id: ProcessId, config: &ProcessConfig) -> Result<()> {
+        self.conn.execute(
+            "UPDATE processes SET config = ?1 WHERE id = ?2",
+            params![serde_json::to_string(config)?, process_id.0 as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Every workspace's limits, by owner and name.
+    pub fn workspace_limits(&self) -> Result<Vec<(u32, String, Limits)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT owner, name, limits FROM workspaces ORDER BY owner, name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (owner, name, limits) = row?;
+            out.push((owner, name, serde_json::from_str(&limits)?));
+        }
+        Ok(out)
+    }
+
+    /// Records the limits of the workspace `name` of `owner`.
+    pub fn set_workspace_limits(&mut self, owner: u32, name: &str, limits: &Limits) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO workspaces (owner, name, limits) VALUES (?1, ?2, ?3)
+             ON CONFLICT (owner, name) DO UPDATE SET limits = excluded.limits",
+            params![owner, name, serde_json::to_string(limits)?],
+        )?;
+        Ok(())
+    }
+
     /// Forgets a process and its runs; its events stay until retention.
     pub fn delete_process(&mut self, process_id: ProcessId, why: &str, at: u64) -> Result<()> {
         let process_id = process_id.0;
@@ -466,7 +539,8 @@ impl Db {
     pub fn load_all(&self) -> Result<Vec<(ProcessRecord, Option<RunRecord>)>> {
         let mut stmt = self.conn.prepare(
             "SELECT p.id, p.name, p.workspace, p.session, p.state, p.restarts, p.created_at, p.config, p.owner,
-                    r.id, r.unit, r.control_group, r.main_pid, r.started_at, r.exited_at, r.exit_code, r.exit_signal, r.reason
+                    r.id, r.unit, r.control_group, r.main_pid, r.started_at, r.exited_at, r.exit_code, r.exit_signal, r.reason,
+                    (SELECT count(*) FROM runs o WHERE o.process_id = p.id AND o.reason = 'oom-kill')
              FROM processes p LEFT JOIN runs r ON r.id = p.current_run ORDER BY p.id",
         )?;
         let own_uid = self.own_uid;
@@ -495,13 +569,24 @@ impl Db {
             let state = State::parse(&r.get::<_, String>(4)?).unwrap_or(State::Failed);
             let owner = r.get::<_, Option<u32>>(8)?.unwrap_or(own_uid);
             let names: (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
-            let counts = (r.get::<_, u32>(5)?, r.get::<_, i64>(6)? as u64);
+            let counts = (
+                r.get::<_, u32>(5)?,
+                r.get::<_, i64>(6)? as u64,
+                r.get::<_, u32>(18)?,
+            );
             Ok((id, owner, names, state, counts, r.get::<_, String>(7)?, run))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, owner, (name, workspace, session), state, (restarts, created_at), config, run) =
-                row?;
+            let (
+                id,
+                owner,
+                (name, workspace, session),
+                state,
+                (restarts, created_at, oom_kills),
+                config,
+                run,
+            ) = row?;
             let record = ProcessRecord {
                 id,
                 owner,
@@ -512,6 +597,7 @@ impl Db {
                 restarts,
                 created_at,
                 config: serde_json::from_str(&config)?,
+                oom_kills,
             };
             out.push((record, run));
         }
@@ -746,6 +832,9 @@ mod tests {
             memory_max: None,
             cpu_quota: None,
             tasks_max: None,
+            memory_high: None,
+            cpu_weight: None,
+            io_weight: None,
             restart: RestartPolicy {
                 policy: RestartMode::No,
                 delay_ms: 100,

@@ -52,4 +52,14 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN owner INTEGER;
     CREATE INDEX processes_owner ON processes(owner);
     "#,
+    // 3: limits set on a workspace (its slice) with SetLimits, as JSON
+    // (api::Limits), reapplied at agent start.
+    r#"
+    CREATE TABLE workspaces (
+        owner  INTEGER NOT NULL,
+        name   TEXT NOT NULL,
+        limits TEXT NOT NULL,
+        PRIMARY KEY (owner, name)
+    );
+    "#,
 ];

@@ -68,7 +68,8 @@ impl Supervisor {
         let cg = p.run.control_group.clone();
         let known_oom = p.sampled.usage.oom_kills.unwrap_or(0) > 0;
         let rec = self.host.launcher.read_exit(run).await;
-        let oom = known_oom || self.read_oom(cg.clone()).await;
+        let recorded_oom = rec.as_ref().and_then(|r| r.oom_kills).unwrap_or(0) > 0;
+        let oom = known_oom || recorded_oom || self.read_oom(cg.clone()).await;
         let Some(p) = self.procs.get(&id) else { return };
         let now = self.now_us();
         let end = ending(p.stop_requested(), p.kill_signal, rec.as_ref(), oom, now);
@@ -115,6 +116,11 @@ impl Supervisor {
     pub(super) async fn record_ending(&mut self, id: ProcessId, end: Ending) -> bool {
         if let Some(p) = self.procs.get_mut(&id) {
             p.pending_restart = None;
+            // Counted before the transition publishes the new view; the
+            // store counts the run's reason at the next start.
+            if end.reason == ExitReason::OomKill {
+                p.oom_kills += 1;
+            }
         }
         let why = format!(
             "{}, code {}, signal {}",
@@ -232,6 +238,7 @@ mod tests {
             signal,
             core_dumped: false,
             exited_at_us: 5,
+            oom_kills: None,
         }
     }
 

@@ -12,6 +12,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::Error;
+use crate::api::live::LimitKey;
+use crate::api::{Limits, Pressure};
 use crate::daemon::cgroup::{CgroupFs, Usage};
 use crate::daemon::launch::ShimPool;
 use crate::daemon::pidfd::Pidfd;
@@ -49,6 +51,14 @@ pub trait Scopes: Send + Sync {
     /// corral's loaded scopes and their active states.
     fn list(&self) -> Fut<Result<Vec<(String, String)>, String>>;
     fn control_group(&self, unit: String) -> Fut<Result<String, String>>;
+    /// Changes a loaded unit's limits at once (runtime).
+    fn set_limits(&self, unit: String, _limits: Limits) -> Fut<Result<(), String>> {
+        Box::pin(std::future::ready(Err(format!("{unit}: no systemd here"))))
+    }
+    /// Freezes (`true`) or thaws a unit.
+    fn freeze(&self, unit: String, _freeze: bool) -> Fut<Result<(), String>> {
+        Box::pin(std::future::ready(Err(format!("{unit}: no systemd here"))))
+    }
 }
 
 /// Launching runs, and the exit records their shims write.
@@ -72,6 +82,22 @@ pub trait Cgroups: Send + Sync {
     fn main_pid(&self, cg: String) -> Fut<Option<u32>>;
     /// A pidfd of `pid`, if that process is in `cg`.
     fn open_pidfd(&self, pid: u32, cg: String) -> Fut<Option<Pidfd>>;
+    /// The keys of `keys` that cannot be enforced on `cg` on this host.
+    fn unenforceable(
+        &self,
+        _cg: String,
+        _keys: Vec<&'static LimitKey>,
+    ) -> Fut<Vec<&'static LimitKey>> {
+        Box::pin(std::future::ready(vec![]))
+    }
+    /// PSI of each of `cgs` (empty where unknown).
+    fn pressure(&self, cgs: Vec<String>) -> Fut<Vec<Pressure>> {
+        Box::pin(std::future::ready(vec![Pressure::new(); cgs.len()]))
+    }
+    /// `Some(frozen)` where the freezer works on `cg`, `None` where not.
+    fn frozen(&self, _cg: String) -> Fut<Option<bool>> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 pub trait Clock: Send + Sync {
@@ -139,6 +165,20 @@ impl Scopes for RealScopes {
     fn control_group(&self, unit: String) -> Fut<Result<String, String>> {
         let sd = self.0.clone();
         Box::pin(async move { sd.control_group(&unit).await.map_err(|e| e.to_string()) })
+    }
+
+    fn set_limits(&self, unit: String, limits: Limits) -> Fut<Result<(), String>> {
+        let sd = self.0.clone();
+        Box::pin(async move {
+            sd.set_limits(&unit, &limits)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn freeze(&self, unit: String, freeze: bool) -> Fut<Result<(), String>> {
+        let sd = self.0.clone();
+        Box::pin(async move { sd.freeze(&unit, freeze).await.map_err(|e| e.to_string()) })
     }
 }
 
@@ -218,6 +258,13 @@ async fn launch_run(
     if let Err(e) = started {
         held.abandon();
         return Err(Error::Systemd(e.to_string()));
+    }
+    if let Some(limits) = &props.slice_limits {
+        // Not fatal: the process runs, its workspace's limits are logged
+        // as missing (systemd keeps them on a slice that lived on).
+        if let Err(e) = sd.set_limits(&props.slice, limits).await {
+            tracing::warn!("setting the workspace limits on {}: {e}", props.slice);
+        }
     }
     // The scope exists: its cgroup is read while the shim forks and execs
     // the command, not after.
@@ -314,6 +361,31 @@ impl Cgroups for RealCgroups {
 
     fn open_pidfd(&self, pid: u32, cg: String) -> Fut<Option<Pidfd>> {
         Box::pin(blocking(None, move || open_pidfd(pid, &cg)))
+    }
+
+    fn unenforceable(
+        &self,
+        cg: String,
+        keys: Vec<&'static LimitKey>,
+    ) -> Fut<Vec<&'static LimitKey>> {
+        // No cgroup filesystem: nothing can be checked, nothing enforced.
+        let all = keys.clone();
+        self.with(all, move |fs| {
+            keys.into_iter()
+                .filter(|k| !fs.enforceable(&cg, k.controller, k.v1))
+                .collect()
+        })
+    }
+
+    fn pressure(&self, cgs: Vec<String>) -> Fut<Vec<Pressure>> {
+        let n = cgs.len();
+        self.with(vec![Pressure::new(); n], move |fs| {
+            cgs.iter().map(|cg| fs.read_pressure(cg)).collect()
+        })
+    }
+
+    fn frozen(&self, cg: String) -> Fut<Option<bool>> {
+        self.with(None, move |fs| fs.frozen(&cg))
     }
 }
 

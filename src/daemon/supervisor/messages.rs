@@ -7,7 +7,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::host::Launched;
-use crate::api::{Filter, ProcessView, StartSpec, State};
+use crate::api::{Filter, Limits, ProcessView, StartSpec, State, WorkspaceView};
 use crate::daemon::store::{self, ProcessId, RunId};
 
 /// What the supervisor answers with when it says no. The bus maps each
@@ -28,6 +28,8 @@ pub enum Error {
     Storage(String),
     #[error("{0}")]
     LimitExceeded(String),
+    #[error("{0}")]
+    NotSupported(String),
 }
 
 impl From<store::Error> for Error {
@@ -138,6 +140,42 @@ pub enum Command {
         since_us: u64,
         reply: Reply<Vec<crate::logfile::LogLine>>,
     },
+    /// Process `SetLimits`.
+    SetLimits {
+        id: String,
+        access: Access,
+        limits: Limits,
+        reply: Reply<()>,
+    },
+    /// The workspaces `access` sees; `totals`: with usage read from their
+    /// slices (else names and counts only).
+    Workspaces {
+        access: Access,
+        totals: bool,
+        reply: oneshot::Sender<Vec<WorkspaceView>>,
+    },
+    /// Workspace `SetLimits`.
+    SetWorkspaceLimits {
+        workspace: WorkspaceKey,
+        access: Access,
+        limits: Limits,
+        reply: Reply<()>,
+    },
+    /// Workspace `Freeze` (`freeze`) / `Thaw`.
+    Freeze {
+        workspace: WorkspaceKey,
+        access: Access,
+        freeze: bool,
+        reply: Reply<()>,
+    },
+}
+
+/// A workspace is its owner's: in system mode users' workspaces of one
+/// name are distinct slices.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WorkspaceKey {
+    pub owner: u32,
+    pub name: String,
 }
 
 /// Facts reported to the actor by its own tasks and watchers.
@@ -171,6 +209,19 @@ pub(super) enum Fact {
     /// CPU time of running processes, read off the actor by the tick.
     Sampled(Vec<(ProcessId, RunId, Option<u64>)>),
     Prune,
+    /// systemd took new limits (or the target had no unit to change):
+    /// record them and answer.
+    LimitsApplied {
+        target: LimitTarget,
+        limits: Limits,
+        reply: Reply<()>,
+    },
+}
+
+/// Whose limits changed.
+pub(super) enum LimitTarget {
+    Process(ProcessId),
+    Workspace(WorkspaceKey),
 }
 
 pub(super) enum Msg {

@@ -18,6 +18,7 @@
 
 mod ending;
 mod host;
+mod live;
 mod messages;
 mod policy;
 mod proc;
@@ -43,7 +44,7 @@ use crate::daemon::exits;
 use crate::daemon::store::{ProcessId, RunId, Store};
 use crate::daemon::systemd::Systemd;
 pub use host::Host;
-pub use messages::{Access, Command, Error, Event, Handle, Reply, RunAs};
+pub use messages::{Access, Command, Error, Event, Handle, Reply, RunAs, WorkspaceKey};
 use messages::{Fact, Msg};
 use proc::{AfterStop, Proc};
 
@@ -64,6 +65,8 @@ struct Supervisor {
     store: Store,
     host: Host,
     procs: BTreeMap<ProcessId, Proc>,
+    /// Limits set on workspaces (`SetWorkspaceLimits`), as stored.
+    workspace_limits: BTreeMap<WorkspaceKey, crate::api::Limits>,
     events: mpsc::UnboundedSender<Event>,
     tx: mpsc::Sender<Msg>,
 }
@@ -129,9 +132,11 @@ async fn spawn(
         store,
         host,
         procs: BTreeMap::new(),
+        workspace_limits: BTreeMap::new(),
         events,
         tx: tx.clone(),
     };
+    sup.load_workspace_limits().await?;
     sup.reconcile().await?;
     let ticker = tx.clone();
     let interval = sup.cfg.sample_interval;
@@ -302,6 +307,10 @@ impl Supervisor {
                 }
                 Err(e) => drop(reply.send(Err(e))),
             },
+            c @ (Command::SetLimits { .. }
+            | Command::Workspaces { .. }
+            | Command::SetWorkspaceLimits { .. }
+            | Command::Freeze { .. }) => self.live_command(c).await,
         }
     }
 
@@ -331,6 +340,11 @@ impl Supervisor {
                 reply,
             } => self.start_checked(*spec, *config, owner, reply).await,
             Fact::Prune => self.prune().await,
+            Fact::LimitsApplied {
+                target,
+                limits,
+                reply,
+            } => self.limits_applied(target, limits, reply).await,
         }
     }
 

@@ -66,6 +66,8 @@ pub struct Sampled {
     /// The previous CPU reading, for CPU % over an interval.
     pub cpu: Option<(Instant, u64)>,
     pub cpu_percent: f64,
+    /// PSI of the current run, read with `usage`.
+    pub pressure: crate::api::Pressure,
 }
 
 pub struct Proc {
@@ -90,6 +92,8 @@ pub struct Proc {
     pub backoff: Backoff,
     pub pending_restart: Option<PendingRestart>,
     pub sampled: Sampled,
+    /// Runs ended by the OOM killer (`OOMKills`).
+    pub oom_kills: u32,
 }
 
 impl Proc {
@@ -113,6 +117,7 @@ impl Proc {
             backoff: Backoff::default(),
             pending_restart: None,
             sampled: Sampled::default(),
+            oom_kills: rec.oom_kills,
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::host::{LaunchRequest, Launched};
 use super::proc::{Launching, Proc, Sampled};
-use super::{Error, Event, Fact, Msg, Reply, RunAs, Supervisor};
+use super::{Error, Event, Fact, Msg, Reply, RunAs, Supervisor, WorkspaceKey};
 use crate::api::{ExitReason, RestartMode, StartSpec, State};
 use crate::daemon::store::{
     Ending, NewProcess, ProcessConfig, ProcessId, ProcessRecord, RestartPolicy, RunChange, RunId,
@@ -124,6 +124,7 @@ impl Supervisor {
             state: State::Starting,
             restarts: 0,
             created_at: now,
+            oom_kills: 0,
             config,
         };
         let run = RunRecord {
@@ -170,6 +171,9 @@ impl Supervisor {
             memory_max: spec.memory_max,
             cpu_quota: spec.cpu_quota,
             tasks_max: spec.tasks_max,
+            memory_high: None,
+            cpu_weight: None,
+            io_weight: None,
             restart: RestartPolicy {
                 policy,
                 delay_ms: spec.restart_delay_ms.unwrap_or(c.restart_delay_ms),
@@ -219,9 +223,14 @@ impl Supervisor {
                 Some(user) => systemd::user_slice_name(user.uid, &p.workspace),
                 None => systemd::slice_name(&p.workspace),
             },
-            memory_max: p.config.memory_max,
-            tasks_max: p.config.tasks_max,
-            cpu_quota: p.config.cpu_quota,
+            limits: p.config.limits(),
+            slice_limits: self
+                .workspace_limits
+                .get(&WorkspaceKey {
+                    owner: p.owner,
+                    name: p.workspace.clone(),
+                })
+                .copied(),
             stop_timeout: self.cfg.stop_timeout,
         };
         let req = LaunchRequest {

@@ -66,6 +66,7 @@ impl World {
             signal,
             core_dumped: false,
             exited_at_us: 1,
+            oom_kills: None,
         };
         lock(&self.exits).insert(run, rec);
     }
@@ -716,4 +717,84 @@ fn logs_replies_are_bounded_and_a_head_page_holds_one_timestamp() {
     }
     let shim_read = 64 * 1024;
     assert!(shim_read * LINE_OVERHEAD + shim_read <= head.max_bytes);
+}
+
+/// Live limits (supervisor/live.rs): limits set on a process that is not
+/// running are kept in its stored config for its next run; a workspace
+/// whose slice systemd refuses to change keeps no limits.
+#[tokio::test(start_paused = true)]
+async fn limits_of_an_ended_process_are_stored_and_a_refused_workspace_limit_is_not() {
+    let bed = bed().await;
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    bed.wait_state(&id, State::Running).await;
+    let run = bed.run_of(&id);
+    bed.exit(run, 0).await;
+    bed.wait_state(&id, State::Exited).await;
+    let limits = crate::api::Limits {
+        memory_max: Some(1 << 20),
+        ..Default::default()
+    };
+    let set = bed.send(|reply| Command::SetLimits {
+        id: id.clone(),
+        access: Access::All,
+        limits,
+        reply,
+    });
+    set.await.unwrap().unwrap();
+    let store = Store::open_inline(&db_path(&bed._dir)).unwrap();
+    let rows = store.call(|db| db.load_all()).await.unwrap();
+    assert_eq!(rows[0].0.config.limits(), limits);
+
+    let workspace = WorkspaceKey {
+        owner: 1000,
+        name: "default".into(),
+    };
+    let set = bed.send(|reply| Command::SetWorkspaceLimits {
+        workspace,
+        access: Access::All,
+        limits,
+        reply,
+    });
+    // The fake host has no systemd to take it.
+    assert!(matches!(set.await.unwrap(), Err(Error::Systemd(_))));
+    let views = bed
+        .handle
+        .ask(|reply| Command::Workspaces {
+            access: Access::Owner(1000),
+            totals: false,
+            reply,
+        })
+        .await
+        .unwrap();
+    assert_eq!(views.len(), 1);
+    assert_eq!((views[0].processes, views[0].running), (1, 0));
+    assert_eq!(views[0].limits, crate::api::Limits::default());
+    // Another owner sees no workspace.
+    let none = bed
+        .handle
+        .ask(|reply| Command::Workspaces {
+            access: Access::Owner(1),
+            totals: false,
+            reply,
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+/// An OOM kill the shim counted ends the run in `oom-kill` and counts it.
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_in_the_exit_record_is_the_reason_and_counted() {
+    let bed = bed().await;
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    bed.wait_state(&id, State::Running).await;
+    let run = bed.run_of(&id);
+    bed.world.exit(run, -1, libc::SIGKILL);
+    if let Some(rec) = lock(&bed.world.exits).get_mut(&run) {
+        rec.oom_kills = Some(1);
+    }
+    bed.fact(Fact::ExitRecorded(Some(run))).await;
+    let v = bed.wait_state(&id, State::Failed).await;
+    assert_eq!(v.exit_reason, "oom-kill");
+    assert_eq!(v.oom_kills, 1);
 }

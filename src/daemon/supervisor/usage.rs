@@ -35,11 +35,13 @@ impl Supervisor {
         if stale.is_empty() {
             return;
         }
-        let cgs = stale.iter().map(|(_, _, cg)| cg.clone()).collect();
-        let read = self.host.cgroups.usage(cgs).await;
+        let cgs: Vec<String> = stale.iter().map(|(_, _, cg)| cg.clone()).collect();
+        let read = self.host.cgroups.usage(cgs.clone()).await;
+        let mut pressure = self.host.cgroups.pressure(cgs).await.into_iter();
         let now = Instant::now();
         let min_interval = self.cfg.sample_interval.min(FRESH);
         for ((id, run, _), usage) in stale.into_iter().zip(read) {
+            let psi = pressure.next().unwrap_or_default();
             let Some(u) = usage else { continue };
             let Some(p) = self.procs.get_mut(&id).filter(|p| p.run.id == run) else {
                 continue;
@@ -59,6 +61,7 @@ impl Supervisor {
                 }
             }
             s.usage = u;
+            s.pressure = psi;
             s.at = Some(now);
         }
     }
@@ -149,6 +152,12 @@ impl Supervisor {
             tasks_current: opt(u.tasks_current),
             io_read_bytes: opt(u.io_read_bytes),
             io_write_bytes: opt(u.io_write_bytes),
+            oom_kills: p.oom_kills,
+            pressure: if active {
+                p.sampled.pressure.clone()
+            } else {
+                Default::default()
+            },
         })
     }
 }
