@@ -28,6 +28,9 @@ pub enum Error {
     StorageFailed(String),
     /// A configured cap was reached (`max_processes_per_owner`).
     LimitExceeded(String),
+    /// The process has no terminal to attach to or send to: started
+    /// without `Tty` (its stdin is /dev/null), or not running.
+    NoTerminal(String),
 }
 
 impl Error {
@@ -43,6 +46,7 @@ impl Error {
             Error::Busy(_) => "Busy",
             Error::StorageFailed(_) => "StorageFailed",
             Error::LimitExceeded(_) => "LimitExceeded",
+            Error::NoTerminal(_) => "NoTerminal",
         }
     }
 
@@ -60,7 +64,8 @@ impl Error {
             | Error::SystemdError(m)
             | Error::Busy(m)
             | Error::StorageFailed(m)
-            | Error::LimitExceeded(m) => m.clone(),
+            | Error::LimitExceeded(m)
+            | Error::NoTerminal(m) => m.clone(),
         }
     }
 }
@@ -80,6 +85,7 @@ mod tests {
             (Error::SystemdError(String::new()), "SystemdError"),
             (Error::Busy(String::new()), "Busy"),
             (Error::StorageFailed(String::new()), "StorageFailed"),
+            (Error::NoTerminal(String::new()), "NoTerminal"),
         ];
         for (err, short) in cases {
             assert_eq!(

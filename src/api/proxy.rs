@@ -83,6 +83,10 @@ macro_rules! process_proxy {
             fn restart(&self) -> zbus::Result<()>;
             #[zbus(allow_interactive_auth)]
             fn remove(&self) -> zbus::Result<()>;
+            #[zbus(allow_interactive_auth)]
+            fn open_terminal(&self) -> zbus::Result<zbus::zvariant::OwnedFd>;
+            #[zbus(allow_interactive_auth)]
+            fn send_input(&self, data: &[u8]) -> zbus::Result<()>;
 
             $(
                 #[zbus(property, name = $name)]

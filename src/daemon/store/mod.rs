@@ -102,6 +102,9 @@ pub struct ProcessConfig {
     /// variables instead of the agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_env: Option<Vec<(String, String)>>,
+    /// Runs on a pseudo-terminal (`Tty`), attachable.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -757,6 +760,7 @@ mod tests {
             persistent: false,
             credentials: None,
             login_env: None,
+            tty: false,
         }
     }
 

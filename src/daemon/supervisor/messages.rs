@@ -28,6 +28,8 @@ pub enum Error {
     Storage(String),
     #[error("{0}")]
     LimitExceeded(String),
+    #[error("{0}")]
+    NoTerminal(String),
 }
 
 impl From<store::Error> for Error {
@@ -93,6 +95,12 @@ pub enum Command {
         id: String,
         access: Access,
         reply: Reply<ProcessView>,
+    },
+    /// The attach socket of a running PTY process.
+    Terminal {
+        id: String,
+        access: Access,
+        reply: Reply<std::path::PathBuf>,
     },
     Stop {
         id: String,

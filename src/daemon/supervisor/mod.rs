@@ -24,6 +24,7 @@ mod proc;
 mod reconcile;
 mod starting;
 mod stopping;
+mod terminal;
 #[cfg(test)]
 mod tests;
 mod transition;
@@ -197,6 +198,9 @@ impl Supervisor {
                     .collect();
                 self.refresh_usage(&ids).await;
                 let _ = reply.send(ids.into_iter().filter_map(|id| self.view(id)).collect());
+            }
+            Command::Terminal { id, access, reply } => {
+                let _ = reply.send(self.terminal_socket(&id, access));
             }
             Command::Get { id, access, reply } => {
                 let r = match self.find(&id, access) {
