@@ -65,6 +65,7 @@ pub fn build_spec(args: &StartArgs, caller: &Caller) -> Result<StartSpec, String
         .transpose()?;
     // Only an explicit flag is sent, so the agent's default stays in charge.
     spec.persistent = args.persistent.then_some(true);
+    spec.tty = args.tty.then_some(true);
     spec.user = args.run_as.clone();
     Ok(spec)
 }
