@@ -790,6 +790,7 @@ mod tests {
                         restart_reset_sec: secs,
                         restart_limit: limit,
                         restart_limit_interval_sec: secs,
+                        tty: flag,
                     }
                 })
         }

@@ -309,8 +309,12 @@ async fn run_attached(ctx: &Ctx, spec: api::StartSpec, detach: u8) -> Result<()>
         match process.open_terminal().await {
             Ok(fd) => break fd,
             // Not running yet (still starting): ask again shortly.
-            Err(e) if tokio::time::Instant::now() < deadline
-                && process.state().await.is_ok_and(|s| s == State::Starting.as_str()) =>
+            Err(e)
+                if tokio::time::Instant::now() < deadline
+                    && process
+                        .state()
+                        .await
+                        .is_ok_and(|s| s == State::Starting.as_str()) =>
             {
                 drop(e);
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -181,9 +181,10 @@ fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
         None
     };
     // Bound before the reply: once corrald says running, attaching works.
-    let listener = match pty.is_some().then(|| {
-        tty::listen(&terminal::socket_path(&spec.log_dir, spec.run))
-    }) {
+    let listener = match pty
+        .is_some()
+        .then(|| tty::listen(&terminal::socket_path(&spec.log_dir, spec.run)))
+    {
         Some(Err(e)) => {
             let note = format!("terminal socket not served (attach unavailable): {e}");
             log.push(b's', now_us(), note.as_bytes());

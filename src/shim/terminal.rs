@@ -156,7 +156,11 @@ mod tests {
     fn wire_format() {
         assert_eq!(Frame::Input(b"ab".to_vec()).encode(), b"i\0\0\0\x02ab");
         assert_eq!(
-            Frame::Resize { rows: 30, cols: 100 }.encode(),
+            Frame::Resize {
+                rows: 30,
+                cols: 100
+            }
+            .encode(),
             b"w\0\0\0\x04\0\x1e\0\x64"
         );
         let mut d = Decoder::default();

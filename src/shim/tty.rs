@@ -59,7 +59,12 @@ impl Pty {
         for fd in [&pair.master, &pair.slave] {
             // The child gets the slave as fds 0-2 only, never the
             // originals; the master must not leak into it at all.
-            set_fd_flag(fd.as_raw_fd(), libc::F_GETFD, libc::F_SETFD, libc::FD_CLOEXEC)?;
+            set_fd_flag(
+                fd.as_raw_fd(),
+                libc::F_GETFD,
+                libc::F_SETFD,
+                libc::FD_CLOEXEC,
+            )?;
         }
         set_fd_flag(
             pair.master.as_raw_fd(),
@@ -318,7 +323,12 @@ impl Session {
 
 /// The PTY loop: serves the terminal until the command's side of it is
 /// closed by every process and the exit has been logged.
-pub(super) fn serve(master: OwnedFd, listener: Option<Listener>, log: &mut Log, mut waiter: Waiter) {
+pub(super) fn serve(
+    master: OwnedFd,
+    listener: Option<Listener>,
+    log: &mut Log,
+    mut waiter: Waiter,
+) {
     let mut session = Session {
         master: master.as_raw_fd(),
         ring: Ring::default(),

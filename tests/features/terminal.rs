@@ -37,23 +37,32 @@ impl Tmux {
             .arg("-S")
             .arg(&self.socket)
             .args(args));
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            text(&out.stderr)
-        );
+        assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     }
 
     /// A detached 100x30 session running `command` (a shell line); the
     /// pane stays after the command exits so its last words can be read.
     fn session(&self, name: &str, command: &str) {
-        self.cmd(&["new-session", "-d", "-x", "100", "-y", "30", "-s", name, command]);
+        self.cmd(&[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-s",
+            name,
+            command,
+        ]);
         // Too late for a command that exits at once, which none here does.
-        let _ = run(Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .args(["set-option", "-t", name, "remain-on-exit", "on"]));
+        let _ = run(Command::new("tmux").arg("-S").arg(&self.socket).args([
+            "set-option",
+            "-t",
+            name,
+            "remain-on-exit",
+            "on",
+        ]));
     }
 
     /// `corralctl attach ID` in a new session.
@@ -267,14 +276,19 @@ fn send_writes_to_the_terminal_and_refuses_pipes() {
     agent.wait_state(&id, "running", WAIT);
     agent.ctl_ok(&["send", &id, "scripted\n"]);
     wait_for(WAIT, "got:scripted in the log", || {
-        logs(&agent, &id, &[]).contains("got:scripted").then_some(())
+        logs(&agent, &id, &[])
+            .contains("got:scripted")
+            .then_some(())
     });
     let piped = agent.start_cmd(&["--", "sleep", "600"]);
     agent.wait_state(&piped, "running", WAIT);
     let out = agent.ctl(&["send", &piped, "x"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("NoTerminal") && err.contains("/dev/null"), "{err}");
+    assert!(
+        err.contains("NoTerminal") && err.contains("/dev/null"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -308,7 +322,13 @@ fn the_open_terminal_fd_works_from_a_small_client() {
         .expect("timeout");
     // The window size first (takes the keyboard), then a line.
     socket
-        .write_all(&Frame::Resize { rows: 30, cols: 100 }.encode())
+        .write_all(
+            &Frame::Resize {
+                rows: 30,
+                cols: 100,
+            }
+            .encode(),
+        )
         .expect("resize");
     socket
         .write_all(&Frame::Input(b"from dbus\n".to_vec()).encode())

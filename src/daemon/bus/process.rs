@@ -158,7 +158,10 @@ impl ProcessObject {
 
     /// A fresh connection to the shim serving this process's terminal
     /// (README "Terminals"); the caller must be allowed to manage it.
-    async fn terminal(&self, hdr: &Header<'_>) -> Result<std::os::unix::net::UnixStream, MethodError> {
+    async fn terminal(
+        &self,
+        hdr: &Header<'_>,
+    ) -> Result<std::os::unix::net::UnixStream, MethodError> {
         let access = self.access(hdr).await?;
         let id = self.id.clone();
         let path = self
@@ -169,7 +172,10 @@ impl ProcessObject {
             .ok_or_else(gone)?
             .map_err(Error::from)?;
         let no_terminal = |e: std::io::Error| {
-            Error::NoTerminal(format!("cannot reach the terminal of process {}: {e}", self.id))
+            Error::NoTerminal(format!(
+                "cannot reach the terminal of process {}: {e}",
+                self.id
+            ))
         };
         let stream = tokio::net::UnixStream::connect(&path)
             .await

@@ -482,7 +482,7 @@ mod tests {
                 name: "\u{1}".repeat(crate::api::MAX_LABEL_LEN),
                 workspace: "\u{1}".repeat(crate::api::MAX_LABEL_LEN),
             }),
-           tty: true,
+            tty: true,
         };
         let line = launch.to_line().unwrap();
         assert!(
