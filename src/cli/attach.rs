@@ -116,10 +116,10 @@ pub async fn session(terminal: OwnedFd, detach: u8) -> io::Result<Ended> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let raw = RawMode::enter()?;
-    // Sending our size first takes the keyboard (newest attacher).
-    if let Some(size) = window_size() {
-        to_shim.write_all(&size.encode()).await?;
-    }
+    // Sending our size first takes the keyboard (newest attacher); 0×0
+    // takes it without a size when stdin is no terminal.
+    let size = window_size().unwrap_or(Frame::Resize { rows: 0, cols: 0 });
+    to_shim.write_all(&size.encode()).await?;
     let mut keys = stdin_chunks();
     let mut keys_open = true;
     let mut decoder = Decoder::default();

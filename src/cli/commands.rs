@@ -306,20 +306,29 @@ async fn run_attached(ctx: &Ctx, spec: api::StartSpec, detach: u8) -> Result<()>
     let process = ctx.process(&id).await?;
     let deadline = tokio::time::Instant::now() + RUN_ATTACH_WAIT;
     let fd = loop {
-        match process.open_terminal().await {
+        let e = match process.open_terminal().await {
             Ok(fd) => break fd,
-            // Not running yet (still starting): ask again shortly.
-            Err(e)
-                if tokio::time::Instant::now() < deadline
-                    && process
-                        .state()
-                        .await
-                        .is_ok_and(|s| s == State::Starting.as_str()) =>
-            {
-                drop(e);
+            Err(e) => e,
+        };
+        let state = process.state().await.ok().and_then(|s| State::parse(&s));
+        match state {
+            // Not running yet, or its exit not noticed yet: ask again
+            // shortly.
+            Some(s) if s.is_active() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => return Err(ctx.call_err()(e)),
+            // Over before we could attach (`run -t -- ls`): show what it
+            // wrote, as the terminal would have.
+            Some(s) if !s.is_active() => {
+                let rows = ctx.manager.logs(&id, 0, 0).await.map_err(ctx.call_err())?;
+                let out: String = rows
+                    .iter()
+                    .filter(|r| r.1 != "s")
+                    .map(|r| format!("{}\n", r.2))
+                    .collect();
+                return emit(&out);
+            }
+            _ => return Err(ctx.call_err()(e)),
         }
     };
     attached(&id, fd, detach).await

@@ -14,7 +14,9 @@
 //! - `w` client → shim: the client's window size, rows then columns,
 //!   each a big-endian `u16`. The first `w` of a client takes the
 //!   keyboard (newest attacher wins); the holder's sizes are applied to
-//!   the terminal (TIOCSWINSZ, which sends the command SIGWINCH).
+//!   the terminal (TIOCSWINSZ, which sends the command SIGWINCH). A
+//!   client without a window (stdin no terminal) sends 0×0: it takes the
+//!   keyboard and leaves the size as it is.
 //! - `s` client → shim: scripted input (`SendInput`): always written,
 //!   whoever holds the keyboard.
 //!

@@ -89,16 +89,33 @@ fn set_fd_flag(fd: RawFd, get: libc::c_int, set: libc::c_int, flag: libc::c_int)
     Ok(())
 }
 
-/// The attach socket at `path`, owner-only. A file left there by a shim
-/// of the same run killed before it could remove it is replaced.
+/// The attach socket at `path`, owner-only. Sockets of earlier runs left
+/// in the directory by a shim killed before it could remove them go
+/// (corrald only ever connects to the current run's).
 pub(super) fn listen(path: &Path) -> io::Result<Listener> {
-    let _ = fs::remove_file(path);
+    remove_stale_sockets(path);
     let listener = UnixListener::bind(path)?;
     let path = path.to_path_buf();
     let listener = Listener { listener, path };
     fs::set_permissions(&listener.path, fs::Permissions::from_mode(0o600))?;
     listener.listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+fn remove_stale_sockets(path: &Path) {
+    let Some(dir) = path.parent() else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("tty-") && name.ends_with(".sock") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The bound socket; its file is removed when the shim is done with it.
@@ -423,6 +440,10 @@ pub(super) fn serve(
             drain_rounds += 1;
         }
         log.flush();
+    }
+    // Who connected before the socket goes still gets the output.
+    if let Some(l) = &listener {
+        session.accept(&l.listener);
     }
     session.finish();
     drop(listener);

@@ -264,6 +264,10 @@ fn run_t_takes_ctrl_c_and_survives_the_window_closing() {
     tmux.attach("again", &id);
     tmux.type_line("again", "2 + 2");
     tmux.wait_screen("again", "4");
+    // Without a terminal, and over before it could be attached: its
+    // output is printed all the same.
+    let quick = agent.ctl_ok(&["run", "-t", "--", "sh", "-c", "echo quick; exit 0"]);
+    assert!(quick.contains("quick"), "{quick:?}");
 }
 
 #[test]
