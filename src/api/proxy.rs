@@ -66,7 +66,7 @@ pub trait Manager {
     fn version(&self) -> zbus::Result<String>;
 }
 
-/// The Process proxy: its four methods and one property per row of
+/// The Process proxy: its methods and one property per row of
 /// `process_properties!`, typed as the agent serves them.
 macro_rules! process_proxy {
     ($($field:ident: $ty:ty = $name:literal, $json:literal, $absent:expr, $shown:ident, $announced:literal;)*) => {

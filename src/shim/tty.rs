@@ -187,7 +187,7 @@ struct Session {
     ring: Ring,
     clients: Vec<Client>,
     /// The client whose keys reach the command: the newest that sent its
-    /// window size.
+    /// window size (of those still connected).
     keyboard: Option<u64>,
     next_id: u64,
     to_child: Vec<u8>,
@@ -316,12 +316,16 @@ impl Session {
         unsafe { libc::ioctl(self.master, libc::TIOCSWINSZ, &size) };
     }
 
+    /// Drops the clients that left; the keyboard of one that did goes to
+    /// the newest attacher still there.
     fn reap(&mut self) {
         self.clients.retain(|c| !c.dead);
-        if let Some(k) = self.keyboard {
-            if !self.clients.iter().any(|c| c.id == k) {
-                self.keyboard = None;
-            }
+        if self
+            .keyboard
+            .is_some_and(|k| !self.clients.iter().any(|c| c.id == k))
+        {
+            // Clients are kept in the order they connected.
+            self.keyboard = self.clients.iter().rev().find(|c| c.sized).map(|c| c.id);
         }
     }
 
@@ -452,6 +456,62 @@ pub(super) fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session() -> Session {
+        Session {
+            // No terminal: input stays queued in `to_child` to be looked at.
+            master: -1,
+            ring: Ring::default(),
+            clients: Vec::new(),
+            keyboard: None,
+            next_id: 0,
+            to_child: Vec::new(),
+        }
+    }
+
+    /// Connects a client; returns our end of it.
+    fn connect(s: &mut Session) -> UnixStream {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = listen(&dir.path().join("t.sock")).unwrap();
+        let stream = UnixStream::connect(&listener.path).unwrap();
+        s.accept(&listener.listener);
+        stream
+    }
+
+    fn say(s: &mut Session, ours: &mut UnixStream, i: usize, frame: Frame) {
+        ours.write_all(&frame.encode()).unwrap();
+        s.read_client(i, &mut [0u8; 1024]);
+    }
+
+    #[test]
+    fn the_newest_sized_client_has_the_keyboard() {
+        let mut s = session();
+        s.output(b"before");
+        let mut a = connect(&mut s);
+        let mut b = connect(&mut s);
+        // Both got the scrollback.
+        assert!(s.clients.iter().all(|c| c.out.ends_with(b"before")));
+        // Not sized: no keyboard, its keys are dropped; `s` always goes in.
+        say(&mut s, &mut a, 0, Frame::Input(b"x".to_vec()));
+        say(&mut s, &mut a, 0, Frame::Send(b"s".to_vec()));
+        assert_eq!(s.to_child, b"s");
+        say(&mut s, &mut a, 0, Frame::Resize { rows: 0, cols: 0 });
+        say(&mut s, &mut a, 0, Frame::Input(b"a".to_vec()));
+        say(&mut s, &mut b, 1, Frame::Resize { rows: 5, cols: 9 });
+        say(&mut s, &mut a, 0, Frame::Input(b"dropped".to_vec()));
+        say(&mut s, &mut b, 1, Frame::Input(b"b".to_vec()));
+        assert_eq!(s.to_child, b"sab");
+        // b leaves: the keyboard goes back to a.
+        drop(b);
+        s.read_client(1, &mut [0u8; 16]);
+        s.reap();
+        assert_eq!(s.keyboard, Some(0));
+        // Nonsense hangs up on the client.
+        a.write_all(b"?\0\0\0\0").unwrap();
+        s.read_client(0, &mut [0u8; 16]);
+        s.reap();
+        assert!(s.clients.is_empty() && s.keyboard.is_none());
+    }
 
     #[test]
     fn ring_keeps_the_newest_bytes() {
