@@ -32,6 +32,10 @@ const MAX_CLIENT_BACKLOG: usize = 1 << 20;
 /// Input queued for a command that does not read it; more is dropped.
 const MAX_PENDING_INPUT: usize = 64 * 1024;
 
+/// Reads of the terminal per poll round, at most: enough to drain what a
+/// fast printer left, few enough that clients are still served.
+const READS_PER_WAKEUP: usize = 16;
+
 /// Most clients at once; more are refused (closed on accept).
 const MAX_CLIENTS: usize = 32;
 
@@ -409,9 +413,16 @@ pub(super) fn serve(
             if fds[0].revents & libc::POLLOUT != 0 {
                 session.write_input();
             }
-            let data = source.read_once(&mut buf, log);
-            got_data = !data.is_empty();
-            session.output(data);
+            // A terminal hands out at most a few KiB a read: take what is
+            // there before polling (and flushing the log) again.
+            for _ in 0..READS_PER_WAKEUP {
+                let data = source.read_once(&mut buf, log);
+                if data.is_empty() {
+                    break;
+                }
+                got_data = true;
+                session.output(data);
+            }
             if source.file.is_none() {
                 // Closed: its number may be reused by the next accept.
                 session.master = -1;
