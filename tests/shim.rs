@@ -662,6 +662,34 @@ fn long_lines_are_split_into_16k_pieces() {
 /// groups before its first instruction, and enters its working directory
 /// as that user — a directory only root may enter is refused (EACCES),
 /// never entered with root's rights.
+/// System mode on a terminal: the session and controlling terminal are
+/// set up before the privilege drop, and the terminal is the user's.
+#[test]
+fn tty_child_of_another_user_owns_its_terminal() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: dropping privileges needs root");
+        return;
+    }
+    let scratch = Scratch::new();
+    let mut spec = scratch.spec(&[
+        "sh",
+        "-c",
+        r#"test -O "$(tty)" && echo owns-tty; id -u; exec </dev/tty && echo ctty"#,
+    ]);
+    spec.cwd = "/".into();
+    spec.tty = true;
+    spec.user = Some(Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![65534],
+    });
+    let mut shim = Shim::spawn();
+    assert!(shim.launch(&spec).starts_with("ok "));
+    assert_eq!(scratch.wait_exit_record().code, 0);
+    assert_eq!(shim.wait().code(), Some(0));
+    assert_eq!(scratch.stdout(), ["owns-tty", "65534", "ctty"]);
+}
+
 #[test]
 fn child_runs_as_the_specs_user_and_enters_cwd_as_that_user() {
     if unsafe { libc::geteuid() } != 0 {

@@ -173,7 +173,11 @@ fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
         );
     }
     let pty = if spec.tty {
-        match tty::Pty::open() {
+        let owned = |pty: tty::Pty| match &spec.user {
+            Some(user) => pty.give_to(user.uid).map(|()| pty),
+            None => Ok(pty),
+        };
+        match tty::Pty::open().and_then(owned) {
             Ok(pty) => Some(pty),
             Err(e) => return spawn_failed(e, &mut log, &spec, &control),
         }

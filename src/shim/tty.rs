@@ -81,6 +81,21 @@ impl Pty {
             slave: pair.slave,
         })
     }
+
+    /// System mode: the terminal belongs to the user the command runs as,
+    /// as login(1) and sshd do, so programs that open it by name (`tty`,
+    /// ssh, pinentry) may; the group stays `tty` for write(1).
+    pub(super) fn give_to(&self, uid: u32) -> io::Result<()> {
+        // SAFETY: fchown/fchmod on an fd we own.
+        let rc = unsafe {
+            libc::fchown(self.slave.as_raw_fd(), uid, libc::gid_t::MAX)
+                | libc::fchmod(self.slave.as_raw_fd(), 0o620)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 fn set_fd_flag(fd: RawFd, get: libc::c_int, set: libc::c_int, flag: libc::c_int) -> io::Result<()> {
