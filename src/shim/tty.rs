@@ -170,6 +170,8 @@ struct Client {
     out: Vec<u8>,
     /// Has sent its window size (and so took the keyboard once).
     sized: bool,
+    /// Its last window size (rows, columns), 0×0 for none.
+    size: (u16, u16),
     dead: bool,
 }
 
@@ -234,6 +236,7 @@ impl Session {
                 decoder: Decoder::default(),
                 out: Vec::new(),
                 sized: false,
+                size: (0, 0),
                 dead: false,
             };
             self.next_id += 1;
@@ -278,6 +281,7 @@ impl Session {
                 Frame::Input(_) | Frame::Output(_) => {}
                 Frame::Send(text) => self.input(&text),
                 Frame::Resize { rows, cols } => {
+                    client.size = (rows, cols);
                     if !client.sized {
                         client.sized = true;
                         self.keyboard = Some(id);
@@ -336,7 +340,7 @@ impl Session {
     }
 
     /// Drops the clients that left; the keyboard of one that did goes to
-    /// the newest attacher still there.
+    /// the newest attacher still there, and the terminal takes its size.
     fn reap(&mut self) {
         self.clients.retain(|c| !c.dead);
         if self
@@ -344,7 +348,11 @@ impl Session {
             .is_some_and(|k| !self.clients.iter().any(|c| c.id == k))
         {
             // Clients are kept in the order they connected.
-            self.keyboard = self.clients.iter().rev().find(|c| c.sized).map(|c| c.id);
+            let next = self.clients.iter().rev().find(|c| c.sized);
+            self.keyboard = next.map(|c| c.id);
+            if let Some((rows, cols)) = next.map(|c| c.size) {
+                self.resize(rows, cols);
+            }
         }
     }
 
@@ -537,6 +545,53 @@ mod tests {
         s.read_client(0, &mut [0u8; 16]);
         s.reap();
         assert!(s.clients.is_empty() && s.keyboard.is_none());
+    }
+
+    #[test]
+    fn the_size_follows_the_keyboard() {
+        let pty = Pty::open().unwrap();
+        let mut s = session();
+        s.master = pty.master.as_raw_fd();
+        let size = || {
+            let mut ws = nix::pty::Winsize {
+                ws_row: 0,
+                ws_col: 0,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCGWINSZ writes one winsize into a live local.
+            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+            (ws.ws_row, ws.ws_col)
+        };
+        assert_eq!(size(), (INITIAL_ROWS, INITIAL_COLS));
+        let mut a = connect(&mut s);
+        let mut b = connect(&mut s);
+        say(
+            &mut s,
+            &mut a,
+            0,
+            Frame::Resize {
+                rows: 30,
+                cols: 100,
+            },
+        );
+        assert_eq!(size(), (30, 100));
+        say(&mut s, &mut b, 1, Frame::Resize { rows: 20, cols: 72 });
+        // Not the keyboard's: ignored.
+        say(
+            &mut s,
+            &mut a,
+            0,
+            Frame::Resize {
+                rows: 31,
+                cols: 101,
+            },
+        );
+        assert_eq!(size(), (20, 72));
+        drop(b);
+        s.read_client(1, &mut [0u8; 16]);
+        s.reap();
+        assert_eq!(size(), (31, 101));
     }
 
     #[test]
