@@ -238,7 +238,7 @@ pub struct AttachArgs {
     #[arg(value_name = "ID")]
     pub id: String,
     /// The key that detaches, leaving the process running: ctrl-A … ctrl-Z, ctrl-], ctrl-\, ctrl-^, ctrl-_.
-    #[arg(long, value_name = "KEY", default_value = "ctrl-]", value_parser = crate::cli::attach::parse_detach_key)]
+    #[arg(long, value_name = "KEY", env = "CORRAL_DETACH_KEYS", default_value = "ctrl-]", value_parser = crate::cli::attach::parse_detach_key)]
     pub detach_keys: u8,
 }
 
@@ -247,7 +247,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub start: StartArgs,
     /// The key that detaches, leaving the process running (as for `attach`).
-    #[arg(long, value_name = "KEY", default_value = "ctrl-]", value_parser = crate::cli::attach::parse_detach_key)]
+    #[arg(long, value_name = "KEY", env = "CORRAL_DETACH_KEYS", default_value = "ctrl-]", value_parser = crate::cli::attach::parse_detach_key)]
     pub detach_keys: u8,
 }
 

@@ -209,11 +209,23 @@ fn detach_leaves_it_running_and_reattach_replays() {
     tmux.keys("a", &["C-]"]);
     tmux.wait_screen("a", "keeps running");
     assert_eq!(agent.get(&id)["state"], "running");
-    tmux.attach("b", &id);
+    // Another detach key, from the environment.
+    let ctl = bin("corralctl");
+    tmux.session(
+        "b",
+        &format!("CORRAL_DETACH_KEYS=ctrl-x {} attach {id}", ctl.display()),
+    );
     // Recent output, replayed before anything new is typed.
     tmux.wait_screen("b", "got:before detach");
     tmux.type_line("b", "after");
     tmux.wait_screen("b", "got:after");
+    // Ctrl-] is now just a key for the process: still attached.
+    tmux.keys("b", &["C-]"]);
+    tmux.type_line("b", "still");
+    tmux.wait_screen("b", "still");
+    tmux.keys("b", &["C-x"]);
+    tmux.wait_screen("b", "keeps running");
+    assert_eq!(agent.get(&id)["state"], "running");
 }
 
 #[test]
