@@ -82,6 +82,7 @@ impl Scratch {
             exit_file: self.exit_file(),
             user: None,
             journal: None,
+            tty: false,
         }
     }
 
@@ -265,6 +266,52 @@ fn logs_output_and_records_exit_code() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o007, 0, "log dir is world-accessible: {mode:o}");
+}
+
+/// PTY mode: the child sits on a terminal in its own session with TERM
+/// set, its output (without the terminal's `\r`) is logged, the attach
+/// socket (0600) takes scripted input and is gone after the exit.
+#[test]
+fn tty_child_runs_on_a_terminal_served_on_a_socket() {
+    use corral::shim::terminal::{socket_path, Decoder, Frame};
+    let scratch = Scratch::new();
+    let mut spec = scratch.spec(&[
+        "sh",
+        "-c",
+        r#"test -t 0 && test -t 1 && echo "tty $TERM"; read l; echo "got:$l""#,
+    ]);
+    spec.tty = true;
+    let mut shim = Shim::spawn();
+    assert!(shim.launch(&spec).starts_with("ok "));
+    let socket = socket_path(&scratch.log_dir(), 34);
+    let mode = fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let mut client = UnixStream::connect(&socket).unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    client
+        .write_all(&Frame::Send(b"hi\n".to_vec()).encode())
+        .unwrap();
+    let mut decoder = Decoder::default();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The shim closes the socket once the child's terminal is gone.
+    loop {
+        let n = client.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        decoder.push(&buf[..n]);
+        while let Some(Frame::Output(bytes)) = decoder.next_frame().unwrap() {
+            seen.extend_from_slice(&bytes);
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen).into_owned();
+    assert!(seen.contains("tty xterm-256color\r\n"), "{seen:?}");
+    assert!(seen.contains("got:hi\r\n"), "{seen:?}");
+    assert_eq!(scratch.wait_exit_record().code, 0);
+    assert_eq!(shim.wait().code(), Some(0));
+    assert!(!socket.exists());
+    assert_eq!(scratch.stdout(), ["tty xterm-256color", "hi", "got:hi"]);
 }
 
 #[test]
@@ -615,6 +662,34 @@ fn long_lines_are_split_into_16k_pieces() {
 /// groups before its first instruction, and enters its working directory
 /// as that user — a directory only root may enter is refused (EACCES),
 /// never entered with root's rights.
+/// System mode on a terminal: the session and controlling terminal are
+/// set up before the privilege drop, and the terminal is the user's.
+#[test]
+fn tty_child_of_another_user_owns_its_terminal() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: dropping privileges needs root");
+        return;
+    }
+    let scratch = Scratch::new();
+    let mut spec = scratch.spec(&[
+        "sh",
+        "-c",
+        r#"test -O "$(tty)" && echo owns-tty; id -u; exec </dev/tty && echo ctty"#,
+    ]);
+    spec.cwd = "/".into();
+    spec.tty = true;
+    spec.user = Some(Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![65534],
+    });
+    let mut shim = Shim::spawn();
+    assert!(shim.launch(&spec).starts_with("ok "));
+    assert_eq!(scratch.wait_exit_record().code, 0);
+    assert_eq!(shim.wait().code(), Some(0));
+    assert_eq!(scratch.stdout(), ["owns-tty", "65534", "ctty"]);
+}
+
 #[test]
 fn child_runs_as_the_specs_user_and_enters_cwd_as_that_user() {
     if unsafe { libc::geteuid() } != 0 {

@@ -31,6 +31,9 @@ pub enum Error {
     /// This host cannot do it: a limit whose cgroup controller is not
     /// delegated here, the freezer without cgroup v2.
     NotSupported(String),
+    /// The process has no terminal to attach to or send to: started
+    /// without `Tty` (its stdin is /dev/null), or not running.
+    NoTerminal(String),
 }
 
 impl Error {
@@ -47,6 +50,7 @@ impl Error {
             Error::StorageFailed(_) => "StorageFailed",
             Error::LimitExceeded(_) => "LimitExceeded",
             Error::NotSupported(_) => "NotSupported",
+            Error::NoTerminal(_) => "NoTerminal",
         }
     }
 
@@ -66,6 +70,7 @@ impl Error {
             | Error::StorageFailed(m)
             | Error::LimitExceeded(m)
             | Error::NotSupported(m) => m.clone(),
+            Error::NoTerminal(m) => m.clone(),
         }
     }
 }
@@ -86,6 +91,7 @@ mod tests {
             (Error::Busy(String::new()), "Busy"),
             (Error::StorageFailed(String::new()), "StorageFailed"),
             (Error::NotSupported(String::new()), "NotSupported"),
+            (Error::NoTerminal(String::new()), "NoTerminal"),
         ];
         for (err, short) in cases {
             assert_eq!(

@@ -66,7 +66,7 @@ pub trait Manager {
     fn version(&self) -> zbus::Result<String>;
 }
 
-/// The Process proxy: its four methods and one property per row of
+/// The Process proxy: its methods and one property per row of
 /// `process_properties!`, typed as the agent serves them.
 macro_rules! process_proxy {
     ($($field:ident: $ty:ty = $name:literal, $json:literal, $absent:expr, $shown:ident, $announced:literal;)*) => {
@@ -83,6 +83,10 @@ macro_rules! process_proxy {
             fn restart(&self) -> zbus::Result<()>;
             #[zbus(allow_interactive_auth)]
             fn remove(&self) -> zbus::Result<()>;
+            #[zbus(allow_interactive_auth)]
+            fn open_terminal(&self) -> zbus::Result<zbus::zvariant::OwnedFd>;
+            #[zbus(allow_interactive_auth)]
+            fn send_input(&self, data: &[u8]) -> zbus::Result<()>;
 
             $(
                 #[zbus(property, name = $name)]

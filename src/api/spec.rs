@@ -122,6 +122,8 @@ start_spec! {
     /// System mode: run as this user (name or uid) instead of the caller;
     /// needs `org.corral.Supervisor1.start-as-user` (root).
     user: Option<String> = "User",
+    /// Run on a pseudo-terminal that clients attach to (README "Terminals").
+    tty: Option<bool> = "Tty",
 }
 
 /// How a spec field travels: an unset option or an empty list or map is
@@ -462,6 +464,7 @@ mod tests {
             restart_limit_interval_sec: Some(60),
             persistent: Some(true),
             user: Some("alice".into()),
+            tty: Some(true),
         };
         let dict = spec.to_dict();
         // The keys and their D-Bus types are public: a change must be deliberate.
@@ -475,7 +478,7 @@ mod tests {
             "CPUQuota d|CleanEnvironment b|Command as|Environment as|Labels a{ss}|\
              MemoryMax t|Name s|Persistent b|Restart s|RestartDelayMaxMs t|\
              RestartDelayMs t|RestartLimit u|RestartLimitIntervalSec u|\
-             RestartResetSec u|Session s|TasksMax t|User s|WorkingDirectory s|Workspace s"
+             RestartResetSec u|Session s|TasksMax t|Tty b|User s|WorkingDirectory s|Workspace s"
         );
         assert_eq!(dict.len(), StartSpec::KEYS.len());
         assert_eq!(StartSpec::from_dict(owned(dict)).unwrap(), spec);
@@ -787,6 +790,7 @@ mod tests {
                         restart_reset_sec: secs,
                         restart_limit: limit,
                         restart_limit_interval_sec: secs,
+                        tty: flag,
                     }
                 })
         }

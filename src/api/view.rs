@@ -43,6 +43,8 @@ pub struct ProcessView {
     /// µs since epoch of the next automatic restart, 0 when none is due.
     pub next_restart_at: u64,
     pub persistent: bool,
+    /// Runs on a pseudo-terminal (`Tty`): `OpenTerminal` and `SendInput` work.
+    pub tty: bool,
     pub memory_current: u64,
     pub memory_peak: u64,
     pub cpu_usage_nsec: u64,
@@ -106,6 +108,7 @@ macro_rules! process_properties {
             owner:              u32                      = "Owner",            "owner",             u32::MAX,        always,            false;
             oom_kills:          u32                      = "OOMKills",         "oom_kills",         0,               always,            true;
             pressure:           BTreeMap<String, f64>    = "Pressure",         "pressure",          BTreeMap::new(), always,            false;
+            tty:                bool                     = "Tty",              "tty",               false,           always,            false;
         }
     };
 }
@@ -221,6 +224,7 @@ mod tests {
             restart_policy: "always".into(),
             next_restart_at: 0,
             persistent: true,
+            tty: true,
             memory_current: 100,
             memory_peak: 200,
             cpu_usage_nsec: UNSET,
@@ -260,7 +264,7 @@ mod tests {
             Labels a{ss} labels|ExitReason s exit_reason *|Restart s restart|\
             NextRestartAt t next_restart_at *|Persistent b persistent|\
             IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner|\
-            OOMKills u oom_kills *|Pressure a{sd} pressure";
+            OOMKills u oom_kills *|Pressure a{sd} pressure|Tty b tty";
         let v = sample();
         // The top-level keys, in the order they are written.
         let json = serde_json::to_value(ProcessJson(&v)).unwrap();

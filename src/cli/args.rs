@@ -53,6 +53,12 @@ pub enum Command {
     Events(EventsArgs),
     /// Show a process's output.
     Logs(LogsArgs),
+    /// Connect this terminal to a process started with -t (detach: Ctrl-]).
+    Attach(AttachArgs),
+    /// Start a command on a terminal and attach to it at once (like `docker run -it`).
+    Run(Box<RunArgs>),
+    /// Write TEXT to a process's terminal, as if typed (no newline added).
+    Send(SendArgs),
     /// Change the limits of a process or a workspace at once; they stay for later runs.
     Limit(LimitArgs),
     /// Freeze every process of a workspace (systemd's freezer, cgroup v2 only).
@@ -163,6 +169,9 @@ pub struct StartArgs {
     /// Relaunch the process when the agent starts and its scope is gone.
     #[arg(long)]
     pub persistent: bool,
+    /// Run on a pseudo-terminal, to attach to later (`corralctl attach`).
+    #[arg(long, short = 't')]
+    pub tty: bool,
     /// System agent only: run as this user (name or uid); root, or an admin after authentication.
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
@@ -265,6 +274,38 @@ pub struct LogsArgs {
     /// Prefix each line with its stream: `[out]`, `[err]` or `[sys]`.
     #[arg(long)]
     pub streams: bool,
+    /// Keep terminal escape sequences (colours, cursor moves) instead of stripping them.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Process id or unique name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The key that detaches, leaving the process running: ctrl-A … ctrl-Z, ctrl-], ctrl-\, ctrl-^, ctrl-_.
+    #[arg(long, value_name = "KEY", env = "CORRAL_DETACH_KEYS", default_value = "ctrl-]", value_parser = crate::cli::attach::parse_detach_key)]
+    pub detach_keys: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// The key that detaches, leaving the process running (as for `attach`).
+    #[arg(long, value_name = "KEY", env = "CORRAL_DETACH_KEYS", default_value = "ctrl-]", value_parser = crate::cli::attach::parse_detach_key)]
+    pub detach_keys: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Process id or unique name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// The bytes to write (use $'r\n' in bash for a newline).
+    #[arg(value_name = "TEXT", allow_hyphen_values = true)]
+    pub text: String,
 }
 
 /// What `--since` means, resolved against the clock only when used.

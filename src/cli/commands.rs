@@ -196,6 +196,11 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     // when the agent is not running.
     let spec = match &cli.command {
         Command::Start(a) => Some(build_spec(a, &Caller::current()).map_err(CliError::Usage)?),
+        Command::Run(a) => {
+            let mut spec = build_spec(&a.start, &Caller::current()).map_err(CliError::Usage)?;
+            spec.tty = Some(true);
+            Some(spec)
+        }
         _ => None,
     };
     let ctx = Ctx::connect(bus, cli.host.as_deref(), cli.json).await?;
@@ -229,6 +234,12 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
                 emit(&live::workspaces_table(&rows))
             }
         }
+        Command::Attach(a) => attach(&ctx, &a.id, a.detach_keys).await,
+        Command::Run(a) => match spec {
+            Some(spec) => run_attached(&ctx, spec, a.detach_keys).await,
+            None => Ok(()),
+        },
+        Command::Send(a) => send(&ctx, &a).await,
     };
     if done.is_ok() && check_linger {
         warn_linger(&ctx).await;
@@ -269,6 +280,78 @@ async fn start(ctx: &Ctx, spec: api::StartSpec) -> Result<()> {
         // Just the id, so `id=$(corralctl start -- sleep 9)` works.
         emit(&format!("{id}\n"))
     }
+}
+
+/// How long `run -t` waits for the process it started to be running
+/// before attaching.
+const RUN_ATTACH_WAIT: Duration = Duration::from_secs(10);
+
+async fn attach(ctx: &Ctx, arg: &str, detach: u8) -> Result<()> {
+    let target = ctx.resolve(arg).await?;
+    let process = ctx.process(&target.id).await?;
+    let fd = process.open_terminal().await.map_err(ctx.call_err())?;
+    attached(&target.id, fd, detach).await
+}
+
+async fn attached(id: &str, fd: zbus::zvariant::OwnedFd, detach: u8) -> Result<()> {
+    let ended = super::attach::session(fd.into(), detach)
+        .await
+        .map_err(CliError::Output)?;
+    let note = match ended {
+        super::attach::Ended::Detached => format!("detached from process {id}; it keeps running"),
+        super::attach::Ended::Closed => format!("the terminal of process {id} closed"),
+        // Nobody is there to read it.
+        super::attach::Ended::HungUp => return Ok(()),
+    };
+    let _ = writeln!(std::io::stderr(), "\r\ncorralctl: {note}");
+    Ok(())
+}
+
+/// `run -t`: start on a terminal, then attach as soon as it runs.
+async fn run_attached(ctx: &Ctx, spec: api::StartSpec, detach: u8) -> Result<()> {
+    let (id, _) = ctx
+        .manager
+        .start(spec.to_dict())
+        .await
+        .map_err(ctx.call_err())?;
+    let process = ctx.process(&id).await?;
+    let deadline = tokio::time::Instant::now() + RUN_ATTACH_WAIT;
+    let fd = loop {
+        let e = match process.open_terminal().await {
+            Ok(fd) => break fd,
+            Err(e) => e,
+        };
+        let state = process.state().await.ok().and_then(|s| State::parse(&s));
+        match state {
+            // Not running yet, or its exit not noticed yet: ask again
+            // shortly.
+            Some(s) if s.is_active() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Over before we could attach (`run -t -- ls`): show what it
+            // wrote, as the terminal would have.
+            Some(s) if !s.is_active() => {
+                let rows = ctx.manager.logs(&id, 0, 0).await.map_err(ctx.call_err())?;
+                let out: String = rows
+                    .iter()
+                    .filter(|r| r.1 != "s")
+                    .map(|r| format!("{}\n", r.2))
+                    .collect();
+                return emit(&out);
+            }
+            _ => return Err(ctx.call_err()(e)),
+        }
+    };
+    attached(&id, fd, detach).await
+}
+
+async fn send(ctx: &Ctx, a: &super::args::SendArgs) -> Result<()> {
+    let target = ctx.resolve(&a.id).await?;
+    let process = ctx.process(&target.id).await?;
+    process
+        .send_input(a.text.as_bytes())
+        .await
+        .map_err(ctx.call_err())
 }
 
 async fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
@@ -475,8 +558,13 @@ fn emit_logs(rows: &[LogRow], a: &LogsArgs, json: bool) -> Result<()> {
             let line = serde_json::to_string(&LogJson::from(row))
                 .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
             text.push_str(&line);
-        } else {
+        } else if a.raw {
             text.push_str(&render::log_line(row, a.timestamps, a.streams));
+        } else {
+            // A terminal's colours and cursor moves would garble the
+            // reader's own terminal; `--raw` keeps them.
+            let readable = (row.0, row.1.clone(), strip_ansi_escapes::strip_str(&row.2));
+            text.push_str(&render::log_line(&readable, a.timestamps, a.streams));
         }
         text.push('\n');
     }

@@ -5,6 +5,7 @@
 //! It links nothing of the daemon.
 
 mod args;
+mod attach;
 mod commands;
 mod error;
 mod format;

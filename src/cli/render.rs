@@ -283,6 +283,9 @@ pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us
     }
     fields.push(("Restarts", restarts));
     fields.push(("Persistent", if v.persistent { "yes" } else { "no" }.into()));
+    if v.tty {
+        fields.push(("Terminal", "yes (corralctl attach)".into()));
+    }
     if v.started_at != 0 {
         fields.push(("Started", when(v.started_at, now_us)));
     }
@@ -335,6 +338,7 @@ mod tests {
             restart_policy: "no".into(),
             next_restart_at: 0,
             persistent: false,
+            tty: false,
             memory_current: 12_900_000,
             memory_peak: UNSET,
             cpu_usage_nsec: 5_000_000,

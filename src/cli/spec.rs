@@ -65,6 +65,7 @@ pub fn build_spec(args: &StartArgs, caller: &Caller) -> Result<StartSpec, String
         .transpose()?;
     // Only an explicit flag is sent, so the agent's default stays in charge.
     spec.persistent = args.persistent.then_some(true);
+    spec.tty = args.tty.then_some(true);
     spec.user = args.run_as.clone();
     Ok(spec)
 }
@@ -268,6 +269,7 @@ mod tests {
             "--restart-reset",
             "1500ms",
             "--persistent",
+            "-t",
             "--run-as",
             "alice",
             "--",
@@ -290,6 +292,7 @@ mod tests {
         assert_eq!(spec.restart_limit_interval_sec, Some(60));
         assert_eq!(spec.restart_reset_sec, Some(2));
         assert_eq!(spec.persistent, Some(true));
+        assert_eq!(spec.tty, Some(true));
         assert_eq!(spec.user.as_deref(), Some("alice"));
         assert_eq!(spec.environment, ["A=1"]);
         assert_eq!(spec.clean_environment, Some(true));

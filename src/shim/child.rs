@@ -3,7 +3,7 @@
 //! it dies. Owns nothing of the log; see `output` for that.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,9 +13,14 @@ use std::sync::mpsc;
 use super::now_us;
 use super::protocol::{ExitRecord, LaunchSpec};
 
+/// `TERM` of a PTY command whose spec's environment sets none.
+const DEFAULT_TERM: &str = "xterm-256color";
+
 /// Starts the spec's command with exactly its environment and cwd, in its
-/// own process group, its output on pipes.
-pub(super) fn spawn_child(spec: &LaunchSpec) -> io::Result<Child> {
+/// own process group, its output on pipes — or, given a terminal's
+/// `slave` side, in its own session with that terminal as its stdin,
+/// stdout, stderr and controlling terminal.
+pub(super) fn spawn_child(spec: &LaunchSpec, slave: Option<&OwnedFd>) -> io::Result<Child> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
     };
@@ -26,18 +31,39 @@ pub(super) fn spawn_child(spec: &LaunchSpec) -> io::Result<Child> {
             cmd.env(key, value);
         }
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so corrald can signal the whole job.
-        .process_group(0);
+    let session = slave.is_some();
+    match slave {
+        None => {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                // Its own process group, so corrald can signal the whole job.
+                .process_group(0);
+        }
+        Some(slave) => {
+            if !spec.env.iter().any(|e| e.starts_with("TERM=")) {
+                cmd.env("TERM", DEFAULT_TERM);
+            }
+            // No process_group here: setsid in the hook makes the child a
+            // session and group leader (pgid = pid, as corrald expects),
+            // and fails for a child that already leads a group.
+            cmd.stdin(slave.try_clone()?)
+                .stdout(slave.try_clone()?)
+                .stderr(slave.try_clone()?);
+        }
+    }
     match &spec.user {
         None => {
             cmd.current_dir(&spec.cwd);
             // SAFETY: the hook only makes async-signal-safe calls
             // (rt_sigaction, sigemptyset, sigprocmask, umask, getrlimit,
-            // setrlimit) and allocates nothing.
-            unsafe { cmd.pre_exec(reset_process_state_for_exec) };
+            // setrlimit, setsid, ioctl) and allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    reset_process_state_for_exec()?;
+                    take_terminal(session)
+                })
+            };
         }
         Some(user) => {
             // Everything the hook needs is made here, before the fork.
@@ -54,12 +80,31 @@ pub(super) fn spawn_child(spec: &LaunchSpec) -> io::Result<Child> {
             unsafe {
                 cmd.pre_exec(move || {
                     reset_process_state_for_exec()?;
+                    // Before the drop: the terminal belongs to the shim's
+                    // user, and TIOCSCTTY needs no privilege either way.
+                    take_terminal(session)?;
                     drop.apply()
                 })
             };
         }
     }
     cmd.spawn()
+}
+
+/// In the child of a PTY command: a new session, whose controlling
+/// terminal becomes the one on fd 0 (so job control, `^C` and SIGHUP on
+/// hang-up work as in any terminal). Nothing to do for pipes.
+fn take_terminal(session: bool) -> io::Result<()> {
+    if !session {
+        return Ok(());
+    }
+    // SAFETY: setsid and ioctl(TIOCSCTTY) on fd 0 take no pointers.
+    unsafe {
+        if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// System mode: the ids the command runs as, applied in the child after

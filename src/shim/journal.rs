@@ -99,6 +99,7 @@ mod tests {
             exit_file: "/e".into(),
             user: None,
             journal,
+            tty: false,
         }
     }
 

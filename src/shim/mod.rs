@@ -5,7 +5,9 @@
 //!
 //! Parts: this file is the shim's main line (handshake, then run);
 //! `child` starts, waits for and records the child; `output` logs its
-//! pipes; `journal` copies the lines to the journal when asked.
+//! pipes; `tty` runs it on a pseudo-terminal and serves that to attached
+//! clients ([`terminal`] is their protocol); `journal` copies the lines
+//! to the journal when asked.
 //!
 //! The shim must stay tiny and single-purpose: std, libc, serde_json and
 //! `crate::logfile` only — no tokio, zbus or tracing. One shim lives next
@@ -22,6 +24,8 @@ mod journal;
 mod oom;
 mod output;
 pub mod protocol;
+pub mod terminal;
+mod tty;
 
 use crate::clock::now_us;
 use std::fs::{self, File};
@@ -169,21 +173,34 @@ fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
             format!("exit record space not reserved: {e}").as_bytes(),
         );
     }
-    let mut child = match child::spawn_child(&spec) {
-        Ok(child) => child,
-        Err(e) => {
-            let failed = LaunchReply::Failed {
-                errno: e.raw_os_error().unwrap_or(libc::EINVAL),
-                message: e.to_string(),
-            };
-            // Also in the log, where `corralctl logs` users look first.
-            log.push(b's', now_us(), format!("start failed: {e}").as_bytes());
-            log.flush();
-            // No run, no record: give the reserved space back.
-            let _ = fs::remove_file(protocol::record_tmp_path(&spec.exit_file));
-            reply(&control, &failed);
-            return EXIT_SPAWN_FAILED;
+    let pty = if spec.tty {
+        let owned = |pty: tty::Pty| match &spec.user {
+            Some(user) => pty.give_to(user.uid).map(|()| pty),
+            None => Ok(pty),
+        };
+        match tty::Pty::open().and_then(owned) {
+            Ok(pty) => Some(pty),
+            Err(e) => return spawn_failed(e, &mut log, &spec, &control),
         }
+    } else {
+        None
+    };
+    // Bound before the reply: once corrald says running, attaching works.
+    let listener = match pty
+        .is_some()
+        .then(|| tty::listen(&terminal::socket_path(&spec.log_dir, spec.run)))
+    {
+        Some(Err(e)) => {
+            let note = format!("terminal socket not served (attach unavailable): {e}");
+            log.push(b's', now_us(), note.as_bytes());
+            None
+        }
+        Some(Ok(listener)) => Some(listener),
+        None => None,
+    };
+    let mut child = match child::spawn_child(&spec, pty.as_ref().map(|p| &p.slave)) {
+        Ok(child) => child,
+        Err(e) => return spawn_failed(e, &mut log, &spec, &control),
     };
     let pid = child.id();
     let stdout = child.stdout.take().map(|p| File::from(OwnedFd::from(p)));
@@ -196,12 +213,35 @@ fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
     log.flush();
 
     let waiter = Waiter::start(pid, spec.run, spec.exit_file.clone());
-    pump(
-        [Source::new(stdout, b'o'), Source::new(stderr, b'e')],
-        &mut log,
-        waiter,
-    );
+    match pty {
+        Some(tty::Pty { master, slave }) => {
+            // Only the command's processes may hold the terminal, or its
+            // master would never read EOF.
+            drop(slave);
+            tty::serve(master, listener, &mut log, waiter);
+        }
+        None => pump(
+            [Source::new(stdout, b'o'), Source::new(stderr, b'e')],
+            &mut log,
+            waiter,
+        ),
+    }
     0
+}
+
+/// The command could not be started: say why, to corrald and in the log.
+fn spawn_failed(e: io::Error, log: &mut Log, spec: &LaunchSpec, control: &UnixStream) -> i32 {
+    let failed = LaunchReply::Failed {
+        errno: e.raw_os_error().unwrap_or(libc::EINVAL),
+        message: e.to_string(),
+    };
+    // Also in the log, where `corralctl logs` users look first.
+    log.push(b's', now_us(), format!("start failed: {e}").as_bytes());
+    log.flush();
+    // No run, no record: give the reserved space back.
+    let _ = fs::remove_file(protocol::record_tmp_path(&spec.exit_file));
+    reply(control, &failed);
+    EXIT_SPAWN_FAILED
 }
 
 #[cfg(test)]

@@ -20,12 +20,12 @@ use crate::logfile::{LogWriter, MAX_LINE_BYTES};
 
 /// Pipe read size: big enough that a child writing 10 MB/s costs a few
 /// hundred reads a second.
-const READ_BUF: usize = 64 * 1024;
+pub(super) const READ_BUF: usize = 64 * 1024;
 
 /// After the child exits, how many zero-timeout poll rounds may drain
 /// output it left in the pipes before `s exited` is logged; bounded because
 /// a grandchild can keep writing forever.
-const EXIT_DRAIN_ROUNDS: u32 = 64;
+pub(super) const EXIT_DRAIN_ROUNDS: u32 = 64;
 
 /// The log as the shim sees it: best effort. If the directory cannot be
 /// written, lines are dropped and opening is retried at most once a second,
@@ -86,11 +86,15 @@ impl Log {
     }
 }
 
-/// One of the child's output pipes and its unfinished last line.
+/// One of the child's output pipes (or its terminal) and its unfinished
+/// last line.
 pub(super) struct Source {
-    file: Option<File>,
+    pub(super) file: Option<File>,
     stream: u8,
     pending: Vec<u8>,
+    /// A terminal ends lines with `\r\n` (ONLCR); the log keeps lines
+    /// without the `\r`, as from a pipe.
+    strip_cr: bool,
 }
 
 impl Source {
@@ -99,29 +103,56 @@ impl Source {
             file,
             stream,
             pending: Vec::new(),
+            strip_cr: false,
         }
     }
 
-    /// One read; returns whether it produced bytes.
-    fn read_once(&mut self, buf: &mut [u8], log: &mut Log) -> bool {
+    /// The master side of a terminal, logged as stdout.
+    pub(super) fn terminal(file: File) -> Self {
+        Source {
+            strip_cr: true,
+            ..Source::new(Some(file), b'o')
+        }
+    }
+
+    /// One read; returns the bytes it produced (logged already).
+    pub(super) fn read_once<'b>(&mut self, buf: &'b mut [u8], log: &mut Log) -> &'b [u8] {
         let Some(file) = self.file.as_mut() else {
-            return false;
+            return &[];
         };
         match file.read(buf) {
             Ok(0) => {
                 self.close(log);
-                false
+                &[]
             }
             Ok(n) => {
-                self.feed(&buf[..n], now_us(), log);
-                true
+                let data = &buf[..n];
+                self.feed(data, now_us(), log);
+                data
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                &[]
+            }
+            // A terminal's master reads EIO once no process holds the
+            // slave side any more: its EOF.
             Err(_) => {
                 self.close(log);
-                false
+                &[]
             }
         }
+    }
+
+    fn push(&self, log: &mut Log, ts_us: u64, line: &[u8]) {
+        let line = match line.strip_suffix(b"\r") {
+            Some(line) if self.strip_cr => line,
+            _ => line,
+        };
+        log.push(self.stream, ts_us, line);
     }
 
     /// Splits a chunk into lines; whole lines go to the log straight from
@@ -134,12 +165,12 @@ impl Source {
                 return;
             };
             self.pending.extend_from_slice(&data[..i]);
-            log.push(self.stream, ts_us, &self.pending);
+            self.push(log, ts_us, &self.pending);
             self.pending.clear();
             data = &data[i + 1..];
         }
         while let Some(i) = data.iter().position(|&b| b == b'\n') {
-            log.push(self.stream, ts_us, &data[..i]);
+            self.push(log, ts_us, &data[..i]);
             data = &data[i + 1..];
         }
         self.pending.extend_from_slice(data);
@@ -159,7 +190,7 @@ impl Source {
     /// EOF: the partial last line is still a line.
     fn close(&mut self, log: &mut Log) {
         if !self.pending.is_empty() {
-            log.push(self.stream, now_us(), &self.pending);
+            self.push(log, now_us(), &self.pending);
             self.pending.clear();
         }
         self.file = None;
@@ -215,7 +246,7 @@ pub(super) fn pump(mut sources: [Source; 2], log: &mut Log, mut waiter: Waiter) 
         // before the exit is logged before `s exited`.
         for (slot, &i) in open.iter().enumerate() {
             if n > 0 && fds[slot].revents != 0 {
-                got_data |= sources[i].read_once(&mut buf, log);
+                got_data |= !sources[i].read_once(&mut buf, log).is_empty();
             }
         }
         let woken = n > 0 && wake_fd.is_some() && fds[open.len()].revents != 0;
@@ -234,7 +265,7 @@ pub(super) fn pump(mut sources: [Source; 2], log: &mut Log, mut waiter: Waiter) 
     }
 }
 
-fn log_exit(log: &mut Log, note: &ExitNote) {
+pub(super) fn log_exit(log: &mut Log, note: &ExitNote) {
     let rec = &note.record;
     let text = if rec.signal != 0 {
         format!("exited signal {}", rec.signal)
@@ -253,7 +284,7 @@ fn log_exit(log: &mut Log, note: &ExitNote) {
     }
 }
 
-fn pollfd(fd: RawFd) -> libc::pollfd {
+pub(super) fn pollfd(fd: RawFd) -> libc::pollfd {
     libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -279,6 +310,7 @@ mod tests {
             exit_file: dir.join("exit"),
             user: None,
             journal: None,
+            tty: false,
         })
     }
 

@@ -104,6 +104,10 @@ pub struct LaunchSpec {
     /// (`shim::journal`); None: the log file only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<JournalFields>,
+    /// Run the command on a pseudo-terminal (`shim::tty`) instead of
+    /// pipes, and serve it on [`crate::shim::terminal::socket_path`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
 }
 
 /// What the journal entries of one process carry besides the line:
@@ -500,6 +504,7 @@ mod tests {
                             name: format!("n{log_max_bytes}"),
                             workspace: format!("w\n{log_files}"),
                         }),
+                        tty: run % 5 == 0,
                     }
                 },
             )

@@ -130,6 +130,23 @@ fn limits_show_in_systemd_and_survive_an_agent_restart() {
     // MemoryHigh exists on cgroup v2 only, with the memory controller
     // delegated to this manager: elsewhere the named error.
     let high_ok = pure_v2() && controllers.split_whitespace().any(|c| c == "memory");
+    let out = agent.ctl(&["limit", &id, "--memory-high", "64M"]);
+    if high_ok {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            unit_property(&unit, "MemoryHigh"),
+            (64u64 << 20).to_string()
+        );
+    } else {
+        let err = text(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("NotSupported"),
+            "{err}"
+        );
+        assert!(err.contains("MemoryHigh"), "{err}");
+        assert_eq!(unit_property(&unit, "MemoryHigh"), "infinity");
+    }
+
     // The limits are the process's: a run after an agent restart gets
     // them from its stored config.
     agent.kill(libc::SIGKILL);

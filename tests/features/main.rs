@@ -9,3 +9,4 @@ mod common;
 
 // One line per feature module (kept sorted).
 mod live;
+mod terminal;

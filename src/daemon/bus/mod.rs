@@ -39,6 +39,7 @@ impl From<supervisor::Error> for BusError {
             E::Storage(m) => BusError::StorageFailed(m),
             E::LimitExceeded(m) => BusError::LimitExceeded(m),
             E::NotSupported(m) => BusError::NotSupported(m),
+            E::NoTerminal(m) => BusError::NoTerminal(m),
         }
     }
 }

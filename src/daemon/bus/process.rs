@@ -156,6 +156,36 @@ impl ProcessObject {
         }
     }
 
+    /// A fresh connection to the shim serving this process's terminal
+    /// (README "Terminals"); the caller must be allowed to manage it.
+    async fn terminal(
+        &self,
+        hdr: &Header<'_>,
+    ) -> Result<std::os::unix::net::UnixStream, MethodError> {
+        let access = self.access(hdr).await?;
+        let id = self.id.clone();
+        let path = self
+            .ctx
+            .handle
+            .ask(|reply| Command::Terminal { id, access, reply })
+            .await
+            .ok_or_else(gone)?
+            .map_err(Error::from)?;
+        let no_terminal = |e: std::io::Error| {
+            Error::NoTerminal(format!(
+                "cannot reach the terminal of process {}: {e}",
+                self.id
+            ))
+        };
+        let stream = tokio::net::UnixStream::connect(&path)
+            .await
+            .map_err(no_terminal)?;
+        let stream = stream.into_std().map_err(no_terminal)?;
+        // The client gets an ordinary blocking socket.
+        stream.set_nonblocking(false).map_err(no_terminal)?;
+        Ok(stream)
+    }
+
     async fn call(
         &self,
         hdr: &Header<'_>,
@@ -173,7 +203,7 @@ impl ProcessObject {
     }
 }
 
-/// Emits the interface: its four methods and one property getter per row
+/// Emits the interface: its methods and one property getter per row
 /// of `api::process_properties!` (zbus wants a fn per property). Each
 /// getter returns its field in D-Bus form, so the name and the type on
 /// the bus are the table's.
@@ -226,6 +256,45 @@ macro_rules! process_interface {
                     reply,
                 })
                 .await
+            }
+
+            /// A socket connected to the process's terminal, speaking the
+            /// framed protocol of `shim::terminal` (README "Terminals").
+            async fn open_terminal(
+                &self,
+                #[zbus(header)] hdr: Header<'_>,
+            ) -> Result<zbus::zvariant::OwnedFd, MethodError> {
+                let stream = self.terminal(&hdr).await?;
+                Ok(std::os::fd::OwnedFd::from(stream).into())
+            }
+
+            /// Writes `data` to the process's terminal, whoever holds its
+            /// keyboard (at most 64 KiB).
+            async fn send_input(
+                &self,
+                #[zbus(header)] hdr: Header<'_>,
+                data: Vec<u8>,
+            ) -> Result<(), MethodError> {
+                use crate::shim::terminal::{Frame, MAX_PAYLOAD};
+                if data.len() > MAX_PAYLOAD {
+                    return Err(Error::InvalidArgument(format!(
+                        "SendInput: {} bytes is over the {MAX_PAYLOAD}-byte limit",
+                        data.len()
+                    ))
+                    .into());
+                }
+                let stream = self.terminal(&hdr).await?;
+                let frame = Frame::Send(data).encode();
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    // A wedged shim must not keep the call (and a thread) forever.
+                    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+                    (&stream).write_all(&frame)
+                })
+                .await
+                .map_err(|e| Error::NoTerminal(e.to_string()))?
+                .map_err(|e| Error::NoTerminal(format!("writing to the terminal: {e}")))?;
+                Ok(())
             }
 
             $(

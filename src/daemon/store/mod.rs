@@ -110,6 +110,9 @@ pub struct ProcessConfig {
     /// variables instead of the agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_env: Option<Vec<(String, String)>>,
+    /// Runs on a pseudo-terminal (`Tty`), attachable.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 impl ProcessConfig {
@@ -846,6 +849,7 @@ mod tests {
             persistent: false,
             credentials: None,
             login_env: None,
+            tty: false,
         }
     }
 

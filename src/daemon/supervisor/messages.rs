@@ -30,6 +30,8 @@ pub enum Error {
     LimitExceeded(String),
     #[error("{0}")]
     NotSupported(String),
+    #[error("{0}")]
+    NoTerminal(String),
 }
 
 impl From<store::Error> for Error {
@@ -95,6 +97,12 @@ pub enum Command {
         id: String,
         access: Access,
         reply: Reply<ProcessView>,
+    },
+    /// The attach socket of a running PTY process.
+    Terminal {
+        id: String,
+        access: Access,
+        reply: Reply<std::path::PathBuf>,
     },
     Stop {
         id: String,

@@ -25,6 +25,7 @@ mod proc;
 mod reconcile;
 mod starting;
 mod stopping;
+mod terminal;
 #[cfg(test)]
 mod tests;
 mod transition;
@@ -208,6 +209,9 @@ impl Supervisor {
                     .collect();
                 self.refresh_usage(&ids).await;
                 let _ = reply.send(ids.into_iter().filter_map(|id| self.view(id)).collect());
+            }
+            Command::Terminal { id, access, reply } => {
+                let _ = reply.send(self.terminal_socket(&id, access));
             }
             Command::Get { id, access, reply } => {
                 let r = match self.find(&id, access) {

@@ -190,6 +190,7 @@ impl Supervisor {
             persistent: spec.persistent.unwrap_or(false),
             credentials: run_as.credentials.clone(),
             login_env: run_as.login_env.clone(),
+            tty: spec.tty == Some(true),
         })
     }
 
@@ -216,6 +217,7 @@ impl Supervisor {
                 name: p.name.clone(),
                 workspace: p.workspace.clone(),
             }),
+            tty: p.config.tty,
         };
         let props = ScopeProps {
             description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
@@ -489,6 +491,7 @@ mod tests {
                 name: "\u{1}".repeat(crate::api::MAX_LABEL_LEN),
                 workspace: "\u{1}".repeat(crate::api::MAX_LABEL_LEN),
             }),
+            tty: true,
         };
         let line = launch.to_line().unwrap();
         assert!(

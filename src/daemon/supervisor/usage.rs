@@ -145,6 +145,7 @@ impl Supervisor {
             restart_policy: p.config.restart.policy.as_str().to_string(),
             next_restart_at: p.pending_restart.as_ref().map_or(0, |r| r.at_us),
             persistent: p.config.persistent,
+            tty: p.config.tty,
             memory_current: opt(u.memory_current),
             memory_peak: opt(u.memory_peak),
             cpu_usage_nsec: opt(u.cpu_usage_nsec),
