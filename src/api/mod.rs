@@ -7,13 +7,16 @@
 //! is supervised.
 
 mod error;
+mod history;
 mod lifecycle;
+pub mod metrics;
 mod proxy;
 mod spec;
 mod view;
 mod wire;
 
 pub use error::Error;
+pub use history::{HistoryRow, HISTORY_MAX_POINTS};
 pub use lifecycle::{ExitReason, RestartMode, State};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
 pub use spec::{wire_len, Filter, StartSpec, MAX_ARGS, MAX_LABEL_LEN, MAX_PATH_LEN, MAX_PAYLOAD};

@@ -19,7 +19,7 @@ use crate::api::{
 use crate::clock::now_us;
 
 use super::args::{
-    Cli, Command, EventsArgs, KillArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
+    Cli, Command, EventsArgs, KillArgs, ListArgs, LogsArgs, MatchArgs, Since, StatsArgs, StatusArgs,
 };
 use super::error::{Bus, CliError, Result};
 use super::render::{self, EventJson, LogJson, StatusJson};
@@ -218,6 +218,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Restart(a) => per_process(&ctx, &a.ids, Op::Restart).await,
         Command::Events(a) => events(&ctx, &a).await,
         Command::Logs(a) => logs(&ctx, &a).await,
+        Command::Stats(a) => stats(&ctx, &a).await,
+        Command::Top => super::top::run(&ctx.conn, &ctx.manager, ctx.bus).await,
+        Command::Metrics => metrics(&ctx).await,
     };
     if done.is_ok() && check_linger {
         warn_linger(&ctx).await;
@@ -639,4 +642,51 @@ mod tests {
         );
         assert_eq!(since_us(Some(Since::At(u64::MAX)), 0), u64::MAX);
     }
+}
+
+/// `stats`: asks for about one point per column of the chart.
+async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let target = ctx.resolve(&a.id).await?;
+    let now = now_us();
+    let since = since_us(Some(a.since), now);
+    let width = match ratatui::crossterm::terminal::size() {
+        Ok((columns, _)) if std::io::stdout().is_terminal() => super::stats::chart_width(columns),
+        _ => super::stats::DEFAULT_WIDTH,
+    };
+    let step_ms = now.saturating_sub(since) / 1000 / u64::from(width);
+    let rows = ctx
+        .manager
+        .history(&target.id, since, step_ms)
+        .await
+        .map_err(ctx.call_err())?;
+    if ctx.json {
+        return emit_json(&super::stats::points_json(&rows));
+    }
+    let title = match &target.view {
+        Some(v) => format!("process {} ({})", v.id, v.name),
+        None => format!("process {}", target.id),
+    };
+    emit(&super::stats::page(&title, &rows, since, now, width))
+}
+
+/// `metrics`: the same text as the agent's `/metrics`, from one `List`.
+async fn metrics(ctx: &Ctx) -> Result<()> {
+    let records = ctx
+        .manager
+        .list(Filter::default().to_dict())
+        .await
+        .map_err(ctx.call_err())?;
+    let metered: Vec<api::metrics::Metered> = records
+        .into_iter()
+        .map(|d| {
+            let (health, oom_kills) = api::metrics::extras(|k| d.get(k).map(|v| &**v));
+            api::metrics::Metered {
+                view: ProcessView::from_dict(d),
+                health,
+                oom_kills,
+            }
+        })
+        .collect();
+    emit(&api::metrics::render(&metered))
 }

@@ -12,6 +12,8 @@ mod linger;
 mod remote;
 mod render;
 mod spec;
+mod stats;
+mod top;
 
 use std::io::Write;
 

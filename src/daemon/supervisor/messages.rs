@@ -138,6 +138,14 @@ pub enum Command {
         since_us: u64,
         reply: Reply<Vec<crate::logfile::LogLine>>,
     },
+    /// Usage history since `since_us`, in steps of at least `step_ms`.
+    History {
+        id: String,
+        access: Access,
+        since_us: u64,
+        step_ms: u64,
+        reply: Reply<Vec<crate::api::HistoryRow>>,
+    },
 }
 
 /// Facts reported to the actor by its own tasks and watchers.
@@ -170,6 +178,8 @@ pub(super) enum Fact {
     },
     /// CPU time of running processes, read off the actor by the tick.
     Sampled(Vec<(ProcessId, RunId, Option<u64>)>),
+    /// All usage of running processes, read by the tick when history is on.
+    HistorySampled(Vec<(ProcessId, RunId, Option<crate::daemon::cgroup::Usage>)>),
     Prune,
 }
 

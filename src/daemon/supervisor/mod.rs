@@ -17,6 +17,7 @@
 //! time. This file: start-up and dispatch.
 
 mod ending;
+mod history;
 mod host;
 mod messages;
 mod policy;
@@ -66,6 +67,8 @@ struct Supervisor {
     procs: BTreeMap<ProcessId, Proc>,
     events: mpsc::UnboundedSender<Event>,
     tx: mpsc::Sender<Msg>,
+    /// History: the end (µs) of the last bucket averaged; 0 before the first.
+    rolled_until: u64,
 }
 
 /// Starts the actor on the real host: reconciles the store with systemd
@@ -125,6 +128,7 @@ async fn spawn(
         procs: BTreeMap::new(),
         events,
         tx: tx.clone(),
+        rolled_until: 0,
     };
     sup.reconcile().await?;
     let ticker = tx.clone();
@@ -296,6 +300,13 @@ impl Supervisor {
                 }
                 Err(e) => drop(reply.send(Err(e))),
             },
+            Command::History {
+                id,
+                access,
+                since_us,
+                step_ms,
+                reply,
+            } => self.history(&id, access, since_us, step_ms, reply),
         }
     }
 
@@ -312,12 +323,17 @@ impl Supervisor {
             Fact::StopDone { id, run, result } => self.stop_done(id, run, result).await,
             Fact::RestartDue { id, run } => self.restart_due(id, run).await,
             Fact::Tick => {
-                self.sample_cpu();
+                if self.cfg.history {
+                    self.sample_history();
+                } else {
+                    self.sample_cpu();
+                }
                 if self.store.failing() {
                     self.resync().await;
                 }
             }
             Fact::Sampled(samples) => self.apply_cpu_samples(samples),
+            Fact::HistorySampled(samples) => self.record_history(samples),
             Fact::StartChecked {
                 spec,
                 config,
