@@ -3,6 +3,13 @@
 //! the same names (README "History, top and metrics" lists them). Every
 //! process series carries the labels `id`, `name`, `workspace`, `state`;
 //! a figure the cgroup does not provide is left out, never written as 0.
+//!
+//! Every family is typed `gauge`: the one type the OpenMetrics text and
+//! the Prometheus 0.0.4 text (what promtool lints and node_exporter's
+//! textfile collector reads) spell alike — a counter's family is `x` in
+//! one and `x_total` in the other. The cumulative families (CPU seconds,
+//! IO bytes, restarts, OOM kills) only grow within a run; `rate()` works
+//! on them all the same.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -52,103 +59,79 @@ pub fn extras<'v>(get: impl Fn(&str) -> Option<&'v Value<'v>>) -> (Option<String
     (health, oom_kills)
 }
 
-/// One metric family: its name, OpenMetrics type, unit and help.
+/// One metric family: its name, unit and help.
 struct Family {
     name: &'static str,
-    kind: &'static str,
     unit: &'static str,
     help: &'static str,
 }
 
-const fn family(
-    name: &'static str,
-    kind: &'static str,
-    unit: &'static str,
-    help: &'static str,
-) -> Family {
-    Family {
-        name,
-        kind,
-        unit,
-        help,
-    }
+const fn family(name: &'static str, unit: &'static str, help: &'static str) -> Family {
+    Family { name, unit, help }
 }
 
 const PROCESS_RUNNING: Family = family(
     "corral_process_running",
-    "gauge",
     "",
     "1 while the process runs, else 0.",
 );
 const PROCESS_RESTARTS: Family = family(
     "corral_process_restarts",
-    "counter",
     "",
     "Automatic restarts since the process was created (or its backoff was reset).",
 );
 const PROCESS_CPU: Family = family(
     "corral_process_cpu_seconds",
-    "counter",
     "seconds",
     "CPU time used by the process's scope in its current run.",
 );
 const PROCESS_MEMORY: Family = family(
     "corral_process_memory_bytes",
-    "gauge",
     "bytes",
     "Memory charged to the process's scope.",
 );
 const PROCESS_TASKS: Family = family(
     "corral_process_tasks",
-    "gauge",
     "",
     "Processes and threads in the process's scope.",
 );
 const PROCESS_IO_READ: Family = family(
     "corral_process_io_read_bytes",
-    "counter",
     "bytes",
     "Bytes read from block devices by the scope in its current run.",
 );
 const PROCESS_IO_WRITE: Family = family(
     "corral_process_io_write_bytes",
-    "counter",
     "bytes",
     "Bytes written to block devices by the scope in its current run.",
 );
 const PROCESS_HEALTHY: Family = family(
     "corral_process_healthy",
-    "gauge",
     "",
     "1 while the health check passes, 0 while starting or unhealthy; absent without a check.",
 );
 const PROCESS_OOM: Family = family(
     "corral_process_oom_kills",
-    "counter",
     "",
     "Processes of the scope killed by the OOM killer.",
 );
 const WORKSPACE_PROCESSES: Family = family(
     "corral_workspace_processes",
-    "gauge",
     "",
     "Processes of the workspace in each state.",
 );
 const WORKSPACE_CPU: Family = family(
     "corral_workspace_cpu_seconds",
-    "counter",
     "seconds",
     "CPU time of the workspace's running processes, summed.",
 );
 const WORKSPACE_MEMORY: Family = family(
     "corral_workspace_memory_bytes",
-    "gauge",
     "bytes",
     "Memory of the workspace's running processes, summed.",
 );
 const WORKSPACE_TASKS: Family = family(
     "corral_workspace_tasks",
-    "gauge",
     "",
     "Tasks of the workspace's running processes, summed.",
 );
@@ -177,14 +160,13 @@ impl Writer {
         if samples.is_empty() {
             return;
         }
-        let _ = writeln!(self.out, "# TYPE {} {}", f.name, f.kind);
+        let _ = writeln!(self.out, "# TYPE {} gauge", f.name);
         if !f.unit.is_empty() {
             let _ = writeln!(self.out, "# UNIT {} {}", f.name, f.unit);
         }
         let _ = writeln!(self.out, "# HELP {} {}", f.name, f.help);
-        let suffix = if f.kind == "counter" { "_total" } else { "" };
         for (labels, value) in samples {
-            let _ = writeln!(self.out, "{}{suffix}{{{labels}}} {value}", f.name);
+            let _ = writeln!(self.out, "{}{{{labels}}} {value}", f.name);
         }
     }
 }
@@ -314,4 +296,70 @@ pub fn render(procs: &[Metered]) -> String {
     w.family(&WORKSPACE_TASKS, &sums(|t| t.tasks.to_string()));
     w.out.push_str("# EOF\n");
     w.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, name: &str, state: State, memory: u64) -> ProcessView {
+        let mut d = std::collections::HashMap::new();
+        for (k, v) in [
+            ("Id", id),
+            ("Name", name),
+            ("Workspace", "w"),
+            ("State", state.as_str()),
+        ] {
+            d.insert(
+                k.to_string(),
+                zbus::zvariant::OwnedValue::try_from(Value::from(v)).unwrap(),
+            );
+        }
+        d.insert(
+            "MemoryCurrent".into(),
+            zbus::zvariant::OwnedValue::from(memory),
+        );
+        ProcessView::from_dict(d)
+    }
+
+    #[test]
+    fn labels_are_escaped_unknowns_left_out_and_the_text_ends_in_eof() {
+        let running = Metered {
+            view: view("1", "a \"b\"\\\n", State::Running, 4096),
+            health: Some("healthy".into()),
+            oom_kills: Some(2),
+        };
+        let unknown = Metered {
+            view: view("2", "c", State::Running, UNSET),
+            health: None,
+            oom_kills: None,
+        };
+        let text = render(&[running, unknown]);
+        let labels = r#"id="1",name="a \"b\"\\\n",workspace="w",state="running""#;
+        assert!(
+            text.contains(&format!("corral_process_memory_bytes{{{labels}}} 4096\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("corral_process_healthy{{{labels}}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("corral_process_oom_kills{{{labels}}} 2\n")),
+            "{text}"
+        );
+        assert!(
+            !text.contains("corral_process_memory_bytes{id=\"2\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_workspace_memory_bytes{workspace=\"w\"} 4096\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_workspace_processes{workspace=\"w\",state=\"running\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
 }
