@@ -560,6 +560,53 @@ async fn still_running(process: &ProcessProxy<'_>) -> bool {
     active || process.next_restart_at().await.is_ok_and(|at| at != 0)
 }
 
+/// `stats`: asks for about one point per column of the chart.
+async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let target = ctx.resolve(&a.id).await?;
+    let now = now_us();
+    let since = since_us(Some(a.since), now);
+    let width = match ratatui::crossterm::terminal::size() {
+        Ok((columns, _)) if std::io::stdout().is_terminal() => super::stats::chart_width(columns),
+        _ => super::stats::DEFAULT_WIDTH,
+    };
+    let step_ms = now.saturating_sub(since) / 1000 / u64::from(width);
+    let rows = ctx
+        .manager
+        .history(&target.id, since, step_ms)
+        .await
+        .map_err(ctx.call_err())?;
+    if ctx.json {
+        return emit_json(&super::stats::points_json(&rows));
+    }
+    let title = match &target.view {
+        Some(v) => format!("process {} ({})", v.id, v.name),
+        None => format!("process {}", target.id),
+    };
+    emit(&super::stats::page(&title, &rows, since, now, width))
+}
+
+/// `metrics`: the same text as the agent's `/metrics`, from one `List`.
+async fn metrics(ctx: &Ctx) -> Result<()> {
+    let records = ctx
+        .manager
+        .list(Filter::default().to_dict())
+        .await
+        .map_err(ctx.call_err())?;
+    let metered: Vec<api::metrics::Metered> = records
+        .into_iter()
+        .map(|d| {
+            let (health, oom_kills) = api::metrics::extras(|k| d.get(k).map(|v| &**v));
+            api::metrics::Metered {
+                view: ProcessView::from_dict(d),
+                health,
+                oom_kills,
+            }
+        })
+        .collect();
+    emit(&api::metrics::render(&metered))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,51 +689,4 @@ mod tests {
         );
         assert_eq!(since_us(Some(Since::At(u64::MAX)), 0), u64::MAX);
     }
-}
-
-/// `stats`: asks for about one point per column of the chart.
-async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<()> {
-    use std::io::IsTerminal;
-    let target = ctx.resolve(&a.id).await?;
-    let now = now_us();
-    let since = since_us(Some(a.since), now);
-    let width = match ratatui::crossterm::terminal::size() {
-        Ok((columns, _)) if std::io::stdout().is_terminal() => super::stats::chart_width(columns),
-        _ => super::stats::DEFAULT_WIDTH,
-    };
-    let step_ms = now.saturating_sub(since) / 1000 / u64::from(width);
-    let rows = ctx
-        .manager
-        .history(&target.id, since, step_ms)
-        .await
-        .map_err(ctx.call_err())?;
-    if ctx.json {
-        return emit_json(&super::stats::points_json(&rows));
-    }
-    let title = match &target.view {
-        Some(v) => format!("process {} ({})", v.id, v.name),
-        None => format!("process {}", target.id),
-    };
-    emit(&super::stats::page(&title, &rows, since, now, width))
-}
-
-/// `metrics`: the same text as the agent's `/metrics`, from one `List`.
-async fn metrics(ctx: &Ctx) -> Result<()> {
-    let records = ctx
-        .manager
-        .list(Filter::default().to_dict())
-        .await
-        .map_err(ctx.call_err())?;
-    let metered: Vec<api::metrics::Metered> = records
-        .into_iter()
-        .map(|d| {
-            let (health, oom_kills) = api::metrics::extras(|k| d.get(k).map(|v| &**v));
-            api::metrics::Metered {
-                view: ProcessView::from_dict(d),
-                health,
-                oom_kills,
-            }
-        })
-        .collect();
-    emit(&api::metrics::render(&metered))
 }
