@@ -13,6 +13,7 @@
 
 mod agent;
 mod chart;
+mod history;
 mod probe;
 mod report;
 mod sys;
@@ -1093,6 +1094,7 @@ impl Bench {
                 self.query_cost(n, false, interval).await?;
             }
             if n == big && n > 0 && last {
+                self.history_size(agent);
                 self.query_cost(n, true, interval).await?;
                 self.sqlite_size(agent, &clients, n).await?;
             }
@@ -1253,6 +1255,37 @@ impl Bench {
 
     /// Restarts every process until the store holds `events_per_process`
     /// events per process on average, then reads the SQLite file size.
+    /// The history's size for 1,000 processes over the default retention,
+    /// from the row size of this run's samples (history is on by default,
+    /// so the footprint CPU figures above include its sampling and writes).
+    fn history_size(&mut self, agent: &Agent) {
+        let db = agent.dir.join("state").join("corral.db");
+        match history::measure(&db) {
+            Ok(h) => {
+                let procs = 1000;
+                let mb = procs as f64 * h.rows_per_process as f64 * h.bytes_per_row / 1e6;
+                self.rep.add(
+                    "5 footprint",
+                    "history.size.n1000",
+                    "usage history of 1,000 running processes over the default retention",
+                    "MB",
+                    vec![mb],
+                );
+                self.rep.note_on(
+                    "history.size.n1000",
+                    &format!(
+                        "{:.1} bytes per sample (table + index), measured on {} rows of this run; {} rows per process (history_raw_retention / sample_interval + history_retention / history_resolution, all at their defaults)",
+                        h.bytes_per_row, h.rows, h.rows_per_process
+                    ),
+                );
+            }
+            Err(e) => self
+                .rep
+                .notes
+                .push(format!("history size not measured: {e:#}")),
+        }
+    }
+
     async fn sqlite_size(&mut self, agent: &Agent, clients: &[Client], n: usize) -> Result<()> {
         let want = self.plan.events_per_process;
         let ids: HashSet<String> = list_workspace(&self.ctl, None)
