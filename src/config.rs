@@ -175,7 +175,7 @@ pub const KEYS: &[KeyDoc] = &[
         name: "history_resolution",
         default: Some("\"5m\""),
         default_text: "",
-        doc: "Width of the averages the history keeps beyond history_raw_retention. At least sample_interval.",
+        doc: "Width of the averages the history keeps beyond history_raw_retention. At least sample_interval; unset, it grows with a longer sample_interval (and so do the retentions, to stay in order).",
     },
     KeyDoc {
         name: "history_retention",
@@ -185,9 +185,9 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         name: "metrics_listen",
-        default: None,
-        default_text: "unset: no listener",
-        doc: "Serve the OpenMetrics text of `corralctl metrics` over HTTP at /metrics on this address (e.g. \"127.0.0.1:9101\"). A loopback address unless metrics_allow_remote: it tells anyone who connects what runs here.",
+        default: Some("\"\""),
+        default_text: "",
+        doc: "Empty: no listener. Else serve the OpenMetrics text of `corralctl metrics` over HTTP at /metrics on this address (e.g. \"127.0.0.1:9101\"). A loopback address unless metrics_allow_remote: it tells anyone who connects what runs here.",
     },
     KeyDoc {
         name: "metrics_allow_remote",
@@ -400,23 +400,34 @@ impl Config {
         for (key, value, field) in [
             (
                 "history_raw_retention",
-                raw.history_raw_retention,
+                &raw.history_raw_retention,
                 &mut c.history_raw_retention,
             ),
             (
                 "history_resolution",
-                raw.history_resolution,
+                &raw.history_resolution,
                 &mut c.history_resolution,
             ),
             (
                 "history_retention",
-                raw.history_retention,
+                &raw.history_retention,
                 &mut c.history_retention,
             ),
         ] {
             if let Some(a) = value {
-                *field = duration(key, &a)?;
+                *field = duration(key, a)?;
             }
+        }
+        // Unset tiers follow a slow tick rather than refuse it: a config
+        // that set only sample_interval = 600 stays valid.
+        if raw.history_resolution.is_none() {
+            c.history_resolution = c.history_resolution.max(c.sample_interval);
+        }
+        if raw.history_raw_retention.is_none() {
+            c.history_raw_retention = c.history_raw_retention.max(c.history_resolution);
+        }
+        if raw.history_retention.is_none() {
+            c.history_retention = c.history_retention.max(c.history_raw_retention);
         }
         if c.history_resolution < c.sample_interval {
             return Err("history_resolution: must be at least sample_interval".into());
@@ -427,7 +438,7 @@ impl Config {
         if c.history_retention < c.history_raw_retention {
             return Err("history_retention: must be at least history_raw_retention".into());
         }
-        if let Some(text) = raw.metrics_listen {
+        if let Some(text) = raw.metrics_listen.filter(|t| !t.is_empty()) {
             let addr: std::net::SocketAddr = text.parse().map_err(|_| {
                 format!("metrics_listen: '{text}' is not an address like 127.0.0.1:9101")
             })?;
@@ -611,6 +622,20 @@ mod tests {
         assert!(!system.notifications);
         assert!(parse("journal_forward = true").unwrap().journal_forward);
         assert!(!parse("").unwrap().journal_forward);
+    }
+
+    #[test]
+    fn history_tiers_follow_a_slow_tick_and_metrics_stay_on_loopback() {
+        let c = parse("sample_interval = 600").unwrap();
+        assert_eq!(c.history_resolution, Duration::from_secs(600));
+        assert_eq!(c.history_raw_retention, Duration::from_secs(3600));
+        let c = parse("sample_interval = 7200").unwrap();
+        assert_eq!(c.history_raw_retention, Duration::from_secs(7200));
+        assert!(parse("").unwrap().metrics_listen.is_none());
+        let local = parse("metrics_listen = \"[::1]:9101\"").unwrap();
+        assert_eq!(local.metrics_listen, "[::1]:9101".parse().ok());
+        let open = parse("metrics_listen = \"0.0.0.0:9101\"\nmetrics_allow_remote = true").unwrap();
+        assert_eq!(open.metrics_listen, "0.0.0.0:9101".parse().ok());
     }
 
     #[test]

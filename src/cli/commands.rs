@@ -560,25 +560,25 @@ async fn still_running(process: &ProcessProxy<'_>) -> bool {
     active || process.next_restart_at().await.is_ok_and(|at| at != 0)
 }
 
-/// `stats`: asks for about one point per column of the chart.
+/// `stats`: every point the agent gives for the range (it bounds them);
+/// the chart averages them into its columns.
 async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<()> {
     use std::io::IsTerminal;
     let target = ctx.resolve(&a.id).await?;
     let now = now_us();
     let since = since_us(Some(a.since), now);
-    let width = match ratatui::crossterm::terminal::size() {
-        Ok((columns, _)) if std::io::stdout().is_terminal() => super::stats::chart_width(columns),
-        _ => super::stats::DEFAULT_WIDTH,
-    };
-    let step_ms = now.saturating_sub(since) / 1000 / u64::from(width);
     let rows = ctx
         .manager
-        .history(&target.id, since, step_ms)
+        .history(&target.id, since, 0)
         .await
         .map_err(ctx.call_err())?;
     if ctx.json {
         return emit_json(&super::stats::points_json(&rows));
     }
+    let width = match ratatui::crossterm::terminal::size() {
+        Ok((columns, _)) if std::io::stdout().is_terminal() => super::stats::chart_width(columns),
+        _ => super::stats::DEFAULT_WIDTH,
+    };
     let title = match &target.view {
         Some(v) => format!("process {} ({})", v.id, v.name),
         None => format!("process {}", target.id),

@@ -99,18 +99,25 @@ pub fn page(title: &str, rows: &[HistoryRow], since_us: u64, now_us: u64, width:
         format_duration(step.div_ceil(1_000_000)),
         format_duration(now_us.saturating_sub(last.0) / 1_000_000),
     ));
-    // The last `width` points: the newest are what a chart must show.
-    let shown = &rows[rows.len().saturating_sub(width as usize)..];
-    let cpu: Vec<Option<f64>> = shown.iter().map(|r| (r.1 >= 0.0).then_some(r.1)).collect();
-    let figure = |f: fn(&HistoryRow) -> u64| -> Vec<Option<u64>> {
-        shown.iter().map(|r| known(f(r))).collect()
+    // One column per chunk of about equally spaced points, averaged;
+    // min/avg/max are over every point.
+    let chunk = rows.len().div_ceil(width.max(1) as usize);
+    let avg = |f: &dyn Fn(&HistoryRow) -> Option<f64>| -> (Vec<Option<f64>>, Vec<Option<u64>>) {
+        let all: Vec<Option<f64>> = rows.iter().map(f).collect();
+        let bars = all
+            .chunks(chunk)
+            .map(|c| {
+                let known: Vec<f64> = c.iter().flatten().copied().collect();
+                (!known.is_empty()).then(|| (known.iter().sum::<f64>() / known.len() as f64) as u64)
+            })
+            .collect();
+        (all, bars)
     };
-    let as_f64 =
-        |v: &[Option<u64>]| -> Vec<Option<f64>> { v.iter().map(|v| v.map(|n| n as f64)).collect() };
-    let mem = figure(|r| r.2);
-    let tasks = figure(|r| r.3);
-    // Hundredths of a percent: sparklines draw integers.
-    let cpu_bars: Vec<Option<u64>> = cpu.iter().map(|c| c.map(|c| (c * 100.0) as u64)).collect();
+    // CPU in hundredths of a percent: sparklines draw integers.
+    let (cpu, cpu_bars) = avg(&|r| (r.1 >= 0.0).then_some(r.1 * 100.0));
+    let cpu: Vec<Option<f64>> = cpu.iter().map(|c| c.map(|c| c / 100.0)).collect();
+    let (mem, mem_bars) = avg(&|r| known(r.2).map(|n| n as f64));
+    let (tasks, task_bars) = avg(&|r| known(r.3).map(|n| n as f64));
     let lines = [
         (
             "cpu",
@@ -119,13 +126,13 @@ pub fn page(title: &str, rows: &[HistoryRow], since_us: u64, now_us: u64, width:
         ),
         (
             "memory",
-            sparkline(&mem, width),
-            summary(&as_f64(&mem), |v| format_bytes(v as u64)),
+            sparkline(&mem_bars, width),
+            summary(&mem, |v| format_bytes(v as u64)),
         ),
         (
             "tasks",
-            sparkline(&tasks, width),
-            summary(&as_f64(&tasks), |v| format!("{v:.0}")),
+            sparkline(&task_bars, width),
+            summary(&tasks, |v| format!("{v:.0}")),
         ),
     ];
     for (label, chart, summary) in lines {

@@ -24,8 +24,7 @@ macro_rules! need_testbed {
 const FAST_HISTORY: &str = "sample_interval = 1\nstop_timeout = 3\nhistory_resolution = \"2s\"\nhistory_raw_retention = \"2s\"\nhistory_retention = \"4s\"\n";
 
 fn points(agent: &Agent, id: &str) -> Vec<Json> {
-    // 30 s over 60 columns: steps of 0.5 s, so every raw sample is a point.
-    let out = agent.ctl_ok(&["--json", "stats", id, "--since", "30s"]);
+    let out = agent.ctl_ok(&["--json", "stats", id, "--since", "1h"]);
     serde_json::from_str::<Vec<Json>>(&out).unwrap_or_else(|e| panic!("stats --json: {e}: {out}"))
 }
 

@@ -66,6 +66,9 @@ struct Args {
     /// Override the footprint window in seconds, for profiling.
     #[arg(long)]
     window: Option<u64>,
+    /// More corrald.toml lines for every agent, for A/B runs (e.g. "history = false").
+    #[arg(long, default_value = "")]
+    agent_config: String,
 }
 
 /// Sample counts and windows of a run.
@@ -244,6 +247,8 @@ struct Bench {
     ctl: Client,
     sigs: Signals,
     rep: Report,
+    /// `--agent-config`: extra corrald.toml lines.
+    agent_config: String,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -300,6 +305,7 @@ async fn run(args: Args) -> Result<()> {
         ctl: Client::new().await?,
         sigs: Signals::listen().await?,
         rep,
+        agent_config: args.agent_config.clone(),
     };
     let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
@@ -307,7 +313,13 @@ async fn run(args: Args) -> Result<()> {
         .iter()
         .any(|s| wants(s))
     {
-        let agent = Agent::start(&b.bins, &b.ctl.conn, b.plan.latency_interval_s).await?;
+        let agent = Agent::start(
+            &b.bins,
+            &b.ctl.conn,
+            b.plan.latency_interval_s,
+            &b.agent_config,
+        )
+        .await?;
         let r = async {
             if wants("start") {
                 let busy = sys::Busy::new();
@@ -981,7 +993,8 @@ impl Bench {
     async fn footprint(&mut self) -> Result<()> {
         let intervals = self.plan.intervals_s.clone();
         for (i, &interval) in intervals.iter().enumerate() {
-            let agent = Agent::start(&self.bins, &self.ctl.conn, interval).await?;
+            let agent =
+                Agent::start(&self.bins, &self.ctl.conn, interval, &self.agent_config).await?;
             let first = i == 0;
             let last = i + 1 == intervals.len();
             let r = self.footprint_one(&agent, interval, first, last).await;
@@ -1261,6 +1274,10 @@ impl Bench {
     fn history_size(&mut self, agent: &Agent) {
         let db = agent.dir.join("state").join("corral.db");
         match history::measure(&db) {
+            Ok(h) if h.rows == 0 => self
+                .rep
+                .notes
+                .push("history size not measured: no samples (history = false?)".into()),
             Ok(h) => {
                 let procs = 1000;
                 let mb = procs as f64 * h.rows_per_process as f64 * h.bytes_per_row / 1e6;

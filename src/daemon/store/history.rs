@@ -100,19 +100,29 @@ impl Db {
         step_us: u64,
         now: u64,
     ) -> Result<Vec<HistoryRow>> {
-        let span = now.saturating_sub(since);
-        let step = step_us.max(span.div_ceil(HISTORY_MAX_POINTS)).max(1);
         let pid = process.0 as i64;
-        let raw_from: Option<i64> = self.conn.query_row(
-            "SELECT min(at) FROM samples WHERE process_id = ?1 AND tier = 0",
-            params![pid],
-            |r| r.get(0),
-        )?;
+        let first = |tier: i64| -> Result<Option<i64>> {
+            Ok(self.conn.query_row(
+                "SELECT min(at) FROM samples WHERE process_id = ?1 AND tier = ?2",
+                params![pid, tier],
+                |r| r.get(0),
+            )?)
+        };
+        let (raw_from, rolled_from) = (first(0)?, first(1)?);
+        // The span is what is kept, not what was asked: `since` 0 (all)
+        // must not stretch the steps over the years before the first row.
+        let oldest = [raw_from, rolled_from].into_iter().flatten().min();
+        let from = oldest.map_or(since, |o| since.max(o as u64));
+        let step = step_us
+            .max(now.saturating_sub(from).div_ceil(HISTORY_MAX_POINTS))
+            .max(1);
+        // A point is stamped with its first row's time, so a step of one
+        // row keeps that row's time exactly.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT (at / ?3) * ?3 AS t, avg(cpu), CAST(avg(memory) AS INTEGER), max(tasks), max(io_read), max(io_write)
+            "SELECT min(at), avg(cpu), CAST(avg(memory) AS INTEGER), max(tasks), max(io_read), max(io_write)
              FROM samples
              WHERE process_id = ?1 AND at >= ?2 AND (tier = 0 OR (tier = 1 AND at < ?4))
-             GROUP BY t ORDER BY t LIMIT ?5",
+             GROUP BY at / ?3 ORDER BY 1 LIMIT ?5",
         )?;
         let unset = |v: Option<i64>| v.map_or(UNSET, |v| v as u64);
         let rows = stmt.query_map(
@@ -214,8 +224,10 @@ mod tests {
         assert_eq!(wide[0].2, (200 + 500 + 700) / 3);
         // Retention takes the rolled tier too; other processes are apart.
         assert!(db.history(ProcessId(2), 0, 1, 1030 * s).unwrap().is_empty());
+        // With the raw rows gone, the rolled tier serves the whole range.
         db.prune_samples(2000 * s, 1010 * s).unwrap();
-        assert!(db.history(ProcessId(1), 0, 1, 1030 * s).unwrap().is_empty());
+        let left = db.history(ProcessId(1), 0, 1, 1030 * s).unwrap();
+        assert_eq!(left, vec![(1010 * s, 60.0, 600, 1, UNSET, UNSET)]);
     }
 
     #[test]
