@@ -11,8 +11,8 @@
 //! Start and relaunch, [`ending`] an exit and the restart policy after it
 //! ([`policy`] the arithmetic), [`stopping`] Stop/Kill/Restart/Remove and
 //! the `*Matching` calls, [`reconcile`] adoption at agent start, [`usage`]
-//! cgroup sampling and the client's view, [`upkeep`] storage resync and
-//! retention. [`host`] puts systemd, launching, cgroups and the clock
+//! cgroup sampling and the client's view, [`history`] usage history,
+//! [`upkeep`] storage resync and retention. [`host`] puts systemd, launching, cgroups and the clock
 //! behind traits, so [`tests`] drive the actor in-process under paused
 //! time. This file: start-up and dispatch.
 
