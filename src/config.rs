@@ -168,6 +168,42 @@ pub const KEYS: &[KeyDoc] = &[
         default_text: "",
         doc: "Desktop notifications (org.freedesktop.Notifications) when a process enters a crash loop, is OOM-killed, or fails and will not be restarted. The system agent (--system) has no desktop and sends none, whatever this says.",
     },
+    KeyDoc {
+        name: "history",
+        default: Some("true"),
+        default_text: "",
+        doc: "Keep each running process's usage (CPU, memory, tasks, IO) in the database at every sample_interval, for `corralctl stats` and History. The tick then reads all usage files, not just CPU time.",
+    },
+    KeyDoc {
+        name: "history_raw_retention",
+        default: Some("\"1h\""),
+        default_text: "",
+        doc: "How long the samples of every tick are kept; older ones survive only as history_resolution averages. At least history_resolution.",
+    },
+    KeyDoc {
+        name: "history_resolution",
+        default: Some("\"5m\""),
+        default_text: "",
+        doc: "Width of the averages the history keeps beyond history_raw_retention. At least sample_interval; unset, it grows with a longer sample_interval (and so do the retentions, to stay in order).",
+    },
+    KeyDoc {
+        name: "history_retention",
+        default: Some("\"7d\""),
+        default_text: "",
+        doc: "How long the averages are kept. At least history_raw_retention.",
+    },
+    KeyDoc {
+        name: "metrics_listen",
+        default: Some("\"\""),
+        default_text: "",
+        doc: "Empty: no listener. Else serve the OpenMetrics text of `corralctl metrics` over HTTP at /metrics on this address (e.g. \"127.0.0.1:9101\"). A loopback address unless metrics_allow_remote: it tells anyone who connects what runs here.",
+    },
+    KeyDoc {
+        name: "metrics_allow_remote",
+        default: Some("false"),
+        default_text: "",
+        doc: "Let metrics_listen be a non-loopback address.",
+    },
 ];
 
 /// A duration or size written either as a bare number (seconds / bytes)
@@ -199,6 +235,12 @@ struct RawConfig {
     shim_pool: Option<u32>,
     journal_forward: Option<bool>,
     notifications: Option<bool>,
+    history: Option<bool>,
+    history_raw_retention: Option<Amount>,
+    history_resolution: Option<Amount>,
+    history_retention: Option<Amount>,
+    metrics_listen: Option<String>,
+    metrics_allow_remote: Option<bool>,
 }
 
 /// Validated settings. Defaults are documented in README ("Configuration").
@@ -233,6 +275,14 @@ pub struct Config {
     pub journal_forward: bool,
     /// Desktop notifications on failures; always false in system mode.
     pub notifications: bool,
+    /// Usage history: on, and how long each tier is kept and how wide
+    /// the averages are (store/history.rs).
+    pub history: bool,
+    pub history_raw_retention: Duration,
+    pub history_resolution: Duration,
+    pub history_retention: Duration,
+    /// Where /metrics is served (checked: loopback unless allowed).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -257,6 +307,11 @@ impl Config {
             shim_pool: 2,
             journal_forward: false,
             notifications: mode == Mode::User,
+            history: true,
+            history_raw_retention: Duration::from_secs(3600),
+            history_resolution: Duration::from_secs(300),
+            history_retention: Duration::from_secs(7 * 24 * 3600),
+            metrics_listen: None,
         })
     }
 
@@ -360,6 +415,59 @@ impl Config {
         c.journal_forward = raw.journal_forward.unwrap_or(c.journal_forward);
         // The system agent has no desktop session to notify.
         c.notifications = c.mode == Mode::User && raw.notifications.unwrap_or(c.notifications);
+        c.history = raw.history.unwrap_or(c.history);
+        for (key, value, field) in [
+            (
+                "history_raw_retention",
+                &raw.history_raw_retention,
+                &mut c.history_raw_retention,
+            ),
+            (
+                "history_resolution",
+                &raw.history_resolution,
+                &mut c.history_resolution,
+            ),
+            (
+                "history_retention",
+                &raw.history_retention,
+                &mut c.history_retention,
+            ),
+        ] {
+            if let Some(a) = value {
+                *field = duration(key, a)?;
+            }
+        }
+        // Unset tiers follow a slow tick rather than refuse it: a config
+        // that set only sample_interval = 600 stays valid.
+        if raw.history_resolution.is_none() {
+            c.history_resolution = c.history_resolution.max(c.sample_interval);
+        }
+        if raw.history_raw_retention.is_none() {
+            c.history_raw_retention = c.history_raw_retention.max(c.history_resolution);
+        }
+        if raw.history_retention.is_none() {
+            c.history_retention = c.history_retention.max(c.history_raw_retention);
+        }
+        if c.history_resolution < c.sample_interval {
+            return Err("history_resolution: must be at least sample_interval".into());
+        }
+        if c.history_raw_retention < c.history_resolution {
+            return Err("history_raw_retention: must be at least history_resolution".into());
+        }
+        if c.history_retention < c.history_raw_retention {
+            return Err("history_retention: must be at least history_raw_retention".into());
+        }
+        if let Some(text) = raw.metrics_listen.filter(|t| !t.is_empty()) {
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                format!("metrics_listen: '{text}' is not an address like 127.0.0.1:9101")
+            })?;
+            if !addr.ip().is_loopback() && !raw.metrics_allow_remote.unwrap_or(false) {
+                return Err(format!(
+                    "metrics_listen: {addr} is not a loopback address; set metrics_allow_remote = true to serve metrics to the network"
+                ));
+            }
+            c.metrics_listen = Some(addr);
+        }
         Ok(c)
     }
 }
@@ -473,6 +581,16 @@ mod tests {
             ("log_max_size = \"10X\"", "log_max_size"),
             ("state_dir = \"relative\"", "state_dir"),
             ("max_events = -1", "max_events"),
+            (
+                "history_resolution = \"1m\"\nhistory_raw_retention = \"30s\"",
+                "history_raw_retention",
+            ),
+            (
+                "sample_interval = 10\nhistory_resolution = 5",
+                "history_resolution",
+            ),
+            ("metrics_listen = \"0.0.0.0:9101\"", "metrics_listen"),
+            ("metrics_listen = \"localhost\"", "metrics_listen"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(key), "{text}: {err}");
@@ -526,6 +644,20 @@ mod tests {
         assert_eq!(parse("shim_pool = 0").unwrap().shim_pool, 0);
         assert!(parse("shim_pool = 65").unwrap_err().contains("shim_pool"));
         assert!(!parse("").unwrap().journal_forward);
+    }
+
+    #[test]
+    fn history_tiers_follow_a_slow_tick_and_metrics_stay_on_loopback() {
+        let c = parse("sample_interval = 600").unwrap();
+        assert_eq!(c.history_resolution, Duration::from_secs(600));
+        assert_eq!(c.history_raw_retention, Duration::from_secs(3600));
+        let c = parse("sample_interval = 7200").unwrap();
+        assert_eq!(c.history_raw_retention, Duration::from_secs(7200));
+        assert!(parse("").unwrap().metrics_listen.is_none());
+        let local = parse("metrics_listen = \"[::1]:9101\"").unwrap();
+        assert_eq!(local.metrics_listen, "[::1]:9101".parse().ok());
+        let open = parse("metrics_listen = \"0.0.0.0:9101\"\nmetrics_allow_remote = true").unwrap();
+        assert_eq!(open.metrics_listen, "0.0.0.0:9101".parse().ok());
     }
 
     #[test]

@@ -7,14 +7,17 @@
 //! is supervised.
 
 mod error;
+mod history;
 mod lifecycle;
 pub mod live;
+pub mod metrics;
 mod proxy;
 mod spec;
 mod view;
 mod wire;
 
 pub use error::Error;
+pub use history::{HistoryRow, HISTORY_MAX_POINTS};
 pub use lifecycle::{ExitReason, RestartMode, State};
 pub use live::{workspace_path, Limits, Pressure, WorkspaceView, NO_LIMIT, WORKSPACE_INTERFACE};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};

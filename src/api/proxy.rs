@@ -48,6 +48,15 @@ pub trait Manager {
     /// time (µs since epoch, 0 = any), oldest first.
     fn logs(&self, id: &str, lines: u32, since_us: u64) -> zbus::Result<Vec<LogRow>>;
 
+    /// A process's usage since a time (µs since epoch, 0 = all kept), in
+    /// steps of at least `step_ms`; see `HistoryRow`.
+    fn history(
+        &self,
+        id: &str,
+        since_us: u64,
+        step_ms: u64,
+    ) -> zbus::Result<Vec<super::HistoryRow>>;
+
     #[zbus(signal)]
     fn process_state_changed(
         &self,

@@ -53,6 +53,12 @@ pub enum Command {
     Events(EventsArgs),
     /// Show a process's output.
     Logs(LogsArgs),
+    /// Chart a process's usage history (CPU, memory, tasks) with min/avg/max.
+    Stats(StatsArgs),
+    /// Live full-screen view of every process (a plain table when stdout is not a terminal).
+    Top,
+    /// Print every process's and workspace's usage and state in the OpenMetrics text format.
+    Metrics,
     /// Connect this terminal to a process started with -t (detach: Ctrl-]).
     Attach(AttachArgs),
     /// Start a command on a terminal and attach to it at once (like `docker run -it`).
@@ -106,6 +112,16 @@ pub struct WorkspaceArg {
     /// The workspace.
     #[arg(long, short = 'w', required = true)]
     pub workspace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Process id or unique name.
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Start of the range: a duration ago (10m, 2h, 7d) or a unix timestamp in seconds.
+    #[arg(long, value_name = "WHEN", value_parser = parse_since, default_value = "1h")]
+    pub since: Since,
 }
 
 /// `KEY=VALUE` for `--env`, or a bare `KEY` meaning "the caller's value".

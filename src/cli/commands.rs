@@ -19,7 +19,8 @@ use crate::api::{
 use crate::clock::now_us;
 
 use super::args::{
-    Cli, Command, EventsArgs, KillArgs, LimitArgs, ListArgs, LogsArgs, MatchArgs, Since, StatusArgs,
+    Cli, Command, EventsArgs, KillArgs, LimitArgs, ListArgs, LogsArgs, MatchArgs, Since, StatsArgs,
+    StatusArgs,
 };
 use super::error::{Bus, CliError, Result};
 use super::render::{self, EventJson, LogJson, StatusJson};
@@ -240,6 +241,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             None => Ok(()),
         },
         Command::Send(a) => send(&ctx, &a).await,
+        Command::Stats(a) => stats(&ctx, &a).await,
+        Command::Top => super::top::run(&ctx.conn, &ctx.manager, ctx.bus).await,
+        Command::Metrics => metrics(&ctx).await,
     };
     if done.is_ok() && check_linger {
         warn_linger(&ctx).await;
@@ -687,6 +691,53 @@ async fn still_running(process: &ProcessProxy<'_>) -> bool {
         Err(_) => return false,
     };
     active || process.next_restart_at().await.is_ok_and(|at| at != 0)
+}
+
+/// `stats`: every point the agent gives for the range (it bounds them);
+/// the chart averages them into its columns.
+async fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let target = ctx.resolve(&a.id).await?;
+    let now = now_us();
+    let since = since_us(Some(a.since), now);
+    let rows = ctx
+        .manager
+        .history(&target.id, since, 0)
+        .await
+        .map_err(ctx.call_err())?;
+    if ctx.json {
+        return emit_json(&super::stats::points_json(&rows));
+    }
+    let width = match ratatui::crossterm::terminal::size() {
+        Ok((columns, _)) if std::io::stdout().is_terminal() => super::stats::chart_width(columns),
+        _ => super::stats::DEFAULT_WIDTH,
+    };
+    let title = match &target.view {
+        Some(v) => format!("process {} ({})", v.id, v.name),
+        None => format!("process {}", target.id),
+    };
+    emit(&super::stats::page(&title, &rows, since, now, width))
+}
+
+/// `metrics`: the same text as the agent's `/metrics`, from one `List`.
+async fn metrics(ctx: &Ctx) -> Result<()> {
+    let records = ctx
+        .manager
+        .list(Filter::default().to_dict())
+        .await
+        .map_err(ctx.call_err())?;
+    let metered: Vec<api::metrics::Metered> = records
+        .into_iter()
+        .map(|d| {
+            let (health, oom_kills) = api::metrics::extras(|k| d.get(k).map(|v| &**v));
+            api::metrics::Metered {
+                view: ProcessView::from_dict(d),
+                health,
+                oom_kills,
+            }
+        })
+        .collect();
+    emit(&api::metrics::render(&metered))
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ mod live;
 mod remote;
 mod render;
 mod spec;
+mod stats;
+mod top;
 
 use std::io::Write;
 

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod cgroup;
 pub mod exits;
 pub mod launch;
+pub mod metrics;
 pub mod notify;
 pub mod pidfd;
 pub mod service;
@@ -48,6 +49,11 @@ pub enum Error {
     Serve(zbus::Error),
     #[error("{name} is already owned on the bus: is another corrald running?")]
     NameTaken { name: &'static str },
+    #[error("metrics_listen {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the supervisor stopped unexpectedly: {0}")]
     SupervisorEnded(String),
 }
@@ -243,6 +249,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     tokio::spawn(tee(events_rx, consumers));
     tokio::spawn(bus::publish_events(conn.clone(), ctx, bus_rx));
     tokio::spawn(service::report_status(handle.clone(), status_rx));
+    if let Some(addr) = config.metrics_listen {
+        metrics::serve(addr, handle.clone())
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+    }
     let reply = conn
         .request_name_with_flags(api::BUS_NAME, RequestNameFlags::DoNotQueue.into())
         .await

@@ -8,5 +8,6 @@
 mod common;
 
 // One line per feature module (kept sorted).
+mod history;
 mod live;
 mod terminal;

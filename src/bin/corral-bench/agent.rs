@@ -32,7 +32,13 @@ pub struct Agent {
 
 impl Agent {
     /// Starts corrald and waits until it owns its bus name.
-    pub async fn start(bins: &Bins, conn: &zbus::Connection, interval_s: u64) -> Result<Agent> {
+    /// `extra`: more `corrald.toml` lines (`--agent-config`).
+    pub async fn start(
+        bins: &Bins,
+        conn: &zbus::Connection,
+        interval_s: u64,
+        extra: &str,
+    ) -> Result<Agent> {
         if name_owned(conn).await? {
             bail!(
                 "{} is already owned on this bus: another corrald runs",
@@ -43,7 +49,7 @@ impl Agent {
         let config = dir.join("corrald.toml");
         std::fs::write(
             &config,
-            format!("sample_interval = {interval_s}\nstop_timeout = 3\n"),
+            format!("sample_interval = {interval_s}\nstop_timeout = 3\n{extra}\n"),
         )?;
         let log = std::fs::File::create(dir.join("corrald.log"))?;
         let child = Command::new(&bins.corrald)

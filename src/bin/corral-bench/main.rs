@@ -13,6 +13,7 @@
 
 mod agent;
 mod chart;
+mod history;
 mod probe;
 mod report;
 mod sys;
@@ -65,6 +66,9 @@ struct Args {
     /// Override the footprint window in seconds, for profiling.
     #[arg(long)]
     window: Option<u64>,
+    /// More corrald.toml lines for every agent, for A/B runs (e.g. "history = false").
+    #[arg(long, default_value = "")]
+    agent_config: String,
 }
 
 /// Sample counts and windows of a run.
@@ -243,6 +247,8 @@ struct Bench {
     ctl: Client,
     sigs: Signals,
     rep: Report,
+    /// `--agent-config`: extra corrald.toml lines.
+    agent_config: String,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -299,6 +305,7 @@ async fn run(args: Args) -> Result<()> {
         ctl: Client::new().await?,
         sigs: Signals::listen().await?,
         rep,
+        agent_config: args.agent_config.clone(),
     };
     let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
@@ -306,7 +313,13 @@ async fn run(args: Args) -> Result<()> {
         .iter()
         .any(|s| wants(s))
     {
-        let agent = Agent::start(&b.bins, &b.ctl.conn, b.plan.latency_interval_s).await?;
+        let agent = Agent::start(
+            &b.bins,
+            &b.ctl.conn,
+            b.plan.latency_interval_s,
+            &b.agent_config,
+        )
+        .await?;
         let r = async {
             if wants("start") {
                 let busy = sys::Busy::new();
@@ -980,7 +993,8 @@ impl Bench {
     async fn footprint(&mut self) -> Result<()> {
         let intervals = self.plan.intervals_s.clone();
         for (i, &interval) in intervals.iter().enumerate() {
-            let agent = Agent::start(&self.bins, &self.ctl.conn, interval).await?;
+            let agent =
+                Agent::start(&self.bins, &self.ctl.conn, interval, &self.agent_config).await?;
             let first = i == 0;
             let last = i + 1 == intervals.len();
             let r = self.footprint_one(&agent, interval, first, last).await;
@@ -1093,6 +1107,7 @@ impl Bench {
                 self.query_cost(n, false, interval).await?;
             }
             if n == big && n > 0 && last {
+                self.history_size(agent);
                 self.query_cost(n, true, interval).await?;
                 self.sqlite_size(agent, &clients, n).await?;
             }
@@ -1257,6 +1272,41 @@ impl Bench {
 
     /// Restarts every process until the store holds `events_per_process`
     /// events per process on average, then reads the SQLite file size.
+    /// The history's size for 1,000 processes over the default retention,
+    /// from the row size of this run's samples (history is on by default,
+    /// so the footprint CPU figures above include its sampling and writes).
+    fn history_size(&mut self, agent: &Agent) {
+        let db = agent.dir.join("state").join("corral.db");
+        match history::measure(&db) {
+            Ok(h) if h.rows == 0 => self
+                .rep
+                .notes
+                .push("history size not measured: no samples (history = false?)".into()),
+            Ok(h) => {
+                let procs = 1000;
+                let mb = procs as f64 * h.rows_per_process as f64 * h.bytes_per_row / 1e6;
+                self.rep.add(
+                    "5 footprint",
+                    "history.size.n1000",
+                    "usage history of 1,000 running processes over the default retention",
+                    "MB",
+                    vec![mb],
+                );
+                self.rep.note_on(
+                    "history.size.n1000",
+                    &format!(
+                        "{:.1} bytes per sample (table + index), measured on {} rows of this run; {} rows per process (history_raw_retention / sample_interval + history_retention / history_resolution, all at their defaults)",
+                        h.bytes_per_row, h.rows, h.rows_per_process
+                    ),
+                );
+            }
+            Err(e) => self
+                .rep
+                .notes
+                .push(format!("history size not measured: {e:#}")),
+        }
+    }
+
     async fn sqlite_size(&mut self, agent: &Agent, clients: &[Client], n: usize) -> Result<()> {
         let want = self.plan.events_per_process;
         let ids: HashSet<String> = list_workspace(&self.ctl, None)

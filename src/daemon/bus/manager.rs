@@ -288,6 +288,31 @@ impl Manager {
             .collect())
     }
 
+    /// History(s id, t since_us, t step_ms) -> a(tdtttt): usage since a
+    /// time in steps of at least `step_ms`, at most HISTORY_MAX_POINTS rows.
+    async fn history(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        id: String,
+        since_us: u64,
+        step_ms: u64,
+    ) -> Result<Vec<api::HistoryRow>, Error> {
+        let caller = self.ctx.auth.caller(&hdr).await?;
+        let access = self.ctx.auth.access(&caller).await;
+        Ok(self
+            .ctx
+            .handle
+            .ask(|reply| Command::History {
+                id,
+                access,
+                since_us,
+                step_ms,
+                reply,
+            })
+            .await
+            .ok_or_else(gone)??)
+    }
+
     #[zbus(signal)]
     pub async fn process_state_changed(
         emitter: &SignalEmitter<'_>,

@@ -4,7 +4,10 @@
 //! before the call that caused them is answered, so an accepted request
 //! survives a crash of the agent right after its reply.
 
+mod history;
 mod schema;
+
+pub use history::{Rollup, Sample};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -62,4 +62,23 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (owner, name)
     );
     "#,
+    // 4: usage history (store/history.rs). Tier 0 holds a row per
+    // process per sample tick, tier 1 averages over `history_resolution`.
+    // Keyed by process so one process's range is one index walk; the
+    // (tier, at) index serves retention. No foreign key: like events, the
+    // history of a removed process goes with retention.
+    r#"
+    CREATE TABLE samples (
+        process_id INTEGER NOT NULL,
+        tier       INTEGER NOT NULL,
+        at         INTEGER NOT NULL,
+        cpu        REAL,
+        memory     INTEGER,
+        tasks      INTEGER,
+        io_read    INTEGER,
+        io_write   INTEGER,
+        PRIMARY KEY (process_id, tier, at)
+    ) WITHOUT ROWID;
+    CREATE INDEX samples_age ON samples(tier, at);
+    "#,
 ];

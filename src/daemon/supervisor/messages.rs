@@ -148,6 +148,14 @@ pub enum Command {
         since_us: u64,
         reply: Reply<Vec<crate::logfile::LogLine>>,
     },
+    /// Usage history since `since_us`, in steps of at least `step_ms`.
+    History {
+        id: String,
+        access: Access,
+        since_us: u64,
+        step_ms: u64,
+        reply: Reply<Vec<crate::api::HistoryRow>>,
+    },
     /// Process `SetLimits`.
     SetLimits {
         id: String,
@@ -216,6 +224,8 @@ pub(super) enum Fact {
     },
     /// CPU time of running processes, read off the actor by the tick.
     Sampled(Vec<(ProcessId, RunId, Option<u64>)>),
+    /// All usage of running processes, read by the tick when history is on.
+    HistorySampled(Vec<(ProcessId, RunId, Option<crate::daemon::cgroup::Usage>)>),
     Prune,
     /// systemd took new limits (or the target had no unit to change):
     /// record them and answer.

@@ -11,12 +11,13 @@
 //! Start and relaunch, [`ending`] an exit and the restart policy after it
 //! ([`policy`] the arithmetic), [`stopping`] Stop/Kill/Restart/Remove and
 //! the `*Matching` calls, [`reconcile`] adoption at agent start, [`usage`]
-//! cgroup sampling and the client's view, [`upkeep`] storage resync and
-//! retention. [`host`] puts systemd, launching, cgroups and the clock
+//! cgroup sampling and the client's view, [`history`] usage history,
+//! [`upkeep`] storage resync and retention. [`host`] puts systemd, launching, cgroups and the clock
 //! behind traits, so [`tests`] drive the actor in-process under paused
 //! time. This file: start-up and dispatch.
 
 mod ending;
+mod history;
 mod host;
 mod live;
 mod messages;
@@ -70,6 +71,8 @@ struct Supervisor {
     workspace_limits: BTreeMap<WorkspaceKey, crate::api::Limits>,
     events: mpsc::UnboundedSender<Event>,
     tx: mpsc::Sender<Msg>,
+    /// History: the end (µs) of the last bucket averaged; 0 before the first.
+    rolled_until: u64,
 }
 
 /// Starts the actor on the real host: reconciles the store with systemd
@@ -136,6 +139,7 @@ async fn spawn(
         workspace_limits: BTreeMap::new(),
         events,
         tx: tx.clone(),
+        rolled_until: 0,
     };
     sup.load_workspace_limits().await?;
     sup.reconcile().await?;
@@ -315,6 +319,13 @@ impl Supervisor {
             | Command::Workspaces { .. }
             | Command::SetWorkspaceLimits { .. }
             | Command::Freeze { .. }) => self.live_command(c).await,
+            Command::History {
+                id,
+                access,
+                since_us,
+                step_ms,
+                reply,
+            } => self.history(&id, access, since_us, step_ms, reply),
         }
     }
 
@@ -331,12 +342,17 @@ impl Supervisor {
             Fact::StopDone { id, run, result } => self.stop_done(id, run, result).await,
             Fact::RestartDue { id, run } => self.restart_due(id, run).await,
             Fact::Tick => {
-                self.sample_cpu();
+                if self.cfg.history {
+                    self.sample_history();
+                } else {
+                    self.sample_cpu();
+                }
                 if self.store.failing() {
                     self.resync().await;
                 }
             }
             Fact::Sampled(samples) => self.apply_cpu_samples(samples),
+            Fact::HistorySampled(samples) => self.record_history(samples),
             Fact::StartChecked {
                 spec,
                 config,

@@ -798,3 +798,39 @@ async fn an_oom_kill_in_the_exit_record_is_the_reason_and_counted() {
     assert_eq!(v.exit_reason, "oom-kill");
     assert_eq!(v.oom_kills, 1);
 }
+
+/// History: every tick's samples reach the store, completed buckets are
+/// averaged, both tiers are pruned, and `History` reads the range back.
+#[tokio::test(start_paused = true)]
+async fn history_keeps_the_last_ticks_and_their_averages_only() {
+    let bed = bed_with(World::new(), tempfile::tempdir().unwrap(), |c| {
+        c.sample_interval = Duration::from_secs(1);
+        c.history_resolution = Duration::from_secs(2);
+        c.history_raw_retention = Duration::from_secs(2);
+        c.history_retention = Duration::from_secs(4);
+    })
+    .await;
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    bed.wait_state(&id, State::Running).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let ask = |id: String| {
+        bed.handle.ask(|reply| Command::History {
+            id,
+            access: Access::All,
+            since_us: 0,
+            step_ms: 0,
+            reply,
+        })
+    };
+    let rows = ask(id.clone()).await.unwrap().unwrap();
+    let now = 1_000_000_000 + 20_000_000;
+    assert!(rows.len() >= 3, "{rows:?}");
+    // 2 s of raw samples plus 4 s of 2 s averages, and the bucket of
+    // the retention edge.
+    assert!(rows.len() <= 6, "{rows:?}");
+    assert!(rows.iter().all(|r| r.0 + 7_000_000 >= now), "{rows:?}");
+    assert!(matches!(
+        ask("404".into()).await,
+        Some(Err(Error::NotFound(_)))
+    ));
+}

@@ -51,5 +51,6 @@ impl Supervisor {
             }
             Err(e) => tracing::error!("retention: {e}"),
         }
+        self.prune_history().await;
     }
 }

@@ -1,6 +1,7 @@
-//! Usage and the client's view of a process. The tick reads only CPU time
-//! (one file per running process, off the actor, for CPU % over the
-//! interval); the other figures are read when a client asks and cached
+//! Usage and the client's view of a process. With history off the tick
+//! reads only CPU time (one file per running process, off the actor, for
+//! CPU % over the interval; with history on, [`super::history`] reads it
+//! all); the other figures are read when a client asks and cached
 //! for at most [`FRESH`], so an idle agent reads one file per process per
 //! tick. All reads run on the blocking pool, batched per request.
 

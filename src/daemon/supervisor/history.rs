@@ -1,0 +1,160 @@
+//! Usage history: with `history` on, the tick reads all usage of every
+//! running process (not only CPU time) off the actor; the figures update
+//! what clients see and go to the store as one transaction per tick, on
+//! the store's thread, the actor not waiting for it. Each completed
+//! `history_resolution` bucket is averaged into the rolled tier and both
+//! tiers are pruned in that same write; upkeep prunes too, for when
+//! history is off. `History` reads a range back.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Access, Error, Fact, Msg, Reply, Supervisor};
+use crate::api::{HistoryRow, State};
+use crate::daemon::cgroup::{self, Usage};
+use crate::daemon::store::{ProcessId, Rollup, RunId, Sample};
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Supervisor {
+    /// The tick with history on: reads all usage of every running
+    /// process off the actor; it comes back as `Fact::HistorySampled`.
+    pub(super) fn sample_history(&self) {
+        let running: Vec<(ProcessId, RunId, String)> = self
+            .procs
+            .values()
+            .filter(|p| p.state() == State::Running && !p.run.control_group.is_empty())
+            .map(|p| (p.id, p.run.id, p.run.control_group.clone()))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let reading = self
+            .host
+            .cgroups
+            .usage(running.iter().map(|(_, _, cg)| cg.clone()).collect());
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let usage = reading.await;
+            let samples = running
+                .into_iter()
+                .zip(usage)
+                .map(|((id, run, _), u)| (id, run, u))
+                .collect();
+            let _ = tx.send(Msg::Fact(Fact::HistorySampled(samples))).await;
+        });
+    }
+
+    /// Takes one tick's usage as the processes' current figures and
+    /// writes it to the history.
+    pub(super) fn record_history(&mut self, samples: Vec<(ProcessId, RunId, Option<Usage>)>) {
+        let now = Instant::now();
+        let at = self.now_us();
+        let mut rows = Vec::with_capacity(samples.len());
+        for (id, run, usage) in samples {
+            let Some(u) = usage else { continue };
+            let Some(p) = self.procs.get_mut(&id).filter(|p| p.run.id == run) else {
+                continue;
+            };
+            let s = &mut p.sampled;
+            let mut cpu_percent = None;
+            if let Some(cpu) = u.cpu_usage_nsec {
+                if let Some((prev_at, prev)) = s.cpu {
+                    s.cpu_percent =
+                        cgroup::cpu_percent(prev, prev_at.into_std(), cpu, now.into_std());
+                    cpu_percent = Some(s.cpu_percent);
+                }
+                s.cpu = Some((now, cpu));
+            }
+            s.usage = u;
+            s.at = Some(now);
+            rows.push(Sample {
+                process: id,
+                cpu_percent,
+                memory: u.memory_current,
+                tasks: u.tasks_current,
+                io_read: u.io_read_bytes,
+                io_write: u.io_write_bytes,
+            });
+        }
+        let rollup = self.due_rollup(at);
+        if rows.is_empty() && rollup.is_none() {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            // A failed write marks the store failing (and is logged there);
+            // a tick of history is not worth more.
+            let _ = store
+                .call(move |db| db.add_samples(at, &rows, rollup))
+                .await;
+        });
+    }
+
+    /// The rollup a write at `at` must do: the buckets completed since the
+    /// last one (after an agent start, those the raw tier still covers).
+    fn due_rollup(&mut self, at: u64) -> Option<Rollup> {
+        let bucket_us = micros(self.cfg.history_resolution).max(1);
+        let boundary = at / bucket_us * bucket_us;
+        if boundary <= self.rolled_until {
+            return None;
+        }
+        let from = match self.rolled_until {
+            0 => boundary.saturating_sub(micros(self.cfg.history_raw_retention)),
+            t => t,
+        };
+        self.rolled_until = boundary;
+        Some(Rollup {
+            from,
+            to: boundary,
+            bucket_us,
+            raw_cutoff: at.saturating_sub(micros(self.cfg.history_raw_retention)),
+            cutoff: at.saturating_sub(micros(self.cfg.history_retention)),
+        })
+    }
+
+    /// Retention of the history, from upkeep.
+    pub(super) async fn prune_history(&mut self) {
+        let now = self.now_us();
+        let raw_cutoff = now.saturating_sub(micros(self.cfg.history_raw_retention));
+        let cutoff = now.saturating_sub(micros(self.cfg.history_retention));
+        if let Err(e) = self
+            .store
+            .call(move |db| db.prune_samples(raw_cutoff, cutoff))
+            .await
+        {
+            tracing::error!("history retention: {e}");
+        }
+    }
+
+    /// `History`: read on the store's thread; the actor goes on.
+    pub(super) fn history(
+        &self,
+        id: &str,
+        access: Access,
+        since_us: u64,
+        step_ms: u64,
+        reply: Reply<Vec<HistoryRow>>,
+    ) {
+        let pid = match self.find(id, access) {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let now = self.now_us();
+        let step_us = step_ms.saturating_mul(1000);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let r = store
+                .call(move |db| db.history(pid, since_us, step_us, now))
+                .await
+                .map_err(Error::from);
+            let _ = reply.send(r);
+        });
+    }
+}
