@@ -28,6 +28,9 @@ pub enum Error {
     StorageFailed(String),
     /// A configured cap was reached (`max_processes_per_owner`).
     LimitExceeded(String),
+    /// `Track` refused the process (PID 1, a kernel thread, corral's own,
+    /// already supervised, another user's).
+    NotTrackable(String),
 }
 
 impl Error {
@@ -43,6 +46,7 @@ impl Error {
             Error::Busy(_) => "Busy",
             Error::StorageFailed(_) => "StorageFailed",
             Error::LimitExceeded(_) => "LimitExceeded",
+            Error::NotTrackable(_) => "NotTrackable",
         }
     }
 
@@ -60,7 +64,8 @@ impl Error {
             | Error::SystemdError(m)
             | Error::Busy(m)
             | Error::StorageFailed(m)
-            | Error::LimitExceeded(m) => m.clone(),
+            | Error::LimitExceeded(m)
+            | Error::NotTrackable(m) => m.clone(),
         }
     }
 }
@@ -80,6 +85,7 @@ mod tests {
             (Error::SystemdError(String::new()), "SystemdError"),
             (Error::Busy(String::new()), "Busy"),
             (Error::StorageFailed(String::new()), "StorageFailed"),
+            (Error::NotTrackable(String::new()), "NotTrackable"),
         ];
         for (err, short) in cases {
             assert_eq!(

@@ -91,6 +91,9 @@ wire_enum! {
         SpawnFailed = "spawn-failed",
         /// Too many automatic restarts within the limit interval.
         CrashLoop = "crash-loop",
+        /// A tracked process (not corral's child) ended by itself: its
+        /// exit code cannot be known, so none is recorded.
+        UntrackedExit = "untracked-exit",
     }
 }
 

@@ -27,6 +27,15 @@ pub trait Manager {
     #[zbus(allow_interactive_auth)]
     fn start(&self, spec: HashMap<String, Value<'_>>) -> zbus::Result<(String, OwnedObjectPath)>;
 
+    /// Takes over a running process and its descendants; returns its id
+    /// and object path.
+    #[zbus(allow_interactive_auth)]
+    fn track(
+        &self,
+        pid: u32,
+        options: HashMap<String, Value<'_>>,
+    ) -> zbus::Result<(String, OwnedObjectPath)>;
+
     /// Every known process matching the filter, ended ones included.
     fn list(
         &self,
@@ -83,6 +92,8 @@ macro_rules! process_proxy {
             fn restart(&self) -> zbus::Result<()>;
             #[zbus(allow_interactive_auth)]
             fn remove(&self) -> zbus::Result<()>;
+            #[zbus(allow_interactive_auth)]
+            fn untrack(&self) -> zbus::Result<()>;
 
             $(
                 #[zbus(property, name = $name)]

@@ -50,6 +50,9 @@ pub struct ProcessView {
     pub tasks_current: u64,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
+    /// The current run was taken over by `Track`, not launched by corral:
+    /// no exit code, no captured output.
+    pub tracked: bool,
 }
 
 /// The properties of `org.corral.Supervisor1.Process`, one row each.
@@ -99,6 +102,7 @@ macro_rules! process_properties {
             io_read_bytes:      u64                      = "IOReadBytes",      "io_read_bytes",     UNSET,           set,               false;
             io_write_bytes:     u64                      = "IOWriteBytes",     "io_write_bytes",    UNSET,           set,               false;
             owner:              u32                      = "Owner",            "owner",             u32::MAX,        always,            false;
+            tracked:            bool                     = "Tracked",          "tracked",           false,           always,            true;
         }
     };
 }
@@ -221,6 +225,7 @@ mod tests {
             tasks_current: 3,
             io_read_bytes: UNSET,
             io_write_bytes: 5,
+            tracked: true,
         }
     }
 
@@ -250,7 +255,8 @@ mod tests {
             Command as command|WorkingDirectory s working_directory|\
             Labels a{ss} labels|ExitReason s exit_reason *|Restart s restart|\
             NextRestartAt t next_restart_at *|Persistent b persistent|\
-            IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner";
+            IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner|\
+            Tracked b tracked *";
         let v = sample();
         // The top-level keys, in the order they are written.
         let json = serde_json::to_value(ProcessJson(&v)).unwrap();

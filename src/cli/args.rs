@@ -53,6 +53,10 @@ pub enum Command {
     Events(EventsArgs),
     /// Show a process's output.
     Logs(LogsArgs),
+    /// Supervise a process that is already running (it and its descendants move into a new scope); prints its id.
+    Track(TrackArgs),
+    /// Forget processes without stopping them (they keep running in their scope).
+    Untrack(IdArg),
 }
 
 /// `KEY=VALUE` for `--env`, or a bare `KEY` meaning "the caller's value".
@@ -128,6 +132,40 @@ pub struct StartArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrackArgs {
+    /// Name shown in lists and usable instead of the id (default: basename of its argv[0]).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Workspace to group the process in (default: the agent's `default`).
+    #[arg(long, short = 'w')]
+    pub workspace: Option<String>,
+    /// Free-form session key to group the process in.
+    #[arg(long, short = 's')]
+    pub session: Option<String>,
+    /// Attach a label. Repeatable.
+    #[arg(long, short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+    /// Memory limit of its new scope, e.g. 512M, 2G (binary units) or bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_max: Option<u64>,
+    /// CPU limit of its new scope in percent of one CPU.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub cpu_quota: Option<f64>,
+    /// Limit on the number of tasks of its new scope.
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u64>,
+    /// Restart policy (a restart launches it again as recorded from /proc).
+    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(RestartMode::NAMES))]
+    pub restart: Option<String>,
+    /// Relaunch the process when the agent starts and its scope is gone.
+    #[arg(long)]
+    pub persistent: bool,
+    /// The process id to take over.
+    #[arg(value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: u32,
 }
 
 #[derive(Debug, Args)]

@@ -244,6 +244,12 @@ pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us
     fields.push(("Session", dash(&v.session)));
     fields.push(("Command", shell_join(&v.command)));
     fields.push(("Directory", dash(&v.working_directory)));
+    if v.tracked {
+        fields.push((
+            "Tracked",
+            "yes: started outside corral; output not captured, exit code unknown".into(),
+        ));
+    }
     if !v.labels.is_empty() {
         let labels: Vec<String> = v
             .labels
@@ -342,6 +348,7 @@ mod tests {
             tasks_current: 3,
             io_read_bytes: UNSET,
             io_write_bytes: UNSET,
+            tracked: false,
         }
     }
 

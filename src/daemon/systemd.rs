@@ -85,6 +85,12 @@ trait SystemdManager {
         aux: Vec<(&str, Vec<(&str, Value<'_>)>)>,
     ) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn attach_processes_to_unit(
+        &self,
+        unit_name: &str,
+        subcgroup: &str,
+        pids: Vec<u32>,
+    ) -> zbus::Result<()>;
     fn list_units_by_patterns(
         &self,
         states: Vec<&str>,
@@ -310,6 +316,17 @@ impl Systemd {
             });
         }
         Ok(())
+    }
+
+    /// Moves `pids` into the running scope `unit` (Track: children forked
+    /// while the scope was being created).
+    pub async fn attach_processes(&self, unit: &str, pids: &[u32]) -> Result<()> {
+        bounded(
+            "AttachProcessesToUnit",
+            unit,
+            self.proxy.attach_processes_to_unit(unit, "", pids.to_vec()),
+        )
+        .await
     }
 
     /// Stops `unit` (SIGTERM to every process, SIGKILL after its stop

@@ -8,3 +8,4 @@
 mod common;
 
 // One line per feature module (kept sorted).
+mod track;

@@ -146,6 +146,31 @@ fn cut(s: &mut String, max: usize) {
     s.push('…');
 }
 
+/// Start spec keys `Track` does not take: what runs, where and as whom
+/// is read from the process itself.
+const NOT_TRACK_OPTIONS: [&str; 5] = [
+    "Command",
+    "Environment",
+    "WorkingDirectory",
+    "CleanEnvironment",
+    "User",
+];
+
+/// `Track`'s options: the Start spec keys that say how to supervise.
+/// The command is the process's own, filled in by the supervisor from
+/// `/proc`; a placeholder lets the spec's checks run on the rest now.
+fn track_options(mut dict: HashMap<String, OwnedValue>) -> Result<StartSpec, Error> {
+    if let Some(k) = NOT_TRACK_OPTIONS.iter().find(|k| dict.contains_key(**k)) {
+        return Err(Error::InvalidArgument(format!(
+            "{k}: not a Track option (it is read from the process)"
+        )));
+    }
+    let placeholder = OwnedValue::try_from(Value::from(vec!["tracked".to_string()]))
+        .map_err(|e| Error::ZBus(e.into()))?;
+    dict.insert("Command".into(), placeholder);
+    StartSpec::from_dict(dict).map_err(Error::InvalidArgument)
+}
+
 fn filter(dict: HashMap<String, OwnedValue>) -> Result<Filter, Error> {
     Filter::from_dict(dict).map_err(Error::InvalidArgument)
 }
@@ -168,6 +193,47 @@ impl Manager {
             .ask(|reply| Command::Start {
                 spec,
                 run_as,
+                reply,
+            })
+            .await
+            .ok_or_else(gone)??;
+        let path =
+            OwnedObjectPath::try_from(api::process_path(&id)).map_err(|e| Error::ZBus(e.into()))?;
+        Ok((id, path))
+    }
+
+    /// Track(u pid, a{sv} options) -> (s id, o process)
+    async fn track(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        pid: u32,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, OwnedObjectPath), Error> {
+        let options = Box::new(track_options(options)?);
+        let caller = self.ctx.auth.caller(&hdr).await?;
+        self.ctx.auth.require(&caller, Action::ManageOwn).await?;
+        let owner = tokio::task::spawn_blocking(move || crate::daemon::track::uid_of(pid))
+            .await
+            .map_err(|e| Error::NotFound(e.to_string()))?
+            .map_err(|e| Error::NotFound(format!("no process with PID {pid}: {e}")))?;
+        if owner != caller.uid {
+            match self.ctx.auth.mode() {
+                Mode::User => {
+                    return Err(Error::NotTrackable(format!(
+                        "PID {pid} belongs to uid {owner}, not to this agent's user"
+                    )))
+                }
+                // Another user's process: as for managing theirs.
+                Mode::System => self.ctx.auth.require(&caller, Action::ManageAll).await?,
+            }
+        }
+        let id = self
+            .ctx
+            .handle
+            .ask(|reply| Command::Track {
+                pid,
+                options,
+                owner,
                 reply,
             })
             .await

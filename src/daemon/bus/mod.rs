@@ -37,6 +37,7 @@ impl From<supervisor::Error> for BusError {
             E::Busy(m) => BusError::Busy(m),
             E::Storage(m) => BusError::StorageFailed(m),
             E::LimitExceeded(m) => BusError::LimitExceeded(m),
+            E::NotTrackable(m) => BusError::NotTrackable(m),
         }
     }
 }

@@ -102,6 +102,10 @@ pub struct ProcessConfig {
     /// variables instead of the agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_env: Option<Vec<(String, String)>>,
+    /// The current run was taken over by `Track` (no shim: no exit code,
+    /// no output); cleared when corral launches it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tracked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -446,6 +450,16 @@ impl Db {
         self.event(at, process_id.0, run_id.map(|r| r.0), kind, detail)
     }
 
+    /// Rewrites a process's config (a tracked process launched by corral
+    /// from now on).
+    pub fn set_config(&mut self, process_id: ProcessId, config: &ProcessConfig) -> Result<()> {
+        self.conn.execute(
+            "UPDATE processes SET config = ?1 WHERE id = ?2",
+            params![serde_json::to_string(config)?, process_id.0 as i64],
+        )?;
+        Ok(())
+    }
+
     /// Forgets a process and its runs; its events stay until retention.
     pub fn delete_process(&mut self, process_id: ProcessId, why: &str, at: u64) -> Result<()> {
         let process_id = process_id.0;
@@ -757,6 +771,7 @@ mod tests {
             persistent: false,
             credentials: None,
             login_env: None,
+            tracked: false,
         }
     }
 

@@ -28,6 +28,8 @@ pub enum Error {
     Storage(String),
     #[error("{0}")]
     LimitExceeded(String),
+    #[error("{0}")]
+    NotTrackable(String),
 }
 
 impl From<store::Error> for Error {
@@ -138,6 +140,20 @@ pub enum Command {
         since_us: u64,
         reply: Reply<Vec<crate::logfile::LogLine>>,
     },
+    /// Take over a running process (`options`: a Start spec without
+    /// `Command`, whose `Command` is filled in from `/proc`).
+    Track {
+        pid: u32,
+        options: Box<StartSpec>,
+        /// The uid the bus found owning `pid` and allowed the caller.
+        owner: u32,
+        reply: Reply<String>,
+    },
+    Untrack {
+        id: String,
+        access: Access,
+        reply: Reply<()>,
+    },
 }
 
 /// Facts reported to the actor by its own tasks and watchers.
@@ -171,6 +187,25 @@ pub(super) enum Fact {
     /// CPU time of running processes, read off the actor by the tick.
     Sampled(Vec<(ProcessId, RunId, Option<u64>)>),
     Prune,
+    /// A Track whose target was read from `/proc` off the actor.
+    TrackChecked {
+        options: Box<StartSpec>,
+        owner: u32,
+        target: Result<crate::daemon::track::Target, Error>,
+        reply: Reply<String>,
+    },
+    /// The pidfd of a tracked run polled readable: its process ended.
+    TrackedExit {
+        id: ProcessId,
+        run: RunId,
+    },
+    /// An Untrack's scope move finished.
+    Released {
+        id: ProcessId,
+        run: RunId,
+        result: Result<(), String>,
+        reply: Reply<()>,
+    },
 }
 
 pub(super) enum Msg {

@@ -26,6 +26,7 @@ mod starting;
 mod stopping;
 #[cfg(test)]
 mod tests;
+mod tracking;
 mod transition;
 mod upkeep;
 mod usage;
@@ -296,6 +297,16 @@ impl Supervisor {
                 }
                 Err(e) => drop(reply.send(Err(e))),
             },
+            Command::Track {
+                pid,
+                options,
+                owner,
+                reply,
+            } => self.track(pid, *options, owner, reply),
+            Command::Untrack { id, access, reply } => match self.find(&id, access) {
+                Ok(id) => self.untrack(id, reply).await,
+                Err(e) => drop(reply.send(Err(e))),
+            },
         }
     }
 
@@ -325,6 +336,19 @@ impl Supervisor {
                 reply,
             } => self.start_checked(*spec, *config, owner, reply).await,
             Fact::Prune => self.prune().await,
+            Fact::TrackChecked {
+                options,
+                owner,
+                target,
+                reply,
+            } => self.track_checked(*options, owner, target, reply).await,
+            Fact::TrackedExit { id, run } => self.settle_run(id, run).await,
+            Fact::Released {
+                id,
+                run,
+                result,
+                reply,
+            } => self.released(id, run, result, reply).await,
         }
     }
 

@@ -146,7 +146,11 @@ impl Supervisor {
         self.spawn_launch(id);
     }
 
-    fn process_config(&self, spec: &StartSpec, run_as: &RunAs) -> Result<ProcessConfig, Error> {
+    pub(super) fn process_config(
+        &self,
+        spec: &StartSpec,
+        run_as: &RunAs,
+    ) -> Result<ProcessConfig, Error> {
         let c = &self.cfg;
         let policy = match spec.restart.as_deref() {
             None => RestartMode::No,
@@ -186,6 +190,7 @@ impl Supervisor {
             persistent: spec.persistent.unwrap_or(false),
             credentials: run_as.credentials.clone(),
             login_env: run_as.login_env.clone(),
+            tracked: false,
         })
     }
 
@@ -266,6 +271,9 @@ impl Supervisor {
                 let why = format!("pid {}", l.main_pid);
                 let now = self.now_us();
                 let written = self.transition(id, State::Running, why, change, now).await;
+                if self.procs.get(&id).is_some_and(|p| p.config.tracked) {
+                    self.watch_tracked(id);
+                }
                 // The reply goes out only after the record is committed.
                 for w in launching.waiters {
                     let _ = w.send(match &written {
@@ -333,6 +341,17 @@ impl Supervisor {
             p.backoff.reset();
         }
         p.pending_restart = None;
+        if p.config.tracked {
+            // From now on corral launches it: a shim, an exit code, output.
+            p.config.tracked = false;
+            let config = p.config.clone();
+            if let Err(e) = self.store.call(move |db| db.set_config(id, &config)).await {
+                tracing::warn!(%id, "recording that it is no longer tracked: {e}");
+            }
+        }
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
         let unit = systemd::scope_name(&p.name, &id.to_string());
         let change = RunChange::New {
             unit,

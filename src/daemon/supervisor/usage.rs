@@ -149,6 +149,7 @@ impl Supervisor {
             tasks_current: opt(u.tasks_current),
             io_read_bytes: opt(u.io_read_bytes),
             io_write_bytes: opt(u.io_write_bytes),
+            tracked: p.config.tracked,
         })
     }
 }
