@@ -106,6 +106,36 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// A process's health (`Health` property): `none` without a check or
+    /// while not running.
+    Health {
+        None = "none",
+        /// Checked, not yet passed, within the start period or the retries.
+        Starting = "starting",
+        Healthy = "healthy",
+        /// `Retries` consecutive failures.
+        Unhealthy = "unhealthy",
+    }
+}
+
+wire_enum! {
+    /// How a health check probes (`HealthCheck.Type`).
+    ProbeKind {
+        Exec = "exec",
+        Tcp = "tcp",
+        Http = "http",
+    }
+}
+
+wire_enum! {
+    /// What an unhealthy process gets (`HealthCheck.OnUnhealthy`).
+    OnUnhealthy {
+        None = "none",
+        Restart = "restart",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

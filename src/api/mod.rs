@@ -7,6 +7,7 @@
 //! is supervised.
 
 mod error;
+mod health;
 mod lifecycle;
 mod proxy;
 mod spec;
@@ -14,7 +15,8 @@ mod view;
 mod wire;
 
 pub use error::Error;
-pub use lifecycle::{ExitReason, RestartMode, State};
+pub use health::{HealthCheck, HealthResult, HEALTH_RESULTS_KEPT};
+pub use lifecycle::{ExitReason, Health, OnUnhealthy, ProbeKind, RestartMode, State};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
 pub use spec::{wire_len, Filter, StartSpec, MAX_ARGS, MAX_LABEL_LEN, MAX_PATH_LEN, MAX_PAYLOAD};
 pub(crate) use view::process_properties;

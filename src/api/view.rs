@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use zbus::zvariant::{OwnedValue, Value};
 
-use super::{State, WireValue};
+use super::{Health, HealthResult, State, WireValue};
+
+// The table names its types from the crate root: it is expanded in the
+// proxy and the agent's bus module too.
 
 /// systemd's "not set" for usage counters; clients show it as unknown.
 pub const UNSET: u64 = u64::MAX;
@@ -53,6 +56,10 @@ pub struct ProcessView {
     /// The current run was taken over by `Track`, not launched by corral:
     /// no exit code, no captured output.
     pub tracked: bool,
+    /// `none` without a health check or while not running.
+    pub health: Health,
+    /// The last probe results, oldest first: (time µs, passed, message).
+    pub health_results: Vec<HealthResult>,
 }
 
 /// The properties of `org.corral.Supervisor1.Process`, one row each.
@@ -103,6 +110,8 @@ macro_rules! process_properties {
             io_write_bytes:     u64                      = "IOWriteBytes",     "io_write_bytes",    UNSET,           set,               false;
             owner:              u32                      = "Owner",            "owner",             u32::MAX,        always,            false;
             tracked:            bool                     = "Tracked",          "tracked",           false,           always,            true;
+            health:             crate::api::Health       = "Health",           "health",            crate::api::Health::None, always,   true;
+            health_results:     Vec<crate::api::HealthResult> = "HealthResults", "health_results",  Vec::new(),      always,            false;
         }
     };
 }
@@ -226,6 +235,8 @@ mod tests {
             io_read_bytes: UNSET,
             io_write_bytes: 5,
             tracked: true,
+            health: Health::Healthy,
+            health_results: vec![(3, true, "HTTP 200".into())],
         }
     }
 
@@ -256,7 +267,8 @@ mod tests {
             Labels a{ss} labels|ExitReason s exit_reason *|Restart s restart|\
             NextRestartAt t next_restart_at *|Persistent b persistent|\
             IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner|\
-            Tracked b tracked *";
+            Tracked b tracked *|Health s health *|\
+            HealthResults a(tbs) health_results";
         let v = sample();
         // The top-level keys, in the order they are written.
         let json = serde_json::to_value(ProcessJson(&v)).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::{RestartMode, State};
+use crate::api::{OnUnhealthy, RestartMode, State};
 
 use crate::config::{parse_duration, parse_size};
 
@@ -123,6 +123,8 @@ pub struct StartArgs {
     /// System agent only: run as this user (name or uid); root, or an admin after authentication.
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// The command and its arguments (put `--` before it when it has options).
     #[arg(
         value_name = "CMD",
@@ -132,6 +134,41 @@ pub struct StartArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<String>,
+}
+
+/// A health check for `start`: one probe kind and its timing.
+#[derive(Debug, Args)]
+#[group(skip)]
+pub struct HealthArgs {
+    /// Health check: run this shell command (`sh -c`) with the process's environment and directory; exit 0 passes.
+    #[arg(long, value_name = "CMD", group = "probe", conflicts_with_all = ["health_tcp", "health_http"])]
+    pub health_exec: Option<String>,
+    /// Health check: a TCP connect to HOST:PORT passes.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        group = "probe",
+        conflicts_with = "health_http"
+    )]
+    pub health_tcp: Option<String>,
+    /// Health check: an HTTP GET of this http:// URL answered 200-399 passes.
+    #[arg(long, value_name = "URL", group = "probe")]
+    pub health_http: Option<String>,
+    /// Time between probes (default 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "probe")]
+    pub health_interval: Option<Duration>,
+    /// Time a probe may take before it fails (default 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "probe")]
+    pub health_timeout: Option<Duration>,
+    /// Consecutive failures that make the process unhealthy (default 3).
+    #[arg(long, value_name = "N", requires = "probe")]
+    pub health_retries: Option<u32>,
+    /// Time after start during which failures do not count until a first pass (default 0s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "probe")]
+    pub health_start_period: Option<Duration>,
+    /// What an unhealthy process gets (default none).
+    #[arg(long, value_name = "ACTION", value_parser = PossibleValuesParser::new(OnUnhealthy::NAMES), requires = "probe")]
+    pub on_unhealthy: Option<String>,
 }
 
 #[derive(Debug, Args)]

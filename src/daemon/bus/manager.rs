@@ -363,6 +363,16 @@ impl Manager {
         new_state: &str,
     ) -> zbus::Result<()>;
 
+    /// A process's `Health` changed (`none|starting|healthy|unhealthy`).
+    #[zbus(signal)]
+    pub async fn health_changed(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        process: ObjectPath<'_>,
+        old_health: &str,
+        new_health: &str,
+    ) -> zbus::Result<()>;
+
     /// The last error writing the database, empty while writes succeed.
     /// Supervision goes on while it is set; state is rewritten once writes
     /// work again.

@@ -97,6 +97,12 @@ pub async fn publish_events(
                     let path = api::process_path(&id);
                     server.remove::<ProcessObject, _>(path.as_str()).await?;
                 }
+                Event::HealthChanged { id, old, new } => {
+                    let obj =
+                        ObjectPath::try_from(api::process_path(&id)).map_err(zbus::Error::from)?;
+                    let manager = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
+                    Manager::health_changed(&manager, &id, obj, old.as_str(), new.as_str()).await?;
+                }
                 Event::Changed { view, old } => {
                     let path = api::process_path(&view.id);
                     let iface = match server.interface::<_, ProcessObject>(path.as_str()).await {

@@ -106,6 +106,8 @@ pub struct ProcessConfig {
     /// no output); cleared when corral launches it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tracked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::api::HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -772,6 +774,7 @@ mod tests {
             credentials: None,
             login_env: None,
             tracked: false,
+            health: None,
         }
     }
 

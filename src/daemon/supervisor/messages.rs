@@ -199,6 +199,12 @@ pub(super) enum Fact {
         id: ProcessId,
         run: RunId,
     },
+    /// One health probe of `run` ended.
+    HealthProbed {
+        id: ProcessId,
+        run: RunId,
+        result: crate::api::HealthResult,
+    },
     /// An Untrack's scope move finished.
     Released {
         id: ProcessId,
@@ -217,8 +223,17 @@ pub(super) enum Msg {
 #[derive(Debug, Clone)]
 pub enum Event {
     Added(ProcessView),
-    Changed { view: ProcessView, old: State },
+    Changed {
+        view: ProcessView,
+        old: State,
+    },
     Removed(String),
+    /// A process's health changed (after its `Changed`).
+    HealthChanged {
+        id: String,
+        old: crate::api::Health,
+        new: crate::api::Health,
+    },
 }
 
 /// The bus layer's handle: send commands, nothing else.

@@ -17,6 +17,7 @@
 //! time. This file: start-up and dispatch.
 
 mod ending;
+mod health;
 mod host;
 mod messages;
 mod policy;
@@ -343,6 +344,7 @@ impl Supervisor {
                 reply,
             } => self.track_checked(*options, owner, target, reply).await,
             Fact::TrackedExit { id, run } => self.settle_run(id, run).await,
+            Fact::HealthProbed { id, run, result } => self.health_probed(id, run, result).await,
             Fact::Released {
                 id,
                 run,

@@ -22,6 +22,8 @@ pub enum AfterStop {
     Nothing,
     Remove,
     Relaunch,
+    /// Relaunch as an automatic restart (counted): an unhealthy process.
+    Recover,
 }
 
 /// A launch in flight (state `starting`).
@@ -90,6 +92,8 @@ pub struct Proc {
     pub backoff: Backoff,
     pub pending_restart: Option<PendingRestart>,
     pub sampled: Sampled,
+    /// The current run's health check, while it runs.
+    pub health: Option<super::health::HealthRun>,
 }
 
 impl Proc {
@@ -113,6 +117,7 @@ impl Proc {
             backoff: Backoff::default(),
             pending_restart: None,
             sampled: Sampled::default(),
+            health: None,
         }
     }
 

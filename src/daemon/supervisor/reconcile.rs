@@ -199,6 +199,9 @@ impl Supervisor {
                     // The stop was in flight when the agent died: finish it.
                     self.spawn_stop(id, run, unit);
                 }
+                if state == State::Running {
+                    self.start_probing(id);
+                }
                 if self.procs.get(&id).is_some_and(|p| p.config.tracked) {
                     // No shim, no exit record: the pidfd is the only way
                     // to see it end; gone already, it ended while we were.

@@ -191,6 +191,7 @@ impl Supervisor {
             credentials: run_as.credentials.clone(),
             login_env: run_as.login_env.clone(),
             tracked: false,
+            health: spec.health_check.clone(),
         })
     }
 
@@ -274,6 +275,7 @@ impl Supervisor {
                 if self.procs.get(&id).is_some_and(|p| p.config.tracked) {
                     self.watch_tracked(id);
                 }
+                self.start_probing(id);
                 // The reply goes out only after the record is committed.
                 for w in launching.waiters {
                     let _ = w.send(match &written {
@@ -391,7 +393,7 @@ const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/game
 /// one) with the spec's entries on top, in one pass (a later entry of the
 /// same name wins). Computed at each launch rather than stored, so a
 /// process costs only its own entries.
-fn launch_env(agent: &[(String, String)], config: &ProcessConfig) -> Vec<String> {
+pub(super) fn launch_env(agent: &[(String, String)], config: &ProcessConfig) -> Vec<String> {
     let login: Vec<(String, String)>;
     let base = match &config.login_env {
         Some(vars) => {

@@ -150,6 +150,15 @@ impl Supervisor {
             io_read_bytes: opt(u.io_read_bytes),
             io_write_bytes: opt(u.io_write_bytes),
             tracked: p.config.tracked,
+            health: p
+                .health
+                .as_ref()
+                .map_or(crate::api::Health::None, |h| h.tracker.health),
+            health_results: p
+                .health
+                .as_ref()
+                .map(|h| h.tracker.results.iter().cloned().collect())
+                .unwrap_or_default(),
         })
     }
 }
