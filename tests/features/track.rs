@@ -238,3 +238,123 @@ fn refusals_have_names() {
         text(&gone.stderr)
     );
 }
+
+/// A server started by corral with an HTTP health check: SIGSTOP makes
+/// it stop answering (the kernel still accepts connections, so only an
+/// HTTP probe sees it), SIGCONT makes it answer again.
+fn start_checked_server(agent: &Agent, extra: &[&str]) -> (String, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = format!("http://127.0.0.1:{port}/");
+    let port_arg = port.to_string();
+    let mut args = vec![
+        "--name",
+        "checked",
+        "--health-http",
+        &url,
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        &port_arg,
+        "--bind",
+        "127.0.0.1",
+    ]);
+    (agent.start_cmd(&args), port)
+}
+
+fn wait_health(agent: &Agent, id: &str, health: &str) -> serde_json::Value {
+    wait_for(LIMIT, &format!("{id} to be {health}"), || {
+        let p = agent.get(id);
+        (p["health"] == health).then_some(p)
+    })
+}
+
+#[test]
+fn an_http_check_follows_sigstop_and_sigcont() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let (id, _) = start_checked_server(&agent, &[]);
+    let p = agent.wait_state(&id, "running", LIMIT);
+    let pid = p["pid"].as_u64().unwrap() as i32;
+    wait_health(&agent, &id, "healthy");
+    // SAFETY: kill(2) of the process this test started through corral.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let p = wait_health(&agent, &id, "unhealthy");
+    let last = p["health_results"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last[1], false, "{p}");
+    assert!(last[2].as_str().unwrap().contains("timed out"), "{p}");
+    assert_eq!(p["state"], "running", "OnUnhealthy=none must not act: {p}");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_health(&agent, &id, "healthy");
+    let status = agent.ctl_ok(&["status", &id]);
+    assert!(
+        status.contains("Health: healthy (newest first: pass"),
+        "{status}"
+    );
+    assert!(status.contains("HTTP 200"), "{status}");
+    let events = agent.ctl_ok(&["events", &id]);
+    assert!(events.contains("healthy -> unhealthy"), "{events}");
+    assert!(events.contains("unhealthy -> healthy"), "{events}");
+    let list = agent.ctl_ok(&["list"]);
+    assert!(
+        list.contains("HEALTH") && list.contains("healthy"),
+        "{list}"
+    );
+}
+
+#[test]
+fn an_unhealthy_process_is_restarted_when_asked() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let (id, port) = start_checked_server(&agent, &["--on-unhealthy", "restart"]);
+    let p = agent.wait_state(&id, "running", LIMIT);
+    let pid = p["pid"].as_u64().unwrap();
+    wait_health(&agent, &id, "healthy");
+    assert_eq!(p["restarts"], 0);
+    // SAFETY: kill(2) of the process this test started through corral.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let p = wait_for(LIMIT, "a restart of the unhealthy server", || {
+        let p = agent.get(&id);
+        (p["restarts"] == 1 && p["state"] == "running").then_some(p)
+    });
+    assert_ne!(p["pid"], pid, "{p}");
+    wait_gone(pid as u32, LIMIT);
+    wait_health(&agent, &id, "healthy");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
+#[test]
+fn a_bad_health_check_is_refused_by_name() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let out = agent.ctl(&["start", "--health-http", "https://x/", "--", "true"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("(InvalidArgument)") && err.contains("HealthCheck.Address"),
+        "{err}"
+    );
+}
