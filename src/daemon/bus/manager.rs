@@ -227,13 +227,23 @@ impl Manager {
                 Mode::System => self.ctx.auth.require(&caller, Action::ManageAll).await?,
             }
         }
+        // It stays its owner's: a relaunch runs as them (system mode).
+        let run_as = match self.ctx.auth.mode() {
+            Mode::User => RunAs {
+                uid: owner,
+                credentials: None,
+                login_env: None,
+                home: None,
+            },
+            Mode::System => login::run_as(owner.to_string(), None).await?,
+        };
         let id = self
             .ctx
             .handle
             .ask(|reply| Command::Track {
                 pid,
                 options,
-                owner,
+                run_as,
                 reply,
             })
             .await

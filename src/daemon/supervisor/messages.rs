@@ -145,8 +145,9 @@ pub enum Command {
     Track {
         pid: u32,
         options: Box<StartSpec>,
-        /// The uid the bus found owning `pid` and allowed the caller.
-        owner: u32,
+        /// The owner of `pid` as the bus found it (and allowed the
+        /// caller): it runs as them again when relaunched.
+        run_as: RunAs,
         reply: Reply<String>,
     },
     Untrack {
@@ -190,7 +191,7 @@ pub(super) enum Fact {
     /// A Track whose target was read from `/proc` off the actor.
     TrackChecked {
         options: Box<StartSpec>,
-        owner: u32,
+        run_as: RunAs,
         target: Result<crate::daemon::track::Target, Error>,
         reply: Reply<String>,
     },

@@ -301,9 +301,9 @@ impl Supervisor {
             Command::Track {
                 pid,
                 options,
-                owner,
+                run_as,
                 reply,
-            } => self.track(pid, *options, owner, reply),
+            } => self.track(pid, *options, run_as, reply),
             Command::Untrack { id, access, reply } => match self.find(&id, access) {
                 Ok(id) => self.untrack(id, reply).await,
                 Err(e) => drop(reply.send(Err(e))),
@@ -339,10 +339,10 @@ impl Supervisor {
             Fact::Prune => self.prune().await,
             Fact::TrackChecked {
                 options,
-                owner,
+                run_as,
                 target,
                 reply,
-            } => self.track_checked(*options, owner, target, reply).await,
+            } => self.track_checked(*options, run_as, target, reply).await,
             Fact::TrackedExit { id, run } => self.settle_run(id, run).await,
             Fact::HealthProbed { id, run, result } => self.health_probed(id, run, result).await,
             Fact::Released {

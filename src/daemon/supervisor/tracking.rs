@@ -19,7 +19,14 @@ impl Supervisor {
     /// A Track: refuses a PID corral already supervises, reads the
     /// target from `/proc` off the actor, and comes back as
     /// `Fact::TrackChecked`.
-    pub(super) fn track(&mut self, pid: u32, options: StartSpec, owner: u32, reply: Reply<String>) {
+    pub(super) fn track(
+        &mut self,
+        pid: u32,
+        options: StartSpec,
+        run_as: RunAs,
+        reply: Reply<String>,
+    ) {
+        let owner = run_as.uid;
         if let Some(p) = self.supervising(pid) {
             let _ = reply.send(Err(Error::NotTrackable(format!(
                 "PID {pid} is already supervised by corral (process {})",
@@ -43,7 +50,7 @@ impl Supervisor {
             };
             let checked = Fact::TrackChecked {
                 options: Box::new(options),
-                owner,
+                run_as,
                 target,
                 reply,
             };
@@ -65,7 +72,7 @@ impl Supervisor {
     pub(super) async fn track_checked(
         &mut self,
         mut spec: StartSpec,
-        owner: u32,
+        run_as: RunAs,
         target: Result<Target, Error>,
         reply: Reply<String>,
     ) {
@@ -76,7 +83,7 @@ impl Supervisor {
                 return;
             }
         };
-        let pid = target.pid;
+        let (pid, owner) = (target.pid, run_as.uid);
         if let Some(p) = self.supervising(pid) {
             let _ = reply.send(Err(Error::NotTrackable(format!(
                 "PID {pid} is already supervised by corral (process {p})"
@@ -103,12 +110,6 @@ impl Supervisor {
             ))));
             return;
         }
-        let run_as = RunAs {
-            uid: owner,
-            credentials: None,
-            login_env: None,
-            home: None,
-        };
         let mut config = match self.process_config(&spec, &run_as) {
             Ok(c) => c,
             Err(e) => {
@@ -149,7 +150,10 @@ impl Supervisor {
         };
         let props = ScopeProps {
             description: format!("corral {name} (tracked): {}", config.command.join(" ")),
-            slice: systemd::slice_name(&workspace),
+            slice: match &config.credentials {
+                Some(user) => systemd::user_slice_name(user.uid, &workspace),
+                None => systemd::slice_name(&workspace),
+            },
             memory_max: config.memory_max,
             tasks_max: config.tasks_max,
             cpu_quota: config.cpu_quota,
