@@ -132,6 +132,9 @@ pub struct ScopeProps {
     /// Percent of one CPU.
     pub cpu_quota: Option<f64>,
     pub stop_timeout: Duration,
+    /// `Delegate=yes`: systemd moves processes into a running scope
+    /// (`AttachProcessesToUnit`) only when it is delegated.
+    pub delegate: bool,
 }
 
 /// Handle on systemd's manager. Cheap to clone.
@@ -289,6 +292,9 @@ impl Systemd {
             ("TasksAccounting", Value::from(true)),
             ("IOAccounting", Value::from(true)),
         ];
+        if p.delegate {
+            props.push(("Delegate", Value::from(true)));
+        }
         if let Some(m) = p.memory_max {
             props.push(("MemoryMax", Value::from(m)));
         }

@@ -275,10 +275,19 @@ fn start_checked_server(agent: &Agent, extra: &[&str]) -> (String, u16) {
 }
 
 fn wait_health(agent: &Agent, id: &str, health: &str) -> serde_json::Value {
-    wait_for(LIMIT, &format!("{id} to be {health}"), || {
+    let start = std::time::Instant::now();
+    loop {
         let p = agent.get(id);
-        (p["health"] == health).then_some(p)
-    })
+        if p["health"] == health {
+            return p;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "{id} not {health} after {LIMIT:?}: {p}\nagent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -357,4 +366,31 @@ fn a_bad_health_check_is_refused_by_name() {
         err.contains("(InvalidArgument)") && err.contains("HealthCheck.Address"),
         "{err}"
     );
+}
+
+#[test]
+fn an_exec_check_runs_in_the_process_scope_and_environment() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let id = agent.start_cmd(&[
+        "--name",
+        "execd",
+        "--env",
+        "PROBE_X=7",
+        "--health-exec",
+        "grep -q app-corral-execd- /proc/self/cgroup && test \"$PROBE_X\" = 7",
+        "--health-interval",
+        "200ms",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    agent.wait_state(&id, "running", LIMIT);
+    let p = wait_health(&agent, &id, "healthy");
+    assert_eq!(p["health_results"][0][2], "exit code 0", "{p}");
+    agent.ctl_ok(&["stop", &id]);
+    let p = agent.wait_state(&id, "stopped", LIMIT);
+    assert_eq!(p["health"], "none", "{p}");
 }

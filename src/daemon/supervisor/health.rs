@@ -5,15 +5,16 @@
 //! result: record it, announce a change (event row, properties,
 //! `HealthChanged`), restart an unhealthy process when asked to.
 //!
-//! An `exec` probe runs as the agent's child with the process's own
-//! environment and working directory, not inside its scope: moving a
-//! short command into the scope after spawning it would race its exit,
-//! and holding it first (as the shim is held) is a launch of its own.
+//! An `exec` probe runs in the process's scope, with its environment and
+//! working directory: spawned held (a `sh` waiting for a line), attached
+//! to the scope with `AttachProcessesToUnit`, then released to `exec` the
+//! command — so its usage counts to the process, like `docker exec`.
 //! HTTP is one hand-written `GET` over a `TcpStream` (status line only;
 //! `http://` only): an HTTP client crate would be most of the agent's
 //! dependency tree for that.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::host::Scopes;
 use super::proc::AfterStop;
 use super::{Event, Fact, Msg, Supervisor};
 use crate::api::{Health, HealthCheck, HealthResult, OnUnhealthy, ProbeKind, State};
@@ -97,8 +99,11 @@ impl Supervisor {
         let Some(check) = p.config.health.clone() else {
             return;
         };
-        let env = super::starting::launch_env(&self.base_env, &p.config);
-        let cwd = p.config.cwd.clone();
+        let cx = ProbeContext {
+            env: super::starting::launch_env(&self.base_env, &p.config),
+            cwd: p.config.cwd.clone(),
+            scope: Some((self.host.scopes.clone(), p.run.unit.clone())),
+        };
         let run = p.run.id;
         let tx = self.tx.clone();
         let clock = self.host.clock.clone();
@@ -108,7 +113,7 @@ impl Supervisor {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let (ok, message) = probe(&check, &env, &cwd).await;
+                let (ok, message) = probe(&check, &cx).await;
                 let result = (clock.now_us(), ok, message);
                 if tx
                     .send(Msg::Fact(Fact::HealthProbed { id, run, result }))
@@ -163,12 +168,20 @@ impl Supervisor {
     }
 }
 
+/// Where an exec probe runs: the process's environment, directory and
+/// scope (`None`: no scope to join, in tests).
+struct ProbeContext {
+    env: Vec<String>,
+    cwd: String,
+    scope: Option<(Arc<dyn Scopes>, String)>,
+}
+
 /// Runs one probe within its timeout: (passed, what was seen).
-async fn probe(check: &HealthCheck, env: &[String], cwd: &str) -> (bool, String) {
+async fn probe(check: &HealthCheck, cx: &ProbeContext) -> (bool, String) {
     let limit = Duration::from_millis(check.timeout_ms);
     let attempt = async {
         match check.kind {
-            ProbeKind::Exec => exec(&check.command, env, cwd).await,
+            ProbeKind::Exec => exec(&check.command, cx).await,
             ProbeKind::Tcp => TcpStream::connect(check.address.as_str())
                 .await
                 .map(|_| "connected".to_string())
@@ -183,21 +196,39 @@ async fn probe(check: &HealthCheck, env: &[String], cwd: &str) -> (bool, String)
     }
 }
 
-async fn exec(argv: &[String], env: &[String], cwd: &str) -> Result<String, String> {
-    let (program, args) = argv.split_first().ok_or("no command")?;
-    let status = tokio::process::Command::new(program)
-        .args(args)
+/// Runs `argv` in the process's scope: `sh` holds it (`read` waits for
+/// a line on its stdin) until systemd has attached it to the scope, then
+/// `exec`s the command, so its first instruction runs there.
+async fn exec(argv: &[String], cx: &ProbeContext) -> Result<String, String> {
+    let program = argv.first().ok_or("no command")?;
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .args(["-c", "read -r _ && exec \"$@\"", "corral-probe"])
+        .args(argv)
         .env_clear()
-        .envs(env.iter().filter_map(|e| e.split_once('=')))
-        .current_dir(cwd)
-        .stdin(std::process::Stdio::null())
+        .envs(cx.env.iter().filter_map(|e| e.split_once('=')))
+        .current_dir(&cx.cwd)
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         // A probe past its timeout is dropped, and killed with it.
         .kill_on_drop(true)
-        .status()
-        .await
+        .spawn()
         .map_err(|e| format!("cannot run '{program}': {e}"))?;
+    let mut hold = child.stdin.take().ok_or("no stdin to release the probe")?;
+    if let (Some((scopes, unit)), Some(pid)) = (&cx.scope, child.id()) {
+        scopes
+            .attach(unit.clone(), vec![pid])
+            .await
+            .map_err(|e| format!("cannot run the probe in {unit}: {e}"))?;
+    }
+    hold.write_all(b"go\n")
+        .await
+        .map_err(|e| format!("releasing the probe: {e}"))?;
+    drop(hold);
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("waiting for '{program}': {e}"))?;
     if status.success() {
         Ok("exit code 0".into())
     } else {
@@ -371,24 +402,26 @@ mod tests {
         let mut c = check(1, 0);
         c.kind = ProbeKind::Http;
         c.address = format!("http://{addr}/health");
-        assert_eq!(probe(&c, &[], "/").await, (true, "HTTP 204".into()));
-        assert_eq!(probe(&c, &[], "/").await, (false, "HTTP 503".into()));
+        let cx = |env: &[&str]| ProbeContext {
+            env: env.iter().map(|e| e.to_string()).collect(),
+            cwd: "/tmp".into(),
+            scope: None,
+        };
+        assert_eq!(probe(&c, &cx(&[])).await, (true, "HTTP 204".into()));
+        assert_eq!(probe(&c, &cx(&[])).await, (false, "HTTP 503".into()));
         c.kind = ProbeKind::Tcp;
         c.address = addr.to_string();
-        assert!(probe(&c, &[], "/").await.0);
+        assert!(probe(&c, &cx(&[])).await.0);
         c.kind = ProbeKind::Exec;
         c.command = vec![
             "sh".into(),
             "-c".into(),
             "test \"$X\" = 1 && test \"$PWD\" = /tmp".into(),
         ];
-        assert!(
-            probe(&c, &["X=1".into(), "PATH=/usr/bin:/bin".into()], "/tmp")
-                .await
-                .0
-        );
+        let path = "PATH=/usr/bin:/bin";
+        assert!(probe(&c, &cx(&["X=1", path])).await.0);
         assert_eq!(
-            probe(&c, &["X=2".into(), "PATH=/usr/bin:/bin".into()], "/tmp").await,
+            probe(&c, &cx(&["X=2", path])).await,
             (false, "exit code 1".into())
         );
     }

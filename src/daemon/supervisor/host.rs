@@ -56,6 +56,13 @@ pub trait Scopes: Send + Sync {
             "this host cannot track processes".into(),
         ))))
     }
+    /// Moves `pids` into the running scope `unit` (an exec health probe).
+    fn attach(&self, unit: String, pids: Vec<u32>) -> Fut<Result<(), String>> {
+        let _ = (unit, pids);
+        Box::pin(std::future::ready(Err(
+            "this host cannot attach processes".into()
+        )))
+    }
     /// Untrack: moves every process of `cg` into the new scope `unit`,
     /// which corral does not own, so no agent ever stops it.
     fn release(&self, cg: String, unit: String, props: ScopeProps) -> Fut<Result<(), String>> {
@@ -152,6 +159,15 @@ impl Scopes for RealScopes {
     fn track(&self, unit: String, pid: u32, props: ScopeProps) -> Fut<Result<Launched, Error>> {
         let sd = self.0.clone();
         Box::pin(async move { track_tree(&sd, &unit, pid, &props).await })
+    }
+
+    fn attach(&self, unit: String, pids: Vec<u32>) -> Fut<Result<(), String>> {
+        let sd = self.0.clone();
+        Box::pin(async move {
+            sd.attach_processes(&unit, &pids)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn release(&self, cg: String, unit: String, props: ScopeProps) -> Fut<Result<(), String>> {

@@ -229,6 +229,12 @@ impl Supervisor {
             tasks_max: p.config.tasks_max,
             cpu_quota: p.config.cpu_quota,
             stop_timeout: self.cfg.stop_timeout,
+            // An exec health probe joins the running scope.
+            delegate: p
+                .config
+                .health
+                .as_ref()
+                .is_some_and(|h| h.kind == crate::api::ProbeKind::Exec),
         };
         let req = LaunchRequest {
             unit: p.run.unit.clone(),

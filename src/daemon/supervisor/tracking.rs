@@ -158,6 +158,8 @@ impl Supervisor {
             tasks_max: config.tasks_max,
             cpu_quota: config.cpu_quota,
             stop_timeout: self.cfg.stop_timeout,
+            // Children forked while the tree moves are attached after.
+            delegate: true,
         };
         let record = ProcessRecord {
             id,
