@@ -394,3 +394,38 @@ fn an_exec_check_runs_in_the_process_scope_and_environment() {
     let p = agent.wait_state(&id, "stopped", LIMIT);
     assert_eq!(p["health"], "none", "{p}");
 }
+
+#[test]
+fn children_forked_while_the_tree_moves_are_not_left_behind() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    // Forks 200 children as fast as it can, so some are forked while
+    // Track is scanning and moving the tree.
+    let script = "i=0; while [ $i -lt 200 ]; do sleep 1000 & i=$((i+1)); done; exec sleep 1000";
+    let out = run(Command::new("sh")
+        .args(["-c", &format!("sh -c '{script}' >/dev/null 2>&1 & echo $!")])
+        .stdout(Stdio::piped()));
+    let pid: u32 = text(&out.stdout).trim().parse().expect("forker pid");
+    let id = agent.ctl_ok(&["track", "--name", "forker", &pid.to_string()]);
+    let id = id.trim();
+    let p = agent.wait_state(id, "running", LIMIT);
+    let cg = p["control_group"].as_str().unwrap().to_string();
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    };
+    let all = wait_for(LIMIT, "200 children", || {
+        let c = children(pid);
+        (c.len() >= 200).then_some(c)
+    });
+    let in_scope = cgroup_pids(&cg);
+    let left: Vec<&u32> = all.iter().filter(|c| !in_scope.contains(c)).collect();
+    agent.ctl_ok(&["stop", id]);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    wait_gone(pid, LIMIT);
+}
