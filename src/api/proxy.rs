@@ -66,6 +66,15 @@ pub trait Manager {
         new_state: &str,
     ) -> zbus::Result<()>;
 
+    #[zbus(signal)]
+    fn health_changed(
+        &self,
+        id: &str,
+        process: zbus::zvariant::ObjectPath<'_>,
+        old_health: &str,
+        new_health: &str,
+    ) -> zbus::Result<()>;
+
     /// The last database write error; empty while writes succeed.
     #[zbus(property)]
     fn storage_error(&self) -> zbus::Result<String>;

@@ -12,9 +12,10 @@
 //! ([`policy`] the arithmetic), [`stopping`] Stop/Kill/Restart/Remove and
 //! the `*Matching` calls, [`reconcile`] adoption at agent start, [`usage`]
 //! cgroup sampling and the client's view, [`upkeep`] storage resync and
-//! retention. [`host`] puts systemd, launching, cgroups and the clock
-//! behind traits, so [`tests`] drive the actor in-process under paused
-//! time. This file: start-up and dispatch.
+//! retention, [`tracking`] Track/Untrack of processes corral did not
+//! start, [`health`] health checks. [`host`] puts systemd, launching,
+//! cgroups and the clock behind traits, so [`tests`] drive the actor
+//! in-process under paused time. This file: start-up and dispatch.
 
 mod ending;
 mod health;
