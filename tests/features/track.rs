@@ -429,3 +429,65 @@ fn children_forked_while_the_tree_moves_are_not_left_behind() {
     assert!(left.is_empty(), "left behind: {left:?}");
     wait_gone(pid, LIMIT);
 }
+
+/// With a 60 s tick, anything seen sooner came from an event: the
+/// tracked process's end (its pidfd) and its health (`HealthChanged`;
+/// a Track option here).
+#[tokio::test]
+async fn a_tracked_end_and_health_changes_arrive_as_signals() {
+    use futures_util::StreamExt;
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start_with("sample_interval = 60\nstop_timeout = 3\n");
+    let conn = zbus::Connection::session().await.unwrap();
+    let mgr = corral::api::ManagerProxy::new(&conn).await.unwrap();
+    let mut states = mgr.receive_process_state_changed().await.unwrap();
+    let mut health = mgr.receive_health_changed().await.unwrap();
+    let o = Outside::start();
+    let check = corral::api::HealthCheck {
+        kind: corral::api::ProbeKind::Tcp,
+        command: vec![],
+        address: format!("127.0.0.1:{}", o.port),
+        interval_ms: 200,
+        timeout_ms: 500,
+        start_period_ms: 0,
+        retries: 1,
+        on_unhealthy: corral::api::OnUnhealthy::None,
+    };
+    let options = std::collections::HashMap::from([(
+        "HealthCheck".to_string(),
+        zbus::zvariant::Value::from(check.to_dict()),
+    )]);
+    let (id, _) = mgr.track(o.pid, options).await.unwrap();
+    let within = Duration::from_secs(5);
+    let changed = tokio::time::timeout(within, async {
+        while let Some(sig) = health.next().await {
+            let a = sig.args().unwrap();
+            if a.id == id {
+                return (a.old_health.to_string(), a.new_health.to_string());
+            }
+        }
+        panic!("signal stream ended");
+    })
+    .await
+    .expect("HealthChanged within 5 s");
+    assert_eq!(changed, ("starting".to_string(), "healthy".to_string()));
+    o.signal(o.pid, libc::SIGKILL);
+    let t = std::time::Instant::now();
+    tokio::time::timeout(within, async {
+        while let Some(sig) = states.next().await {
+            let a = sig.args().unwrap();
+            if a.id == id && a.new_state == "exited" {
+                return;
+            }
+        }
+        panic!("signal stream ended");
+    })
+    .await
+    .expect("the end of a tracked process is an event");
+    eprintln!("tracked exit -> signal: {:?}", t.elapsed());
+    let p = agent.get(&id);
+    assert_eq!(p["exit_reason"], "untracked-exit", "{p}");
+    assert_eq!(p["health"], "none", "{p}");
+}
