@@ -34,6 +34,9 @@ pub enum Error {
     /// The process has no terminal to attach to or send to: started
     /// without `Tty` (its stdin is /dev/null), or not running.
     NoTerminal(String),
+    /// `Track` refused the process (PID 1, a kernel thread, corral's own,
+    /// already supervised, another user's).
+    NotTrackable(String),
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
             Error::LimitExceeded(_) => "LimitExceeded",
             Error::NotSupported(_) => "NotSupported",
             Error::NoTerminal(_) => "NoTerminal",
+            Error::NotTrackable(_) => "NotTrackable",
         }
     }
 
@@ -69,7 +73,8 @@ impl Error {
             | Error::Busy(m)
             | Error::StorageFailed(m)
             | Error::LimitExceeded(m)
-            | Error::NotSupported(m) => m.clone(),
+            | Error::NotSupported(m)
+            | Error::NotTrackable(m) => m.clone(),
             Error::NoTerminal(m) => m.clone(),
         }
     }
@@ -92,6 +97,7 @@ mod tests {
             (Error::StorageFailed(String::new()), "StorageFailed"),
             (Error::NotSupported(String::new()), "NotSupported"),
             (Error::NoTerminal(String::new()), "NoTerminal"),
+            (Error::NotTrackable(String::new()), "NotTrackable"),
         ];
         for (err, short) in cases {
             assert_eq!(

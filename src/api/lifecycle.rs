@@ -91,6 +91,9 @@ wire_enum! {
         SpawnFailed = "spawn-failed",
         /// Too many automatic restarts within the limit interval.
         CrashLoop = "crash-loop",
+        /// A tracked process (not corral's child) ended by itself: its
+        /// exit code cannot be known, so none is recorded.
+        UntrackedExit = "untracked-exit",
     }
 }
 
@@ -100,6 +103,36 @@ wire_enum! {
         No = "no",
         OnFailure = "on-failure",
         Always = "always",
+    }
+}
+
+wire_enum! {
+    /// A process's health (`Health` property): `none` without a check or
+    /// while not running.
+    Health {
+        None = "none",
+        /// Checked, not yet passed, within the start period or the retries.
+        Starting = "starting",
+        Healthy = "healthy",
+        /// `Retries` consecutive failures.
+        Unhealthy = "unhealthy",
+    }
+}
+
+wire_enum! {
+    /// How a health check probes (`HealthCheck.Type`).
+    ProbeKind {
+        Exec = "exec",
+        Tcp = "tcp",
+        Http = "http",
+    }
+}
+
+wire_enum! {
+    /// What an unhealthy process gets (`HealthCheck.OnUnhealthy`).
+    OnUnhealthy {
+        None = "none",
+        Restart = "restart",
     }
 }
 

@@ -7,6 +7,7 @@
 //! is supervised.
 
 mod error;
+mod health;
 mod history;
 mod lifecycle;
 pub mod live;
@@ -17,8 +18,9 @@ mod view;
 mod wire;
 
 pub use error::Error;
+pub use health::{HealthCheck, HealthResult, HEALTH_RESULTS_KEPT};
 pub use history::{HistoryRow, HISTORY_MAX_POINTS};
-pub use lifecycle::{ExitReason, RestartMode, State};
+pub use lifecycle::{ExitReason, Health, OnUnhealthy, ProbeKind, RestartMode, State};
 pub use live::{workspace_path, Limits, Pressure, WorkspaceView, NO_LIMIT, WORKSPACE_INTERFACE};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
 pub use spec::{wire_len, Filter, StartSpec, MAX_ARGS, MAX_LABEL_LEN, MAX_PATH_LEN, MAX_PAYLOAD};

@@ -27,6 +27,15 @@ pub trait Manager {
     #[zbus(allow_interactive_auth)]
     fn start(&self, spec: HashMap<String, Value<'_>>) -> zbus::Result<(String, OwnedObjectPath)>;
 
+    /// Takes over a running process and its descendants; returns its id
+    /// and object path.
+    #[zbus(allow_interactive_auth)]
+    fn track(
+        &self,
+        pid: u32,
+        options: HashMap<String, Value<'_>>,
+    ) -> zbus::Result<(String, OwnedObjectPath)>;
+
     /// Every known process matching the filter, ended ones included.
     fn list(
         &self,
@@ -66,6 +75,15 @@ pub trait Manager {
         new_state: &str,
     ) -> zbus::Result<()>;
 
+    #[zbus(signal)]
+    fn health_changed(
+        &self,
+        id: &str,
+        process: zbus::zvariant::ObjectPath<'_>,
+        old_health: &str,
+        new_health: &str,
+    ) -> zbus::Result<()>;
+
     /// The last database write error; empty while writes succeed.
     #[zbus(property)]
     fn storage_error(&self) -> zbus::Result<String>;
@@ -96,6 +114,7 @@ macro_rules! process_proxy {
             fn open_terminal(&self) -> zbus::Result<zbus::zvariant::OwnedFd>;
             #[zbus(allow_interactive_auth)]
             fn send_input(&self, data: &[u8]) -> zbus::Result<()>;
+            fn untrack(&self) -> zbus::Result<()>;
 
             $(
                 #[zbus(property, name = $name)]

@@ -124,6 +124,8 @@ start_spec! {
     user: Option<String> = "User",
     /// Run on a pseudo-terminal that clients attach to (README "Terminals").
     tty: Option<bool> = "Tty",
+    /// A health check (see `api::HealthCheck`).
+    health_check: Option<super::HealthCheck> = "HealthCheck",
 }
 
 /// How a spec field travels: an unset option or an empty list or map is
@@ -158,6 +160,19 @@ macro_rules! empty_is_unset {
 }
 
 empty_is_unset!(Vec<String>, BTreeMap<String, String>);
+
+impl SpecField for Option<super::HealthCheck> {
+    fn encode(&self) -> Option<Value<'static>> {
+        self.as_ref().map(|c| c.to_dict().into())
+    }
+
+    fn decode(key: &str, value: OwnedValue) -> Result<Self, String> {
+        let got = value.value_signature().to_string();
+        let dict = HashMap::<String, OwnedValue>::try_from(value)
+            .map_err(|_| bad(key, format!("expected D-Bus type 'a{{sv}}', got '{got}'")))?;
+        super::HealthCheck::from_dict(dict).map(Some)
+    }
+}
 
 fn bad(key: &str, msg: impl std::fmt::Display) -> String {
     format!("{key}: {msg}")
@@ -465,6 +480,16 @@ mod tests {
             persistent: Some(true),
             user: Some("alice".into()),
             tty: Some(true),
+            health_check: Some(crate::api::HealthCheck {
+                kind: crate::api::ProbeKind::Tcp,
+                command: vec![],
+                address: "127.0.0.1:80".into(),
+                interval_ms: 1000,
+                timeout_ms: 1000,
+                start_period_ms: 0,
+                retries: 3,
+                on_unhealthy: crate::api::OnUnhealthy::None,
+            }),
         };
         let dict = spec.to_dict();
         // The keys and their D-Bus types are public: a change must be deliberate.
@@ -475,8 +500,8 @@ mod tests {
         sent.sort();
         assert_eq!(
             sent.join("|"),
-            "CPUQuota d|CleanEnvironment b|Command as|Environment as|Labels a{ss}|\
-             MemoryMax t|Name s|Persistent b|Restart s|RestartDelayMaxMs t|\
+            "CPUQuota d|CleanEnvironment b|Command as|Environment as|\
+             HealthCheck a{sv}|Labels a{ss}|MemoryMax t|Name s|Persistent b|Restart s|RestartDelayMaxMs t|\
              RestartDelayMs t|RestartLimit u|RestartLimitIntervalSec u|\
              RestartResetSec u|Session s|TasksMax t|Tty b|User s|WorkingDirectory s|Workspace s"
         );
@@ -785,6 +810,7 @@ mod tests {
                         tasks_max: bytes.map(|b| b % 100_000 + 1),
                         cpu_quota: quota,
                         restart: restart.map(String::from),
+                        health_check: None,
                         restart_delay_ms: delay,
                         restart_delay_max_ms: delay,
                         restart_reset_sec: secs,

@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use zbus::zvariant::{OwnedValue, Value};
 
-use super::{State, WireValue};
+use super::{Health, HealthResult, State, WireValue};
+
+// The table names its types from the crate root: it is expanded in the
+// proxy and the agent's bus module too.
 
 /// systemd's "not set" for usage counters; clients show it as unknown.
 pub const UNSET: u64 = u64::MAX;
@@ -57,6 +60,13 @@ pub struct ProcessView {
     /// PSI avg10 by `memory.some` … `io.full`; empty where the kernel has
     /// none (or nothing runs).
     pub pressure: BTreeMap<String, f64>,
+    /// The current run was taken over by `Track`, not launched by corral:
+    /// no exit code, no captured output.
+    pub tracked: bool,
+    /// `none` without a health check or while not running.
+    pub health: Health,
+    /// The last probe results, oldest first: (time µs, passed, message).
+    pub health_results: Vec<HealthResult>,
 }
 
 /// The properties of `org.corral.Supervisor1.Process`, one row each.
@@ -109,6 +119,9 @@ macro_rules! process_properties {
             oom_kills:          u32                      = "OOMKills",         "oom_kills",         0,               always,            true;
             pressure:           BTreeMap<String, f64>    = "Pressure",         "pressure",          BTreeMap::new(), always,            false;
             tty:                bool                     = "Tty",              "tty",               false,           always,            false;
+            tracked:            bool                     = "Tracked",          "tracked",           false,           always,            true;
+            health:             crate::api::Health       = "Health",           "health",            crate::api::Health::None, always,   true;
+            health_results:     Vec<crate::api::HealthResult> = "HealthResults", "health_results",  Vec::new(),      always,            false;
         }
     };
 }
@@ -234,6 +247,9 @@ mod tests {
             io_write_bytes: 5,
             oom_kills: 1,
             pressure: [("memory.some".to_string(), 0.5)].into(),
+            tracked: true,
+            health: Health::Healthy,
+            health_results: vec![(3, true, "HTTP 200".into())],
         }
     }
 
@@ -264,7 +280,9 @@ mod tests {
             Labels a{ss} labels|ExitReason s exit_reason *|Restart s restart|\
             NextRestartAt t next_restart_at *|Persistent b persistent|\
             IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner|\
-            OOMKills u oom_kills *|Pressure a{sd} pressure|Tty b tty";
+            OOMKills u oom_kills *|Pressure a{sd} pressure|Tty b tty|\
+            Tracked b tracked *|Health s health *|\
+            HealthResults a(tbs) health_results";
         let v = sample();
         // The top-level keys, in the order they are written.
         let json = serde_json::to_value(ProcessJson(&v)).unwrap();

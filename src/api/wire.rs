@@ -33,7 +33,16 @@ macro_rules! as_itself {
     )*};
 }
 
-as_itself!(String, Vec<String>, bool, u32, i32, u64, f64);
+as_itself!(
+    String,
+    Vec<String>,
+    bool,
+    u32,
+    i32,
+    u64,
+    f64,
+    Vec<(u64, bool, String)>
+);
 
 /// Labels are sorted inside the program, a plain dictionary on the bus.
 impl WireValue for BTreeMap<String, String> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::{RestartMode, State};
+use crate::api::{OnUnhealthy, RestartMode, State};
 
 use crate::config::{parse_duration, parse_size};
 
@@ -53,6 +53,10 @@ pub enum Command {
     Events(EventsArgs),
     /// Show a process's output.
     Logs(LogsArgs),
+    /// Supervise a process that is already running (it and its descendants move into a new scope); prints its id.
+    Track(TrackArgs),
+    /// Forget processes without stopping them (they keep running in their scope).
+    Untrack(IdArg),
     /// Chart a process's usage history (CPU, memory, tasks) with min/avg/max.
     Stats(StatsArgs),
     /// Live full-screen view of every process (a plain table when stdout is not a terminal).
@@ -191,6 +195,8 @@ pub struct StartArgs {
     /// System agent only: run as this user (name or uid); root, or an admin after authentication.
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// The command and its arguments (put `--` before it when it has options).
     #[arg(
         value_name = "CMD",
@@ -200,6 +206,75 @@ pub struct StartArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<String>,
+}
+
+/// A health check for `start`: one probe kind and its timing.
+#[derive(Debug, Args)]
+#[group(skip)]
+pub struct HealthArgs {
+    /// Health check: run this shell command (`sh -c`) with the process's environment and directory; exit 0 passes.
+    #[arg(long, value_name = "CMD", group = "probe", conflicts_with_all = ["health_tcp", "health_http"])]
+    pub health_exec: Option<String>,
+    /// Health check: a TCP connect to HOST:PORT passes.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        group = "probe",
+        conflicts_with = "health_http"
+    )]
+    pub health_tcp: Option<String>,
+    /// Health check: an HTTP GET of this http:// URL answered 200-399 passes.
+    #[arg(long, value_name = "URL", group = "probe")]
+    pub health_http: Option<String>,
+    /// Time between probes (default 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "probe")]
+    pub health_interval: Option<Duration>,
+    /// Time a probe may take before it fails (default 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "probe")]
+    pub health_timeout: Option<Duration>,
+    /// Consecutive failures that make the process unhealthy (default 3).
+    #[arg(long, value_name = "N", requires = "probe")]
+    pub health_retries: Option<u32>,
+    /// Time after start during which failures do not count until a first pass (default 0s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "probe")]
+    pub health_start_period: Option<Duration>,
+    /// What an unhealthy process gets (default none).
+    #[arg(long, value_name = "ACTION", value_parser = PossibleValuesParser::new(OnUnhealthy::NAMES), requires = "probe")]
+    pub on_unhealthy: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrackArgs {
+    /// Name shown in lists and usable instead of the id (default: basename of its argv[0]).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Workspace to group the process in (default: the agent's `default`).
+    #[arg(long, short = 'w')]
+    pub workspace: Option<String>,
+    /// Free-form session key to group the process in.
+    #[arg(long, short = 's')]
+    pub session: Option<String>,
+    /// Attach a label. Repeatable.
+    #[arg(long, short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+    /// Memory limit of its new scope, e.g. 512M, 2G (binary units) or bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_max: Option<u64>,
+    /// CPU limit of its new scope in percent of one CPU.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub cpu_quota: Option<f64>,
+    /// Limit on the number of tasks of its new scope.
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u64>,
+    /// Restart policy (a restart launches it again as recorded from /proc).
+    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(RestartMode::NAMES))]
+    pub restart: Option<String>,
+    /// Relaunch the process when the agent starts and its scope is gone.
+    #[arg(long)]
+    pub persistent: bool,
+    /// The process id to take over.
+    #[arg(value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: u32,
 }
 
 #[derive(Debug, Args)]

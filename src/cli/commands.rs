@@ -20,7 +20,7 @@ use crate::clock::now_us;
 
 use super::args::{
     Cli, Command, EventsArgs, KillArgs, LimitArgs, ListArgs, LogsArgs, MatchArgs, Since, StatsArgs,
-    StatusArgs,
+    StatusArgs, TrackArgs,
 };
 use super::error::{Bus, CliError, Result};
 use super::render::{self, EventJson, LogJson, StatusJson};
@@ -244,6 +244,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Stats(a) => stats(&ctx, &a).await,
         Command::Top => super::top::run(&ctx.conn, &ctx.manager, ctx.bus).await,
         Command::Metrics => metrics(&ctx).await,
+        Command::Track(a) => track(&ctx, &a).await,
+        Command::Untrack(a) => per_process(&ctx, &a.ids, Op::Untrack).await,
     };
     if done.is_ok() && check_linger {
         warn_linger(&ctx).await;
@@ -358,6 +360,32 @@ async fn send(ctx: &Ctx, a: &super::args::SendArgs) -> Result<()> {
         .map_err(ctx.call_err())
 }
 
+async fn track(ctx: &Ctx, a: &TrackArgs) -> Result<()> {
+    let mut options = api::StartSpec::new(vec![]);
+    options.name = a.name.clone();
+    options.workspace = a.workspace.clone();
+    options.session = a.session.clone();
+    options.labels = a.label.iter().cloned().collect();
+    options.memory_max = a.memory_max;
+    options.cpu_quota = a.cpu_quota;
+    options.tasks_max = a.tasks_max;
+    options.restart = a.restart.clone();
+    options.persistent = a.persistent.then_some(true);
+    let mut dict = options.to_dict();
+    // The agent reads the command from the process itself.
+    dict.remove("Command");
+    let (id, path) = ctx
+        .manager
+        .track(a.pid, dict)
+        .await
+        .map_err(ctx.call_err())?;
+    if ctx.json {
+        emit_json(&serde_json::json!({ "id": id, "path": path.to_string() }))
+    } else {
+        emit(&format!("{id}\n"))
+    }
+}
+
 async fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
     let filter = Filter {
         workspace: a.workspace.clone(),
@@ -418,6 +446,7 @@ enum Op {
     Kill(i32),
     Restart,
     Remove,
+    Untrack,
 }
 
 async fn stop_or_remove(ctx: &Ctx, a: &MatchArgs, op: Op) -> Result<()> {
@@ -456,6 +485,7 @@ async fn per_process(ctx: &Ctx, args: &[String], op: Op) -> Result<()> {
             Op::Kill(sig) => p.kill(sig).await,
             Op::Restart => p.restart().await,
             Op::Remove => p.remove().await,
+            Op::Untrack => p.untrack().await,
         }
         .map_err(|e| match CliError::from_call(ctx.bus, e) {
             // The agent serves no object for an unknown id: the bus answers.

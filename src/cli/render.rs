@@ -128,6 +128,10 @@ pub fn list_table(views: &[ProcessView], now_us: u64) -> String {
                 dash(&v.name),
                 dash(&v.workspace),
                 state_text(v),
+                match v.health {
+                    crate::api::Health::None => "-".into(),
+                    h => h.as_str().to_string(),
+                },
                 if v.main_pid == 0 {
                     "-".into()
                 } else {
@@ -147,6 +151,7 @@ pub fn list_table(views: &[ProcessView], now_us: u64) -> String {
             "NAME",
             "WORKSPACE",
             "STATE",
+            "HEALTH",
             "PID",
             "MEM",
             "CPU%",
@@ -154,7 +159,7 @@ pub fn list_table(views: &[ProcessView], now_us: u64) -> String {
             "COMMAND",
         ]),
         &rows,
-        &[L, L, L, L, R, R, R, R, L],
+        &[L, L, L, L, L, R, R, R, R, L],
     )
 }
 
@@ -244,6 +249,12 @@ pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us
     fields.push(("Session", dash(&v.session)));
     fields.push(("Command", shell_join(&v.command)));
     fields.push(("Directory", dash(&v.working_directory)));
+    if v.tracked {
+        fields.push((
+            "Tracked",
+            "yes: started outside corral; output not captured, exit code unknown".into(),
+        ));
+    }
     if !v.labels.is_empty() {
         let labels: Vec<String> = v
             .labels
@@ -285,6 +296,23 @@ pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us
     fields.push(("Persistent", if v.persistent { "yes" } else { "no" }.into()));
     if v.tty {
         fields.push(("Terminal", "yes (corralctl attach)".into()));
+    }
+
+    if v.health != crate::api::Health::None || !v.health_results.is_empty() {
+        let results: Vec<String> = v
+            .health_results
+            .iter()
+            .rev()
+            .map(|(t, ok, m)| {
+                let mark = if *ok { "pass" } else { "fail" };
+                format!("{mark} {} {}", format_time_us_ms(*t), sanitize(m))
+            })
+            .collect();
+        let mut h = v.health.as_str().to_string();
+        if !results.is_empty() {
+            h.push_str(&format!(" (newest first: {})", results.join("; ")));
+        }
+        fields.push(("Health", h));
     }
     if v.started_at != 0 {
         fields.push(("Started", when(v.started_at, now_us)));
@@ -348,6 +376,9 @@ mod tests {
             io_write_bytes: UNSET,
             oom_kills: 0,
             pressure: Default::default(),
+            tracked: false,
+            health: crate::api::Health::None,
+            health_results: vec![],
         }
     }
 

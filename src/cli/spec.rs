@@ -8,9 +8,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::StartSpec;
+use crate::api::{self, StartSpec};
 
-use super::args::{EnvArg, StartArgs};
+use super::args::{EnvArg, HealthArgs, StartArgs};
 
 /// What `start` takes from the calling process.
 pub struct Caller {
@@ -67,7 +67,38 @@ pub fn build_spec(args: &StartArgs, caller: &Caller) -> Result<StartSpec, String
     spec.persistent = args.persistent.then_some(true);
     spec.tty = args.tty.then_some(true);
     spec.user = args.run_as.clone();
+    spec.health_check = health_check(&args.health)?;
     Ok(spec)
+}
+
+/// The `HealthCheck` key from the `--health-*` flags, if a probe is given.
+fn health_check(a: &HealthArgs) -> Result<Option<api::HealthCheck>, String> {
+    let (kind, command, address) = match (&a.health_exec, &a.health_tcp, &a.health_http) {
+        (Some(cmd), _, _) => (
+            api::ProbeKind::Exec,
+            vec!["sh".to_string(), "-c".to_string(), cmd.clone()],
+            String::new(),
+        ),
+        (_, Some(addr), _) => (api::ProbeKind::Tcp, vec![], addr.clone()),
+        (_, _, Some(url)) => (api::ProbeKind::Http, vec![], url.clone()),
+        _ => return Ok(None),
+    };
+    let ms =
+        |flag: &str, d: Option<Duration>, default: u64| d.map_or(Ok(default), |d| millis(flag, d));
+    Ok(Some(api::HealthCheck {
+        kind,
+        command,
+        address,
+        interval_ms: ms("--health-interval", a.health_interval, 1000)?,
+        timeout_ms: ms("--health-timeout", a.health_timeout, 1000)?,
+        start_period_ms: ms("--health-start-period", a.health_start_period, 0)?,
+        retries: a.health_retries.unwrap_or(3),
+        on_unhealthy: a
+            .on_unhealthy
+            .as_deref()
+            .and_then(api::OnUnhealthy::parse)
+            .unwrap_or(api::OnUnhealthy::None),
+    }))
 }
 
 /// `--cwd` made absolute against the caller's directory, or the caller's
@@ -272,6 +303,16 @@ mod tests {
             "-t",
             "--run-as",
             "alice",
+            "--health-http",
+            "http://127.0.0.1:8000/",
+            "--health-interval",
+            "500ms",
+            "--health-retries",
+            "2",
+            "--health-start-period",
+            "2s",
+            "--on-unhealthy",
+            "restart",
             "--",
             "sleep",
             "9",
@@ -296,6 +337,13 @@ mod tests {
         assert_eq!(spec.user.as_deref(), Some("alice"));
         assert_eq!(spec.environment, ["A=1"]);
         assert_eq!(spec.clean_environment, Some(true));
+        let h = spec.health_check.clone().unwrap();
+        assert_eq!(
+            (h.kind, h.address.as_str(), h.interval_ms, h.timeout_ms),
+            (api::ProbeKind::Http, "http://127.0.0.1:8000/", 500, 1000)
+        );
+        assert_eq!((h.retries, h.start_period_ms), (2, 2000));
+        assert_eq!(h.on_unhealthy, api::OnUnhealthy::Restart);
         assert!(spec.validate().is_ok());
         let mut sent: Vec<String> = spec.to_dict().into_keys().collect();
         sent.sort();

@@ -17,6 +17,7 @@ pub mod service;
 pub mod store;
 pub mod supervisor;
 pub mod systemd;
+pub mod track;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;

@@ -72,7 +72,7 @@ impl Notified {
                 self.0.remove(id);
                 return None;
             }
-            Event::Added(_) => return None,
+            Event::Added(_) | Event::HealthChanged { .. } => return None,
         };
         let what = trouble(view)?;
         let key = (view.exited_at, view.exit_reason.clone());

@@ -65,6 +65,12 @@ impl Pidfd {
         self.pid
     }
 
+    /// A second fd of the same pidfd, to wait on (it polls readable once
+    /// the process has exited) while this one stays for signalling.
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
     /// pidfd_send_signal(2); signal 0 checks that the process exists.
     fn send(&self, signal: i32, flags: libc::c_uint) -> io::Result<()> {
         // SAFETY: a valid pidfd, a signal number, a null siginfo (the

@@ -41,6 +41,7 @@ impl Tally {
             Event::Removed(id) => {
                 self.states.remove(id);
             }
+            Event::HealthChanged { .. } => {}
         }
     }
 

@@ -87,6 +87,12 @@ trait SystemdManager {
         aux: Vec<(&str, Vec<(&str, Value<'_>)>)>,
     ) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn attach_processes_to_unit(
+        &self,
+        unit_name: &str,
+        subcgroup: &str,
+        pids: Vec<u32>,
+    ) -> zbus::Result<()>;
     fn list_units_by_patterns(
         &self,
         states: Vec<&str>,
@@ -137,6 +143,9 @@ pub struct ScopeProps {
     /// runs.
     pub slice_limits: Option<Limits>,
     pub stop_timeout: Duration,
+    /// `Delegate=yes`: systemd moves processes into a running scope
+    /// (`AttachProcessesToUnit`) only when it is delegated.
+    pub delegate: bool,
 }
 
 /// Handle on systemd's manager. Cheap to clone.
@@ -294,6 +303,9 @@ impl Systemd {
             ("TasksAccounting", Value::from(true)),
             ("IOAccounting", Value::from(true)),
         ];
+        if p.delegate {
+            props.push(("Delegate", Value::from(true)));
+        }
         props.extend(limit_props(&p.limits));
         let job = bounded(
             "StartTransientUnit",
@@ -309,6 +321,17 @@ impl Systemd {
             });
         }
         Ok(())
+    }
+
+    /// Moves `pids` into the running scope `unit` (Track: children forked
+    /// while the scope was being created).
+    pub async fn attach_processes(&self, unit: &str, pids: &[u32]) -> Result<()> {
+        bounded(
+            "AttachProcessesToUnit",
+            unit,
+            self.proxy.attach_processes_to_unit(unit, "", pids.to_vec()),
+        )
+        .await
     }
 
     /// Stops `unit` (SIGTERM to every process, SIGKILL after its stop

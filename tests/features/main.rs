@@ -11,3 +11,4 @@ mod common;
 mod history;
 mod live;
 mod terminal;
+mod track;

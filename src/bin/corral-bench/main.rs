@@ -17,6 +17,7 @@ mod history;
 mod probe;
 mod report;
 mod sys;
+mod track;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -54,7 +55,7 @@ struct Args {
     /// Directory holding corrald and corral-shim (default: next to this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Run only these sections (start, storm, exit, restart, footprint); for debugging.
+    /// Run only these sections (start, storm, exit, restart, track, footprint); for debugging.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the footprint process counts (e.g. 0,1000), for profiling.
@@ -309,7 +310,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
-    if ["start", "storm", "exit", "restart"]
+    if ["start", "storm", "exit", "restart", "track"]
         .iter()
         .any(|s| wants(s))
     {
@@ -340,6 +341,11 @@ async fn run(args: Args) -> Result<()> {
                 let busy = sys::Busy::new();
                 b.restart_latency().await?;
                 b.busy_note("4 restart", &busy);
+            }
+            if wants("track") {
+                let busy = sys::Busy::new();
+                b.track_latency().await?;
+                b.busy_note("5 track", &busy);
             }
             anyhow::Ok(())
         }
@@ -405,6 +411,7 @@ fn set_targets(rep: &mut Report, plan: &Plan) {
     let max = |s: &report::Summary| s.max;
     rep.target("exit.detect", "p99 <= 20 ms", p99, 20.0);
     rep.target("exit.kill9", "p99 <= 20 ms", p99, 20.0);
+    rep.target("track.tree20", "p99 < 50 ms", p99, 50.0);
     let big = plan.counts.last().copied().unwrap_or(0);
     if big == 1000 {
         rep.target("footprint.rss.i1.n1000", "<= 20 MB", max, 20.0);

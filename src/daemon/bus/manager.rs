@@ -146,6 +146,31 @@ fn cut(s: &mut String, max: usize) {
     s.push('…');
 }
 
+/// Start spec keys `Track` does not take: what runs, where and as whom
+/// is read from the process itself.
+const NOT_TRACK_OPTIONS: [&str; 5] = [
+    "Command",
+    "Environment",
+    "WorkingDirectory",
+    "CleanEnvironment",
+    "User",
+];
+
+/// `Track`'s options: the Start spec keys that say how to supervise.
+/// The command is the process's own, filled in by the supervisor from
+/// `/proc`; a placeholder lets the spec's checks run on the rest now.
+fn track_options(mut dict: HashMap<String, OwnedValue>) -> Result<StartSpec, Error> {
+    if let Some(k) = NOT_TRACK_OPTIONS.iter().find(|k| dict.contains_key(**k)) {
+        return Err(Error::InvalidArgument(format!(
+            "{k}: not a Track option (it is read from the process)"
+        )));
+    }
+    let placeholder = OwnedValue::try_from(Value::from(vec!["tracked".to_string()]))
+        .map_err(|e| Error::ZBus(e.into()))?;
+    dict.insert("Command".into(), placeholder);
+    StartSpec::from_dict(dict).map_err(Error::InvalidArgument)
+}
+
 fn filter(dict: HashMap<String, OwnedValue>) -> Result<Filter, Error> {
     Filter::from_dict(dict).map_err(Error::InvalidArgument)
 }
@@ -167,6 +192,57 @@ impl Manager {
             .handle
             .ask(|reply| Command::Start {
                 spec,
+                run_as,
+                reply,
+            })
+            .await
+            .ok_or_else(gone)??;
+        let path =
+            OwnedObjectPath::try_from(api::process_path(&id)).map_err(|e| Error::ZBus(e.into()))?;
+        Ok((id, path))
+    }
+
+    /// Track(u pid, a{sv} options) -> (s id, o process)
+    async fn track(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        pid: u32,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(String, OwnedObjectPath), Error> {
+        let options = Box::new(track_options(options)?);
+        let caller = self.ctx.auth.caller(&hdr).await?;
+        self.ctx.auth.require(&caller, Action::ManageOwn).await?;
+        let owner = tokio::task::spawn_blocking(move || crate::daemon::track::uid_of(pid))
+            .await
+            .map_err(|e| Error::NotFound(e.to_string()))?
+            .map_err(|e| Error::NotFound(format!("no process with PID {pid}: {e}")))?;
+        if owner != caller.uid {
+            match self.ctx.auth.mode() {
+                Mode::User => {
+                    return Err(Error::NotTrackable(format!(
+                        "PID {pid} belongs to uid {owner}, not to this agent's user"
+                    )))
+                }
+                // Another user's process: as for managing theirs.
+                Mode::System => self.ctx.auth.require(&caller, Action::ManageAll).await?,
+            }
+        }
+        // It stays its owner's: a relaunch runs as them (system mode).
+        let run_as = match self.ctx.auth.mode() {
+            Mode::User => RunAs {
+                uid: owner,
+                credentials: None,
+                login_env: None,
+                home: None,
+            },
+            Mode::System => login::run_as(owner.to_string(), None).await?,
+        };
+        let id = self
+            .ctx
+            .handle
+            .ask(|reply| Command::Track {
+                pid,
+                options,
                 run_as,
                 reply,
             })
@@ -320,6 +396,16 @@ impl Manager {
         process: ObjectPath<'_>,
         old_state: &str,
         new_state: &str,
+    ) -> zbus::Result<()>;
+
+    /// A process's `Health` changed (`none|starting|healthy|unhealthy`).
+    #[zbus(signal)]
+    pub async fn health_changed(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        process: ObjectPath<'_>,
+        old_health: &str,
+        new_health: &str,
     ) -> zbus::Result<()>;
 
     /// The last error writing the database, empty while writes succeed.

@@ -40,6 +40,7 @@ impl From<supervisor::Error> for BusError {
             E::LimitExceeded(m) => BusError::LimitExceeded(m),
             E::NotSupported(m) => BusError::NotSupported(m),
             E::NoTerminal(m) => BusError::NoTerminal(m),
+            E::NotTrackable(m) => BusError::NotTrackable(m),
         }
     }
 }
@@ -104,6 +105,12 @@ pub async fn publish_events(
                 Event::Removed(id) => {
                     let path = api::process_path(&id);
                     server.remove::<ProcessObject, _>(path.as_str()).await?;
+                }
+                Event::HealthChanged { id, old, new } => {
+                    let obj =
+                        ObjectPath::try_from(api::process_path(&id)).map_err(zbus::Error::from)?;
+                    let manager = SignalEmitter::new(&conn, api::MANAGER_PATH)?;
+                    Manager::health_changed(&manager, &id, obj, old.as_str(), new.as_str()).await?;
                 }
                 Event::Changed { view, old } => {
                     let path = api::process_path(&view.id);

@@ -297,6 +297,13 @@ macro_rules! process_interface {
                 Ok(())
             }
 
+            /// Forgets the process without stopping it: it keeps running,
+            /// in a scope corral no longer owns.
+            async fn untrack(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), MethodError> {
+                self.call(&hdr, |id, access, reply| Command::Untrack { id, access, reply })
+                    .await
+            }
+
             $(
                 #[zbus(property, name = $name)]
                 async fn $field(

@@ -113,6 +113,12 @@ pub struct ProcessConfig {
     /// variables instead of the agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_env: Option<Vec<(String, String)>>,
+    /// The current run was taken over by `Track` (no shim: no exit code,
+    /// no output); cleared when corral launches it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tracked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::api::HealthCheck>,
     /// Runs on a pseudo-terminal (`Tty`), attachable.
     #[serde(default)]
     pub tty: bool,
@@ -487,6 +493,8 @@ impl Db {
     }
 
     /// Replaces a process's config (its limits changed).
+    /// Rewrites a process's config (a tracked process launched by corral
+    /// from now on).
     pub fn set_config(&mut self, process_id: ProcessId, config: &ProcessConfig) -> Result<()> {
         self.conn.execute(
             "UPDATE processes SET config = ?1 WHERE id = ?2",
@@ -853,6 +861,8 @@ mod tests {
             credentials: None,
             login_env: None,
             tty: false,
+            tracked: false,
+            health: None,
         }
     }
 

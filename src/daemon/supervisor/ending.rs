@@ -72,7 +72,15 @@ impl Supervisor {
         let oom = known_oom || recorded_oom || self.read_oom(cg.clone()).await;
         let Some(p) = self.procs.get(&id) else { return };
         let now = self.now_us();
-        let end = ending(p.stop_requested(), p.kill_signal, rec.as_ref(), oom, now);
+        let tracked = p.config.tracked;
+        let end = ending(
+            p.stop_requested(),
+            p.kill_signal,
+            rec.as_ref(),
+            oom,
+            tracked,
+            now,
+        );
         let uptime = p.launched_at.elapsed();
         let unit = p.run.unit.clone();
         // The record stays until its content is committed: if the store
@@ -193,17 +201,22 @@ impl Supervisor {
 }
 
 /// The state a run ends in, from what the shim recorded and who asked.
+/// A `tracked` run has no shim and so never a record: ended by itself,
+/// it is `untracked-exit` with its code unknown.
 pub(super) fn ending(
     stop_requested: bool,
     kill_signal: Option<i32>,
     rec: Option<&ExitRecord>,
     oom: bool,
+    tracked: bool,
     now_us: u64,
 ) -> Ending {
     let at = rec.map(|r| r.exited_at_us).unwrap_or(now_us);
     let (code, signal) = rec.map(|r| (r.code, r.signal)).unwrap_or((-1, 0));
     let (state, reason) = if stop_requested {
         (State::Stopped, ExitReason::Stopped)
+    } else if rec.is_none() && tracked {
+        (State::Exited, ExitReason::UntrackedExit)
     } else if rec.is_none() {
         (State::Failed, ExitReason::Lost)
     } else if signal != 0 && Some(signal) == kill_signal {
@@ -258,14 +271,22 @@ mod tests {
         ];
         for (stop, kill, r, oom, state, reason) in cases {
             let record = r.map(|(c, s)| rec(c, s));
-            let e = ending(stop, kill, record.as_ref(), oom, 9);
+            let e = ending(stop, kill, record.as_ref(), oom, false, 9);
             assert_eq!(
                 (e.state.as_str(), e.reason.as_str()),
                 (state, reason),
                 "{stop} {kill:?} {r:?} {oom}"
             );
         }
-        assert_eq!(ending(false, None, Some(&rec(3, 0)), false, 9).at, 5);
-        assert_eq!(ending(false, None, None, false, 9).at, 9);
+        assert_eq!(ending(false, None, Some(&rec(3, 0)), false, false, 9).at, 5);
+        assert_eq!(ending(false, None, None, false, false, 9).at, 9);
+        // A tracked run: no code is ever invented.
+        let t = ending(false, None, None, false, true, 9);
+        assert_eq!(
+            (t.state, t.reason, t.exit_code),
+            (State::Exited, ExitReason::UntrackedExit, -1)
+        );
+        let t = ending(true, None, None, false, true, 9);
+        assert_eq!((t.state, t.reason), (State::Stopped, ExitReason::Stopped));
     }
 }

@@ -19,7 +19,7 @@ use crate::daemon::launch::ShimPool;
 use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::RunId;
 use crate::daemon::systemd::{ScopeProps, Systemd};
-use crate::daemon::{exits, launch};
+use crate::daemon::{exits, launch, track};
 use crate::shim::{ExitRecord, LaunchSpec};
 
 pub type Fut<T> = BoxFuture<'static, T>;
@@ -58,6 +58,30 @@ pub trait Scopes: Send + Sync {
     /// Freezes (`true`) or thaws a unit.
     fn freeze(&self, unit: String, _freeze: bool) -> Fut<Result<(), String>> {
         Box::pin(std::future::ready(Err(format!("{unit}: no systemd here"))))
+    }
+
+    /// Track: wraps the running process `pid` and all its descendants in
+    /// the new scope `unit`. Hosts without it (test fakes) refuse.
+    fn track(&self, unit: String, pid: u32, props: ScopeProps) -> Fut<Result<Launched, Error>> {
+        let _ = (unit, pid, props);
+        Box::pin(std::future::ready(Err(Error::NotTrackable(
+            "this host cannot track processes".into(),
+        ))))
+    }
+    /// Moves `pids` into the running scope `unit` (an exec health probe).
+    fn attach(&self, unit: String, pids: Vec<u32>) -> Fut<Result<(), String>> {
+        let _ = (unit, pids);
+        Box::pin(std::future::ready(Err(
+            "this host cannot attach processes".into()
+        )))
+    }
+    /// Untrack: moves every process of `cg` into the new scope `unit`,
+    /// which corral does not own, so no agent ever stops it.
+    fn release(&self, cg: String, unit: String, props: ScopeProps) -> Fut<Result<(), String>> {
+        let _ = (cg, unit, props);
+        Box::pin(std::future::ready(Err(
+            "this host cannot release scopes".into()
+        )))
     }
 }
 
@@ -176,9 +200,110 @@ impl Scopes for RealScopes {
         })
     }
 
+    fn track(&self, unit: String, pid: u32, props: ScopeProps) -> Fut<Result<Launched, Error>> {
+        let sd = self.0.clone();
+        Box::pin(async move { track_tree(&sd, &unit, pid, &props).await })
+    }
+
+    fn attach(&self, unit: String, pids: Vec<u32>) -> Fut<Result<(), String>> {
+        let sd = self.0.clone();
+        Box::pin(async move {
+            sd.attach_processes(&unit, &pids)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn freeze(&self, unit: String, freeze: bool) -> Fut<Result<(), String>> {
         let sd = self.0.clone();
         Box::pin(async move { sd.freeze(&unit, freeze).await.map_err(|e| e.to_string()) })
+    }
+
+    fn release(&self, cg: String, unit: String, props: ScopeProps) -> Fut<Result<(), String>> {
+        let sd = self.0.clone();
+        Box::pin(async move {
+            let procs = blocking(vec![], move || {
+                CgroupFs::detect("/sys/fs/cgroup")
+                    .and_then(|fs| fs.read_procs(&cg))
+                    .unwrap_or_default()
+            })
+            .await;
+            if procs.is_empty() {
+                return Err("its scope holds no process any more".into());
+            }
+            sd.start_scope(&unit, &procs, &props)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// How often Track looks again for children forked while their parent
+/// was being moved (each pass moves the ones it finds).
+const TRACK_PASSES: usize = 10;
+
+/// Moves `pid` and its descendants into the new scope `unit`, then looks
+/// for children forked meanwhile (they start in the old cgroup, where
+/// their parent was when they were forked) and attaches them, until a
+/// scan finds none left behind.
+async fn track_tree(
+    sd: &Systemd,
+    unit: &str,
+    pid: u32,
+    props: &ScopeProps,
+) -> Result<Launched, Error> {
+    let tree = blocking(vec![], move || track::tree(pid)).await;
+    sd.start_scope(unit, &tree, props)
+        .await
+        .map_err(|e| Error::Systemd(e.to_string()))?;
+    if let Some(limits) = &props.slice_limits {
+        // As for a launch: the workspace's limits reach its slice.
+        if let Err(e) = sd.set_limits(&props.slice, limits).await {
+            tracing::warn!("setting the workspace limits on {}: {e}", props.slice);
+        }
+    }
+    let control_group = blocking(String::new(), move || {
+        launch::read_control_group(pid).unwrap_or_default()
+    })
+    .await;
+    for _ in 0..TRACK_PASSES {
+        let cg = control_group.clone();
+        let stray = blocking(vec![], move || {
+            track::tree(pid)
+                .into_iter()
+                .filter(|p| launch::read_control_group(*p).is_ok_and(|c| c != cg))
+                .collect::<Vec<u32>>()
+        })
+        .await;
+        if stray.is_empty() {
+            break;
+        }
+        if let Err(e) = sd.attach_processes(unit, &stray).await {
+            // A child that exited in between makes the call fail; the
+            // next scan shows what is still left.
+            tracing::debug!(unit, "attaching {stray:?}: {e}");
+        }
+    }
+    let launched = blocking(Err(std::io::Error::other("panicked")), {
+        let cg = control_group.clone();
+        move || Pidfd::open_in(pid, &cg)
+    })
+    .await;
+    match launched {
+        // Opened and checked after the move: the process at `pid` now is
+        // in the new scope, so it is the one moved, not a PID reused.
+        Ok(pidfd) => Ok(Launched {
+            shim_pid: 0,
+            main_pid: pid,
+            control_group,
+            pidfd: Some(pidfd),
+        }),
+        Err(e) => {
+            let _ = sd.stop_unit(unit, props.stop_timeout).await;
+            Err(Error::NotFound(format!(
+                "PID {pid} ended while being tracked: {e}"
+            )))
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub enum Error {
     NotSupported(String),
     #[error("{0}")]
     NoTerminal(String),
+    #[error("{0}")]
+    NotTrackable(String),
 }
 
 impl From<store::Error> for Error {
@@ -148,6 +150,21 @@ pub enum Command {
         since_us: u64,
         reply: Reply<Vec<crate::logfile::LogLine>>,
     },
+    /// Take over a running process (`options`: a Start spec without
+    /// `Command`, whose `Command` is filled in from `/proc`).
+    Track {
+        pid: u32,
+        options: Box<StartSpec>,
+        /// The owner of `pid` as the bus found it (and allowed the
+        /// caller): it runs as them again when relaunched.
+        run_as: RunAs,
+        reply: Reply<String>,
+    },
+    Untrack {
+        id: String,
+        access: Access,
+        reply: Reply<()>,
+    },
     /// Usage history since `since_us`, in steps of at least `step_ms`.
     History {
         id: String,
@@ -227,6 +244,31 @@ pub(super) enum Fact {
     /// All usage of running processes, read by the tick when history is on.
     HistorySampled(Vec<(ProcessId, RunId, Option<crate::daemon::cgroup::Usage>)>),
     Prune,
+    /// A Track whose target was read from `/proc` off the actor.
+    TrackChecked {
+        options: Box<StartSpec>,
+        run_as: RunAs,
+        target: Result<crate::daemon::track::Target, Error>,
+        reply: Reply<String>,
+    },
+    /// The pidfd of a tracked run polled readable: its process ended.
+    TrackedExit {
+        id: ProcessId,
+        run: RunId,
+    },
+    /// One health probe of `run` ended.
+    HealthProbed {
+        id: ProcessId,
+        run: RunId,
+        result: crate::api::HealthResult,
+    },
+    /// An Untrack's scope move finished.
+    Released {
+        id: ProcessId,
+        run: RunId,
+        result: Result<(), String>,
+        reply: Reply<()>,
+    },
     /// systemd took new limits (or the target had no unit to change):
     /// record them and answer.
     LimitsApplied {
@@ -251,8 +293,17 @@ pub(super) enum Msg {
 #[derive(Debug, Clone)]
 pub enum Event {
     Added(ProcessView),
-    Changed { view: ProcessView, old: State },
+    Changed {
+        view: ProcessView,
+        old: State,
+    },
     Removed(String),
+    /// A process's health changed (after its `Changed`).
+    HealthChanged {
+        id: String,
+        old: crate::api::Health,
+        new: crate::api::Health,
+    },
 }
 
 /// The bus layer's handle: send commands, nothing else.

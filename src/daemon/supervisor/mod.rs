@@ -12,11 +12,14 @@
 //! ([`policy`] the arithmetic), [`stopping`] Stop/Kill/Restart/Remove and
 //! the `*Matching` calls, [`reconcile`] adoption at agent start, [`usage`]
 //! cgroup sampling and the client's view, [`history`] usage history,
-//! [`upkeep`] storage resync and retention. [`host`] puts systemd, launching, cgroups and the clock
-//! behind traits, so [`tests`] drive the actor in-process under paused
-//! time. This file: start-up and dispatch.
+//! [`upkeep`] storage resync and retention, [`tracking`] Track/Untrack of
+//! processes corral did not start, [`health`] health checks. [`host`] puts
+//! systemd, launching, cgroups and the clock behind traits, so [`tests`]
+//! drive the actor in-process under paused time. This file: start-up and
+//! dispatch.
 
 mod ending;
+mod health;
 mod history;
 mod host;
 mod live;
@@ -29,6 +32,7 @@ mod stopping;
 mod terminal;
 #[cfg(test)]
 mod tests;
+mod tracking;
 mod transition;
 mod upkeep;
 mod usage;
@@ -326,6 +330,16 @@ impl Supervisor {
                 step_ms,
                 reply,
             } => self.history(&id, access, since_us, step_ms, reply),
+            Command::Track {
+                pid,
+                options,
+                run_as,
+                reply,
+            } => self.track(pid, *options, run_as, reply),
+            Command::Untrack { id, access, reply } => match self.find(&id, access) {
+                Ok(id) => self.untrack(id, reply).await,
+                Err(e) => drop(reply.send(Err(e))),
+            },
         }
     }
 
@@ -365,6 +379,20 @@ impl Supervisor {
                 limits,
                 reply,
             } => self.limits_applied(target, limits, reply).await,
+            Fact::TrackChecked {
+                options,
+                run_as,
+                target,
+                reply,
+            } => self.track_checked(*options, run_as, target, reply).await,
+            Fact::TrackedExit { id, run } => self.settle_run(id, run).await,
+            Fact::HealthProbed { id, run, result } => self.health_probed(id, run, result).await,
+            Fact::Released {
+                id,
+                run,
+                result,
+                reply,
+            } => self.released(id, run, result, reply).await,
         }
     }
 

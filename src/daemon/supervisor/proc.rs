@@ -22,6 +22,8 @@ pub enum AfterStop {
     Nothing,
     Remove,
     Relaunch,
+    /// Relaunch as an automatic restart (counted): an unhealthy process.
+    Recover,
 }
 
 /// A launch in flight (state `starting`).
@@ -94,6 +96,8 @@ pub struct Proc {
     pub sampled: Sampled,
     /// Runs ended by the OOM killer (`OOMKills`).
     pub oom_kills: u32,
+    /// The current run's health check, while it runs.
+    pub health: Option<super::health::HealthRun>,
 }
 
 impl Proc {
@@ -118,6 +122,7 @@ impl Proc {
             pending_restart: None,
             sampled: Sampled::default(),
             oom_kills: rec.oom_kills,
+            health: None,
         }
     }
 

@@ -61,13 +61,15 @@ impl Supervisor {
             } else {
                 // Scope gone and no record: never started (agent died
                 // mid-launch) or lost with its scope (reboot, logout).
-                let reason = if state == State::Starting {
-                    ExitReason::SpawnFailed
-                } else {
-                    ExitReason::Lost
+                let tracked = self.procs.get(&id).is_some_and(|p| p.config.tracked);
+                let (end_state, reason) = match state {
+                    State::Starting => (State::Failed, ExitReason::SpawnFailed),
+                    // Never corral's child: how it ended is not known.
+                    _ if tracked => (State::Exited, ExitReason::UntrackedExit),
+                    _ => (State::Failed, ExitReason::Lost),
                 };
                 let end = Ending {
-                    state: State::Failed,
+                    state: end_state,
                     exit_code: -1,
                     exit_signal: 0,
                     reason,
@@ -196,6 +198,18 @@ impl Supervisor {
                 if state == State::Stopping {
                     // The stop was in flight when the agent died: finish it.
                     self.spawn_stop(id, run, unit);
+                }
+                if state == State::Running {
+                    self.start_probing(id);
+                }
+                if self.procs.get(&id).is_some_and(|p| p.config.tracked) {
+                    // No shim, no exit record: the pidfd is the only way
+                    // to see it end; gone already, it ended while we were.
+                    if self.procs.get(&id).is_some_and(|p| p.pidfd.is_some()) {
+                        self.watch_tracked(id);
+                    } else {
+                        self.settle_run(id, run).await;
+                    }
                 }
             }
         }

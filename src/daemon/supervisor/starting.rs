@@ -147,7 +147,11 @@ impl Supervisor {
         self.spawn_launch(id);
     }
 
-    fn process_config(&self, spec: &StartSpec, run_as: &RunAs) -> Result<ProcessConfig, Error> {
+    pub(super) fn process_config(
+        &self,
+        spec: &StartSpec,
+        run_as: &RunAs,
+    ) -> Result<ProcessConfig, Error> {
         let c = &self.cfg;
         let policy = match spec.restart.as_deref() {
             None => RestartMode::No,
@@ -191,6 +195,8 @@ impl Supervisor {
             credentials: run_as.credentials.clone(),
             login_env: run_as.login_env.clone(),
             tty: spec.tty == Some(true),
+            tracked: false,
+            health: spec.health_check.clone(),
         })
     }
 
@@ -234,6 +240,12 @@ impl Supervisor {
                 })
                 .copied(),
             stop_timeout: self.cfg.stop_timeout,
+            // An exec health probe joins the running scope.
+            delegate: p
+                .config
+                .health
+                .as_ref()
+                .is_some_and(|h| h.kind == crate::api::ProbeKind::Exec),
         };
         let req = LaunchRequest {
             unit: p.run.unit.clone(),
@@ -277,6 +289,10 @@ impl Supervisor {
                 let why = format!("pid {}", l.main_pid);
                 let now = self.now_us();
                 let written = self.transition(id, State::Running, why, change, now).await;
+                if self.procs.get(&id).is_some_and(|p| p.config.tracked) {
+                    self.watch_tracked(id);
+                }
+                self.start_probing(id);
                 // The reply goes out only after the record is committed.
                 for w in launching.waiters {
                     let _ = w.send(match &written {
@@ -344,6 +360,17 @@ impl Supervisor {
             p.backoff.reset();
         }
         p.pending_restart = None;
+        if p.config.tracked {
+            // From now on corral launches it: a shim, an exit code, output.
+            p.config.tracked = false;
+            let config = p.config.clone();
+            if let Err(e) = self.store.call(move |db| db.set_config(id, &config)).await {
+                tracing::warn!(%id, "recording that it is no longer tracked: {e}");
+            }
+        }
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
         let unit = systemd::scope_name(&p.name, &id.to_string());
         let change = RunChange::New {
             unit,
@@ -383,7 +410,7 @@ const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/game
 /// one) with the spec's entries on top, in one pass (a later entry of the
 /// same name wins). Computed at each launch rather than stored, so a
 /// process costs only its own entries.
-fn launch_env(agent: &[(String, String)], config: &ProcessConfig) -> Vec<String> {
+pub(super) fn launch_env(agent: &[(String, String)], config: &ProcessConfig) -> Vec<String> {
     let login: Vec<(String, String)>;
     let base = match &config.login_env {
         Some(vars) => {

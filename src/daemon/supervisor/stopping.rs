@@ -41,7 +41,7 @@ impl Supervisor {
                         AfterStop::Remove => {
                             h.ask(|reply| Command::Remove { id, access, reply }).await
                         }
-                        AfterStop::Relaunch => {
+                        AfterStop::Relaunch | AfterStop::Recover => {
                             h.ask(|reply| Command::Restart { id, access, reply }).await
                         }
                         AfterStop::Nothing => {
@@ -165,6 +165,12 @@ impl Supervisor {
                             .map_err(|e| Error::Storage(e.to_string())),
                     );
                 }
+            }
+            AfterStop::Recover => {
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+                self.relaunch(id, "unhealthy", false, vec![]).await;
             }
             AfterStop::Relaunch => {
                 // Restart answers once the new run is up.

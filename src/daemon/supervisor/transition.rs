@@ -79,6 +79,7 @@ impl Supervisor {
                 reason,
             } => {
                 p.pidfd = None;
+                p.health = None;
                 p.run.exited_at = Some(at);
                 p.run.exit_code = Some(*exit_code);
                 p.run.exit_signal = Some(*exit_signal);
@@ -87,6 +88,7 @@ impl Supervisor {
             RunChange::Reason(reason) => p.run.reason = Some(*reason),
             RunChange::New { unit, .. } => {
                 p.pidfd = None;
+                p.health = None;
                 p.run = RunRecord {
                     id: run,
                     process_id: id,

@@ -160,6 +160,16 @@ impl Supervisor {
             } else {
                 Default::default()
             },
+            tracked: p.config.tracked,
+            health: p
+                .health
+                .as_ref()
+                .map_or(crate::api::Health::None, |h| h.tracker.health),
+            health_results: p
+                .health
+                .as_ref()
+                .map(|h| h.tracker.results.iter().cloned().collect())
+                .unwrap_or_default(),
         })
     }
 }
