@@ -62,13 +62,16 @@ fn a_memory_max_lowered_under_a_running_allocator_ends_in_oom_kill() {
     need_testbed!();
     let mut agent = Agent::start();
     let gate = agent.state.path().join("go");
-    // Holds 8 MiB, then, once the gate file exists, grows by 2 MiB every
-    // 20 ms (bytes written, so the pages are charged) up to 1 GiB.
+    // Holds 8 MiB, then, once the gate file exists, grows by 64 MiB at a
+    // time (bytes written, so the pages are charged) up to 1 GiB: past
+    // the limit at once, with nothing to reclaim but its own code pages
+    // (growing slowly makes the kernel thrash those first, for minutes
+    // under the VM's emulation, before it kills).
     let script = format!(
         "import os, time\n\
          held = [b'x' * (8 << 20)]\n\
          while not os.path.exists({gate:?}): time.sleep(0.01)\n\
-         while len(held) < 512:\n    held.append(b'y' * (2 << 20)); time.sleep(0.02)\n\
+         while len(held) < 17:\n    held.append(b'y' * (64 << 20))\n\
          time.sleep(600)\n",
         gate = gate.display().to_string()
     );
