@@ -454,6 +454,8 @@ async fn a_tracked_end_and_health_changes_arrive_as_signals() {
         start_period_ms: 0,
         retries: 1,
         on_unhealthy: corral::api::OnUnhealthy::None,
+        expect_status: None,
+        expect_body: None,
     };
     let options = std::collections::HashMap::from([(
         "HealthCheck".to_string(),
