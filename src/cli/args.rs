@@ -227,10 +227,22 @@ pub struct HealthArgs {
     #[arg(long, value_name = "URL", group = "probe")]
     pub health_http: Option<String>,
     /// With --health-http: the statuses that pass, one (204) or a range (200-299).
-    #[arg(long, value_name = "RANGE", requires = "health_http")]
+    // clap waives `requires` when a given flag conflicts with the required
+    // one (--health-tcp does with --health-http): the conflicts cover that.
+    #[arg(
+        long,
+        value_name = "RANGE",
+        requires = "health_http",
+        conflicts_with_all = ["health_exec", "health_tcp"]
+    )]
     pub health_expect_status: Option<StatusRange>,
     /// With --health-http: text the response body must contain (its first 64 KiB are searched).
-    #[arg(long, value_name = "TEXT", requires = "health_http")]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "health_http",
+        conflicts_with_all = ["health_exec", "health_tcp"]
+    )]
     pub health_expect_body: Option<String>,
     /// Time between probes (default 1s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "probe")]

@@ -383,9 +383,14 @@ mod tests {
     #[test]
     fn http_expectations_need_an_http_check() {
         let parse = |args: &[&str]| Cli::try_parse_from(["corralctl", "start"].iter().chain(args));
+        use clap::error::ErrorKind;
         for flag in ["--health-expect-body=ok", "--health-expect-status=204"] {
-            let err = parse(&["--health-tcp", "h:1", flag, "--", "true"]).unwrap_err();
-            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            let err = parse(&[flag, "--", "true"]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+            for other in [["--health-tcp", "h:1"], ["--health-exec", "true"]] {
+                let err = parse(&[&other[..], &[flag, "--", "true"]].concat()).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+            }
         }
         let bad = [
             "--health-http",
@@ -394,7 +399,7 @@ mod tests {
             "299-200",
         ];
         let err = parse(&[&bad[..], &["--", "true"]].concat()).unwrap_err();
-        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
         let a = start_args(&["--health-http", "http://h/", "--", "true"]);
         let h = build_spec(&a, &caller()).unwrap().health_check.unwrap();
         assert_eq!((h.expect_status, h.expect_body), (None, None));
