@@ -489,6 +489,8 @@ mod tests {
                 start_period_ms: 0,
                 retries: 3,
                 on_unhealthy: crate::api::OnUnhealthy::None,
+                expect_status: None,
+                expect_body: None,
             }),
         };
         let dict = spec.to_dict();

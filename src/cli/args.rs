@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::{OnUnhealthy, RestartMode, State};
+use crate::api::{OnUnhealthy, RestartMode, State, StatusRange};
 
 use crate::config::{parse_duration, parse_size};
 
@@ -223,9 +223,27 @@ pub struct HealthArgs {
         conflicts_with = "health_http"
     )]
     pub health_tcp: Option<String>,
-    /// Health check: an HTTP GET of this http:// URL answered 200-399 passes.
+    /// Health check: an HTTP GET of this http:// URL passes when answered with an expected status (default 200-399).
     #[arg(long, value_name = "URL", group = "probe")]
     pub health_http: Option<String>,
+    /// With --health-http: the statuses that pass, one (204) or a range (200-299).
+    // clap waives `requires` when a given flag conflicts with the required
+    // one (--health-tcp does with --health-http): the conflicts cover that.
+    #[arg(
+        long,
+        value_name = "RANGE",
+        requires = "health_http",
+        conflicts_with_all = ["health_exec", "health_tcp"]
+    )]
+    pub health_expect_status: Option<StatusRange>,
+    /// With --health-http: text the response body must contain (its first 64 KiB are searched).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "health_http",
+        conflicts_with_all = ["health_exec", "health_tcp"]
+    )]
+    pub health_expect_body: Option<String>,
     /// Time between probes (default 1s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, requires = "probe")]
     pub health_interval: Option<Duration>,

@@ -98,6 +98,8 @@ fn health_check(a: &HealthArgs) -> Result<Option<api::HealthCheck>, String> {
             .as_deref()
             .and_then(api::OnUnhealthy::parse)
             .unwrap_or(api::OnUnhealthy::None),
+        expect_status: a.health_expect_status,
+        expect_body: a.health_expect_body.clone(),
     }))
 }
 
@@ -313,6 +315,10 @@ mod tests {
             "2s",
             "--on-unhealthy",
             "restart",
+            "--health-expect-status",
+            "200-299",
+            "--health-expect-body",
+            "ok",
             "--",
             "sleep",
             "9",
@@ -344,6 +350,8 @@ mod tests {
         );
         assert_eq!((h.retries, h.start_period_ms), (2, 2000));
         assert_eq!(h.on_unhealthy, api::OnUnhealthy::Restart);
+        assert_eq!(h.expect_status, Some("200-299".parse().unwrap()));
+        assert_eq!(h.expect_body.as_deref(), Some("ok"));
         assert!(spec.validate().is_ok());
         let mut sent: Vec<String> = spec.to_dict().into_keys().collect();
         sent.sort();
@@ -369,6 +377,32 @@ mod tests {
         assert!(err.contains("--cwd"), "{err}");
         let spec = build_spec(&start_args(&["--cwd", "/tmp", "--", "true"]), &lost).unwrap();
         assert_eq!(spec.working_directory.as_deref(), Some("/tmp"));
+    }
+
+    /// The HTTP expectations need `--health-http`, and a range must parse.
+    #[test]
+    fn http_expectations_need_an_http_check() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["corralctl", "start"].iter().chain(args));
+        use clap::error::ErrorKind;
+        for flag in ["--health-expect-body=ok", "--health-expect-status=204"] {
+            let err = parse(&[flag, "--", "true"]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+            for other in [["--health-tcp", "h:1"], ["--health-exec", "true"]] {
+                let err = parse(&[&other[..], &[flag, "--", "true"]].concat()).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+            }
+        }
+        let bad = [
+            "--health-http",
+            "http://h/",
+            "--health-expect-status",
+            "299-200",
+        ];
+        let err = parse(&[&bad[..], &["--", "true"]].concat()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        let a = start_args(&["--health-http", "http://h/", "--", "true"]);
+        let h = build_spec(&a, &caller()).unwrap().health_check.unwrap();
+        assert_eq!((h.expect_status, h.expect_body), (None, None));
     }
 
     #[test]

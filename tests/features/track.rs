@@ -331,6 +331,45 @@ fn an_http_check_follows_sigstop_and_sigcont() {
     );
 }
 
+/// `python3 -m http.server` answers `/` with a directory listing: a
+/// check expecting that text passes, one expecting other text fails and
+/// says why.
+#[test]
+fn an_http_check_reads_the_body_when_asked() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let (listing, _) = start_checked_server(
+        &agent,
+        &[
+            "--health-expect-status",
+            "200-299",
+            "--health-expect-body",
+            "Directory listing",
+        ],
+    );
+    let (missing, _) = start_checked_server(&agent, &["--health-expect-body", "no-such-text"]);
+    let p = wait_health(&agent, &listing, "healthy");
+    let last = p["health_results"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last[2], "HTTP 200, body has 'Directory listing'", "{p}");
+    // Unhealthy at first too, while python is not yet listening.
+    let lacks = "HTTP 200, body lacks 'no-such-text'";
+    wait_for(LIMIT, "an unhealthy result for the body", || {
+        let p = agent.get(&missing);
+        let results = p["health_results"].as_array()?.clone();
+        let last = results.last()?;
+        (p["health"] == "unhealthy" && last[2] == lacks).then_some(())
+    });
+    agent.ctl_ok(&["stop", &listing]);
+    agent.ctl_ok(&["stop", &missing]);
+}
+
 #[test]
 fn an_unhealthy_process_is_restarted_when_asked() {
     if !testbed_available() {
@@ -364,6 +403,21 @@ fn a_bad_health_check_is_refused_by_name() {
     let err = text(&out.stderr);
     assert!(
         err.contains("(InvalidArgument)") && err.contains("HealthCheck.Address"),
+        "{err}"
+    );
+    let long = "x".repeat(5000);
+    let out = agent.ctl(&[
+        "start",
+        "--health-http",
+        "http://127.0.0.1:1/",
+        "--health-expect-body",
+        &long,
+        "--",
+        "true",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("(InvalidArgument)") && err.contains("HealthCheck.ExpectBody"),
         "{err}"
     );
 }
@@ -454,6 +508,8 @@ async fn a_tracked_end_and_health_changes_arrive_as_signals() {
         start_period_ms: 0,
         retries: 1,
         on_unhealthy: corral::api::OnUnhealthy::None,
+        expect_status: None,
+        expect_body: None,
     };
     let options = std::collections::HashMap::from([(
         "HealthCheck".to_string(),

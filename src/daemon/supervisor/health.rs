@@ -9,15 +9,17 @@
 //! working directory: spawned held (a `sh` waiting for a line), attached
 //! to the scope with `AttachProcessesToUnit`, then released to `exec` the
 //! command — so its usage counts to the process, like `docker exec`.
-//! HTTP is one hand-written `GET` over a `TcpStream` (status line only;
-//! `http://` only): an HTTP client crate would be most of the agent's
-//! dependency tree for that.
+//! HTTP is one `GET` over a `TcpStream` (`http://` only), its head parsed
+//! by `httparse`: an HTTP client crate would be most of the agent's
+//! dependency tree for that. The body is read only for `ExpectBody`, at
+//! most [`BODY_LIMIT`] of it, chunked encoding decoded, and searched with
+//! `memchr::memmem`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -25,7 +27,7 @@ use tokio::time::Instant;
 use super::host::Scopes;
 use super::proc::AfterStop;
 use super::{Event, Fact, Msg, Supervisor};
-use crate::api::{Health, HealthCheck, HealthResult, OnUnhealthy, ProbeKind, State};
+use crate::api::{Health, HealthCheck, HealthResult, OnUnhealthy, ProbeKind, State, StatusRange};
 use crate::daemon::store::{ProcessId, RunId};
 
 /// The health of one run.
@@ -186,7 +188,10 @@ async fn probe(check: &HealthCheck, cx: &ProbeContext) -> (bool, String) {
                 .await
                 .map(|_| "connected".to_string())
                 .map_err(|e| format!("connect {}: {e}", check.address)),
-            ProbeKind::Http => http_get(&check.address).await,
+            ProbeKind::Http => {
+                let statuses = check.expect_status.unwrap_or_default();
+                http_get(&check.address, statuses, check.expect_body.as_deref()).await
+            }
         }
     };
     match tokio::time::timeout(limit, attempt).await {
@@ -263,8 +268,23 @@ fn parse_url(url: &str) -> Result<(String, &str, &str), String> {
     Ok((addr, authority, path))
 }
 
-/// One `GET`; passes on a status of 200-399.
-async fn http_get(url: &str) -> Result<String, String> {
+/// How much of a body is searched for `ExpectBody`: health endpoints
+/// answer in bytes, and a probe must not buffer a whole page.
+const BODY_LIMIT: usize = 64 * 1024;
+/// The longest response head read: status line and headers.
+const HEAD_LIMIT: usize = 16 * 1024;
+
+/// How the body after the head ends.
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// At the end of the connection (we asked for `Connection: close`).
+    Close,
+}
+
+/// One `GET`; passes on a status in `statuses` and, when `body` is set, a
+/// response body (its first [`BODY_LIMIT`] bytes) containing it.
+async fn http_get(url: &str, statuses: StatusRange, body: Option<&str>) -> Result<String, String> {
     let (addr, host, path) = parse_url(url)?;
     let mut s = TcpStream::connect(&addr)
         .await
@@ -275,31 +295,139 @@ async fn http_get(url: &str) -> Result<String, String> {
     s.write_all(request.as_bytes())
         .await
         .map_err(|e| format!("sending the request: {e}"))?;
-    // The status line is all we need; it comes first.
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 256];
-    while !head.contains(&b'\n') && head.len() < 4096 {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let (code, framing, head_len) = loop {
         let n = s
             .read(&mut buf)
             .await
             .map_err(|e| format!("reading the response: {e}"))?;
         if n == 0 {
-            break;
+            return Err("connection closed before a complete response head".into());
         }
         head.extend_from_slice(&buf[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 100];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&head) {
+            Ok(httparse::Status::Complete(len)) => {
+                let code = response.code.unwrap_or_default();
+                break (code, framing(code, response.headers), len);
+            }
+            Ok(httparse::Status::Partial) if head.len() < HEAD_LIMIT => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(format!("response head longer than {HEAD_LIMIT} bytes"))
+            }
+            Err(e) => return Err(format!("not an HTTP response: {e}")),
+        }
+    };
+    if !statuses.contains(code) {
+        return Err(format!("HTTP {code} (expected {statuses})"));
     }
-    let line = String::from_utf8_lossy(&head);
-    let line = line.lines().next().unwrap_or("");
-    let code: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .filter(|_| line.starts_with("HTTP/"))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: '{}'", line.trim()))?;
-    if (200..400).contains(&code) {
-        Ok(format!("HTTP {code}"))
+    let Some(needle) = body else {
+        return Ok(format!("HTTP {code}"));
+    };
+    // What came in after the head is the start of the body.
+    let rest = std::io::Cursor::new(head.split_off(head_len));
+    let (content, complete) = read_body(rest.chain(s), framing).await?;
+    if memchr::memmem::find(&content, needle.as_bytes()).is_some() {
+        return Ok(format!("HTTP {code}, body has '{}'", shown(needle)));
+    }
+    let searched = if complete {
+        String::new()
     } else {
-        Err(format!("HTTP {code}"))
+        format!(" (searched its first {} bytes)", content.len())
+    };
+    Err(format!(
+        "HTTP {code}, body lacks '{}'{searched}",
+        shown(needle)
+    ))
+}
+
+/// The body's framing, from its status and headers (RFC 9112 §6.3).
+fn framing(code: u16, headers: &[httparse::Header<'_>]) -> Framing {
+    if matches!(code, 100..=199 | 204 | 304) {
+        return Framing::Length(0);
+    }
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    if value("transfer-encoding").is_some_and(|te| te.ends_with("chunked")) {
+        return Framing::Chunked;
+    }
+    match value("content-length").and_then(|n| n.parse().ok()) {
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    }
+}
+
+/// Reads up to [`BODY_LIMIT`] bytes of body; also says whether that was
+/// all of it (false: more was sent, or a chunked body was cut short). Chunks are decoded, so a text split across two chunks is
+/// still found.
+async fn read_body(r: impl AsyncRead + Unpin, framing: Framing) -> Result<(Vec<u8>, bool), String> {
+    let failed = |e: std::io::Error| format!("reading the body: {e}");
+    let mut content = Vec::new();
+    let limit = BODY_LIMIT as u64;
+    match framing {
+        Framing::Length(n) => {
+            let mut r = r.take(n.min(limit));
+            r.read_to_end(&mut content).await.map_err(failed)?;
+            Ok((content, n <= limit))
+        }
+        Framing::Close => {
+            // One byte past the limit tells a body that ends there from a longer one.
+            let mut r = r.take(limit + 1);
+            r.read_to_end(&mut content).await.map_err(failed)?;
+            let complete = content.len() <= BODY_LIMIT;
+            content.truncate(BODY_LIMIT);
+            Ok((content, complete))
+        }
+        Framing::Chunked => {
+            // Bounds the size lines too: the framing of a full body is far
+            // below a second limit's worth of bytes.
+            let mut r = BufReader::new(r.take(2 * limit));
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                r.read_until(b'\n', &mut line).await.map_err(failed)?;
+                if line.is_empty() {
+                    // Cut short, by the server or by the bound above.
+                    return Ok((content, false));
+                }
+                let size = match httparse::parse_chunk_size(&line) {
+                    Ok(httparse::Status::Complete((_, size))) => size,
+                    _ => return Err("malformed chunked body".into()),
+                };
+                if size == 0 {
+                    return Ok((content, true));
+                }
+                let room = limit - content.len() as u64;
+                let got = (&mut r)
+                    .take(size.min(room))
+                    .read_to_end(&mut content)
+                    .await
+                    .map_err(failed)?;
+                if size > room {
+                    return Ok((content, false));
+                }
+                if (got as u64) < size {
+                    return Err("chunked body ended early".into());
+                }
+                // The CRLF that ends the chunk's data.
+                line.clear();
+                r.read_until(b'\n', &mut line).await.map_err(failed)?;
+            }
+        }
+    }
+}
+
+/// `ExpectBody` as quoted in a result: its first 40 characters.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
     }
 }
 
@@ -317,6 +445,8 @@ mod tests {
             start_period_ms,
             retries,
             on_unhealthy: OnUnhealthy::None,
+            expect_status: None,
+            expect_body: None,
         }
     }
 
@@ -408,7 +538,10 @@ mod tests {
             scope: None,
         };
         assert_eq!(probe(&c, &cx(&[])).await, (true, "HTTP 204".into()));
-        assert_eq!(probe(&c, &cx(&[])).await, (false, "HTTP 503".into()));
+        assert_eq!(
+            probe(&c, &cx(&[])).await,
+            (false, "HTTP 503 (expected 200-399)".into())
+        );
         c.kind = ProbeKind::Tcp;
         c.address = addr.to_string();
         assert!(probe(&c, &cx(&[])).await.0);
@@ -424,5 +557,80 @@ mod tests {
             probe(&c, &cx(&["X=2", path])).await,
             (false, "exit code 1".into())
         );
+    }
+
+    /// Serves each canned response to one connection, in order.
+    async fn serve(replies: Vec<String>) -> std::net::SocketAddr {
+        use tokio::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for reply in replies {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                s.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_expectations_check_status_and_body() {
+        let long = "HTTP/1.1 200 OK\r\n\r\n".to_string() + &"x".repeat(BODY_LIMIT) + "ok";
+        let replies = [
+            "HTTP/1.1 200 OK\r\n\r\nfine",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nstatus ok",
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbusy, not ok",
+            // The text split across two chunks, with an extension.
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             3;x=y\r\nall\r\n4\r\n is \r\n1\r\no\r\n1\r\nk\r\n0\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nServer: test\r\n\r\nclosed when done: ok",
+        ];
+        let addr = serve(
+            replies
+                .map(String::from)
+                .into_iter()
+                .chain([long])
+                .collect(),
+        )
+        .await;
+        let url = format!("http://{addr}/");
+        let narrow: StatusRange = "204".parse().unwrap();
+        let get = |statuses, body| http_get(&url, statuses, body);
+        assert_eq!(
+            get(narrow, None).await,
+            Err("HTTP 200 (expected 204)".into())
+        );
+        assert_eq!(get(narrow, None).await, Ok("HTTP 204".into()));
+        let any = StatusRange::default();
+        assert_eq!(
+            get(any, Some("ok")).await,
+            Ok("HTTP 200, body has 'ok'".into())
+        );
+        // Past Content-Length is not the body.
+        assert_eq!(
+            get(any, Some("ok")).await,
+            Err("HTTP 200, body lacks 'ok'".into())
+        );
+        assert_eq!(
+            get(any, Some("all is ok")).await,
+            Ok("HTTP 200, body has 'all is ok'".into())
+        );
+        assert!(get(any, Some("ok")).await.is_ok());
+        assert_eq!(
+            get(any, Some("ok")).await,
+            Err(format!(
+                "HTTP 200, body lacks 'ok' (searched its first {BODY_LIMIT} bytes)"
+            ))
+        );
+    }
+
+    #[test]
+    fn long_expected_text_is_shortened_in_results() {
+        assert_eq!(shown("ok"), "ok");
+        let long = "é".repeat(50);
+        assert_eq!(shown(&long), "é".repeat(40) + "…");
     }
 }
