@@ -260,6 +260,10 @@ fn start_checked_server(agent: &Agent, extra: &[&str]) -> (String, u16) {
         "300ms",
         "--health-retries",
         "2",
+        // A server that is slow to come up (the VM tier emulates its
+        // CPU; a restarted one too) is not judged until it first answers.
+        "--health-start-period",
+        "60s",
     ];
     args.extend_from_slice(extra);
     args.extend_from_slice(&[
