@@ -463,12 +463,11 @@ impl<'a> Reader<'a> {
         fs: &'a CgroupFs,
         cg: &'a str,
         buf: &'a mut Vec<u8>,
-        kept: Option<&'a mut Kept>,
+        mut kept: Option<&'a mut Kept>,
     ) -> Self {
-        let kept = kept.map(|k| {
+        if let Some(k) = kept.as_deref_mut() {
             k.reads = k.reads.wrapping_add(1);
-            k
-        });
+        }
         Reader {
             fs,
             cg,
