@@ -10,15 +10,20 @@
 //! `/sys/fs/cgroup`, picks v1 on hybrid hosts and ignores the unified mount,
 //! and returns 0 instead of an error when a file cannot be read.
 //!
-//! `read_usage` runs for every supervised process every second, so each
-//! file is read with one `open` and plain `read`s into a per-thread buffer
-//! that is reused, and parsed in place without allocating.
+//! The tick reads usage of every supervised process every second, so the
+//! files are read into a per-thread buffer that is reused and parsed in
+//! place without allocating, and the tick keeps each sampled cgroup's
+//! files open between reads ([`Sampler`]), re-reading them with `pread`.
 
 mod live;
+mod sampler;
+
+pub use sampler::Sampler;
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -139,133 +144,80 @@ impl CgroupFs {
     /// A missing controller file gives `None` for its field; a missing
     /// cgroup directory gives `NotFound`, also when it vanishes mid-read.
     pub fn read_usage(&self, control_group: &str) -> Result<Usage> {
-        let cg = rel(control_group)?;
-        BUF.with(|buf| {
-            // A reentrant call cannot happen (nothing here calls back into
-            // read_usage), but fall back to a fresh buffer rather than panic.
-            match buf.try_borrow_mut() {
-                Ok(mut buf) => self.read_usage_into(cg, &mut buf),
-                Err(_) => self.read_usage_into(cg, &mut Vec::with_capacity(BUF_CAPACITY)),
-            }
-        })
+        self.usage_with(control_group, None)
     }
 
-    fn read_usage_into(&self, cg: &str, buf: &mut Vec<u8>) -> Result<Usage> {
-        let mut r = Reader {
-            buf,
-            missing: false,
-        };
-        let usage = match self.layout {
-            Layout::Unified => {
-                let mut p = self.root.join(cg);
-                let memory_current = r.single(&mut p, "memory.current")?;
-                let memory_peak = r.single(&mut p, "memory.peak")?;
-                let cpu_usec = r.keyed(&mut p, "cpu.stat", b"usage_usec")?;
-                let tasks_current = r.single(&mut p, "pids.current")?;
-                let (io_read_bytes, io_write_bytes) = r.io_stat(&mut p)?;
-                let oom_kills = r.keyed(&mut p, "memory.events", b"oom_kill")?;
-                Usage {
-                    memory_current,
-                    memory_peak,
-                    cpu_usage_nsec: cpu_usec.map(|us| us.saturating_mul(1000)),
-                    tasks_current,
-                    io_read_bytes,
-                    io_write_bytes,
-                    oom_kills,
+    /// `read_usage` through the files `kept` holds open, opening those it
+    /// lacks into it; `None` opens and closes each file.
+    fn usage_with(&self, control_group: &str, kept: Option<&mut Kept>) -> Result<Usage> {
+        let cg = rel(control_group)?;
+        with_buf(|buf| {
+            let mut r = Reader::new(self, cg, buf, kept);
+            let usage = match self.layout {
+                Layout::Unified => {
+                    let memory_current = r.single(UsageFile::V2MemoryCurrent)?;
+                    let memory_peak = r.single(UsageFile::V2MemoryPeak)?;
+                    let cpu_usec = r.keyed(UsageFile::V2CpuStat, b"usage_usec")?;
+                    let tasks_current = r.single(UsageFile::V2Pids)?;
+                    let (io_read_bytes, io_write_bytes) = r.io_stat()?;
+                    let oom_kills = r.keyed(UsageFile::V2MemoryEvents, b"oom_kill")?;
+                    Usage {
+                        memory_current,
+                        memory_peak,
+                        cpu_usage_nsec: cpu_usec.map(|us| us.saturating_mul(1000)),
+                        tasks_current,
+                        io_read_bytes,
+                        io_write_bytes,
+                        oom_kills,
+                    }
                 }
-            }
-            Layout::Hybrid | Layout::Legacy => {
-                let mut p = self.controller_dir("memory", cg);
-                let memory_current = r.single(&mut p, "memory.usage_in_bytes")?;
-                let memory_peak = r.single(&mut p, "memory.max_usage_in_bytes")?;
-                let oom_kills = r.keyed(&mut p, "memory.oom_control", b"oom_kill")?;
-                let tasks_current =
-                    r.single(&mut self.controller_dir("pids", cg), "pids.current")?;
-                let cpu_usage_nsec = self.read_v1_cpu(&mut r, cg)?;
-                let (io_read_bytes, io_write_bytes) =
-                    r.blkio(&mut self.controller_dir("blkio", cg))?;
-                Usage {
-                    memory_current,
-                    memory_peak,
-                    cpu_usage_nsec,
-                    tasks_current,
-                    io_read_bytes,
-                    io_write_bytes,
-                    oom_kills,
+                Layout::Hybrid | Layout::Legacy => {
+                    let memory_current = r.single(UsageFile::V1MemoryUsage)?;
+                    let memory_peak = r.single(UsageFile::V1MemoryMaxUsage)?;
+                    let oom_kills = r.keyed(UsageFile::V1OomControl, b"oom_kill")?;
+                    let tasks_current = r.single(UsageFile::V1Pids)?;
+                    let cpu_usage_nsec = r.v1_cpu()?;
+                    let (io_read_bytes, io_write_bytes) = r.blkio()?;
+                    Usage {
+                        memory_current,
+                        memory_peak,
+                        cpu_usage_nsec,
+                        tasks_current,
+                        io_read_bytes,
+                        io_write_bytes,
+                        oom_kills,
+                    }
                 }
-            }
-        };
-        // Every missing file takes this path, so a cgroup that does not
-        // exist (or was removed between two reads) is told apart from one
-        // whose controllers are off at the cost of one stat, and only then.
-        if r.missing {
-            let dir = self.main_dir(cg)?;
-            if !dir.is_dir() {
-                return Err(Error::NotFound { path: dir });
-            }
-        }
-        Ok(usage)
+            };
+            r.check_exists()?;
+            Ok(usage)
+        })
     }
 
     /// Only the CPU time of a cgroup (one file on v2 and hybrid): what the
     /// periodic tick needs for CPU %, at a sixth of `read_usage`'s cost.
     /// `Ok(None)` when no hierarchy provides it.
+    #[cfg(test)]
     pub fn read_cpu_nsec(&self, control_group: &str) -> Result<Option<u64>> {
+        self.cpu_nsec_with(control_group, None)
+    }
+
+    /// `read_cpu_nsec` through `kept`, as for [`CgroupFs::usage_with`].
+    fn cpu_nsec_with(&self, control_group: &str, kept: Option<&mut Kept>) -> Result<Option<u64>> {
         let cg = rel(control_group)?;
-        BUF.with(|buf| {
-            let mut fresh;
-            let mut borrowed;
-            let buf: &mut Vec<u8> = match buf.try_borrow_mut() {
-                Ok(b) => {
-                    borrowed = b;
-                    &mut borrowed
-                }
-                Err(_) => {
-                    fresh = Vec::with_capacity(BUF_CAPACITY);
-                    &mut fresh
-                }
-            };
-            let mut r = Reader {
-                buf,
-                missing: false,
-            };
+        with_buf(|buf| {
+            let mut r = Reader::new(self, cg, buf, kept);
             let nsec = match self.layout {
                 Layout::Unified => r
-                    .keyed(&mut self.root.join(cg), "cpu.stat", b"usage_usec")?
+                    .keyed(UsageFile::V2CpuStat, b"usage_usec")?
                     .map(|us| us.saturating_mul(1000)),
-                Layout::Hybrid | Layout::Legacy => self.read_v1_cpu(&mut r, cg)?,
+                Layout::Hybrid | Layout::Legacy => r.v1_cpu()?,
             };
-            if r.missing && nsec.is_none() {
-                let dir = self.main_dir(cg)?;
-                if !dir.is_dir() {
-                    return Err(Error::NotFound { path: dir });
-                }
+            if nsec.is_none() {
+                r.check_exists()?;
             }
             Ok(nsec)
         })
-    }
-
-    /// CPU time on v1 layouts. On hybrid, systemd does not create scopes in
-    /// the v1 cpuacct hierarchy, but the unified one has `cpu.stat` for
-    /// every cgroup, controller or not; cpuacct is the fallback.
-    fn read_v1_cpu(&self, r: &mut Reader<'_>, cg: &str) -> Result<Option<u64>> {
-        if self.layout == Layout::Hybrid {
-            let usec = r.keyed(
-                &mut self.controller_dir("unified", cg),
-                "cpu.stat",
-                b"usage_usec",
-            )?;
-            if let Some(us) = usec {
-                return Ok(Some(us.saturating_mul(1000)));
-            }
-        }
-        for dir in ["cpuacct", "cpu,cpuacct"] {
-            let nsec = r.single(&mut self.controller_dir(dir, cg), "cpuacct.usage")?;
-            if nsec.is_some() {
-                return Ok(nsec);
-            }
-        }
-        Ok(None)
     }
 
     /// PIDs in the cgroup (`cgroup.procs`: the v2 or unified hierarchy, on
@@ -369,63 +321,270 @@ fn rel(control_group: &str) -> Result<&str> {
     Ok(cg)
 }
 
-/// Reads files of one cgroup into a shared buffer; remembers whether any
-/// file was missing so the caller can check the cgroup itself still exists.
-struct Reader<'a> {
-    buf: &'a mut Vec<u8>,
-    missing: bool,
+/// Runs `f` with this thread's reusable buffer.
+fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    BUF.with(|buf| {
+        // A reentrant call cannot happen (nothing here calls back into a
+        // read), but fall back to a fresh buffer rather than panic.
+        match buf.try_borrow_mut() {
+            Ok(mut buf) => f(&mut buf),
+            Err(_) => f(&mut Vec::with_capacity(BUF_CAPACITY)),
+        }
+    })
 }
 
-impl Reader<'_> {
-    /// Reads `dir/name` into the buffer. `Ok(false)` if it does not exist.
-    fn load(&mut self, dir: &mut PathBuf, name: &str) -> Result<bool> {
-        dir.push(name);
-        let res = read_into(dir, self.buf);
-        let out = match res {
-            Ok(()) => Ok(true),
+/// Every file a usage read may need, on any layout.
+#[derive(Debug, Clone, Copy)]
+enum UsageFile {
+    V2MemoryCurrent,
+    V2MemoryPeak,
+    V2CpuStat,
+    V2Pids,
+    V2IoStat,
+    V2MemoryEvents,
+    V1MemoryUsage,
+    V1MemoryMaxUsage,
+    V1OomControl,
+    V1Pids,
+    /// `cpu.stat` of the unified hierarchy on hybrid hosts.
+    UnifiedCpuStat,
+    CpuacctUsage,
+    CpuCpuacctUsage,
+    V1Blkio,
+}
+
+impl UsageFile {
+    const COUNT: usize = 14;
+
+    /// The hierarchy (`None`: the root, for v2) and the file name.
+    fn place(self) -> (Option<&'static str>, &'static str) {
+        use UsageFile::*;
+        match self {
+            V2MemoryCurrent => (None, "memory.current"),
+            V2MemoryPeak => (None, "memory.peak"),
+            V2CpuStat => (None, "cpu.stat"),
+            V2Pids => (None, "pids.current"),
+            V2IoStat => (None, "io.stat"),
+            V2MemoryEvents => (None, "memory.events"),
+            V1MemoryUsage => (Some("memory"), "memory.usage_in_bytes"),
+            V1MemoryMaxUsage => (Some("memory"), "memory.max_usage_in_bytes"),
+            V1OomControl => (Some("memory"), "memory.oom_control"),
+            V1Pids => (Some("pids"), "pids.current"),
+            UnifiedCpuStat => (Some("unified"), "cpu.stat"),
+            CpuacctUsage => (Some("cpuacct"), "cpuacct.usage"),
+            CpuCpuacctUsage => (Some("cpu,cpuacct"), "cpuacct.usage"),
+            V1Blkio => (Some("blkio"), "blkio.throttle.io_service_bytes"),
+        }
+    }
+}
+
+/// How often, in reads of a [`Kept`], a file found missing is looked for
+/// again (a controller enabled later makes it appear).
+const MISSING_RECHECK: u32 = 60;
+
+/// One usage file of a [`Kept`] cgroup.
+#[derive(Debug, Default)]
+enum Slot {
+    #[default]
+    Unopened,
+    /// Did not exist at this read of the cgroup.
+    Missing(u32),
+    Open(File),
+}
+
+/// The usage files of one cgroup, kept open between reads and re-read
+/// with `pread` at offset 0: cgroupfs files are kernfs seq files, which
+/// produce their content afresh on a read at offset 0 (v1 and v2 alike),
+/// so the path walk and the open/close of every read are saved. Files
+/// are opened when first read. Once the cgroup is removed a read of a
+/// kept file fails (`ENODEV`); the holder then drops this and reads by
+/// path, which tells a gone cgroup from a new one of the same name.
+#[derive(Debug, Default)]
+struct Kept {
+    slots: [Slot; UsageFile::COUNT],
+    reads: u32,
+}
+
+impl Kept {
+    /// Reads `file` into `buf`; `Ok(false)` if it does not exist.
+    fn load(
+        &mut self,
+        file: UsageFile,
+        path: impl FnOnce() -> PathBuf,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        let slot = &mut self.slots[file as usize];
+        match slot {
+            Slot::Open(f) => return pread_into(f, buf).map(|()| true),
+            Slot::Missing(at) if self.reads.wrapping_sub(*at) < MISSING_RECHECK => {
+                return Ok(false)
+            }
+            Slot::Missing(_) | Slot::Unopened => {}
+        }
+        match File::open(path()) {
+            Ok(f) => {
+                pread_into(&f, buf)?;
+                *slot = Slot::Open(f);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                *slot = Slot::Missing(self.reads);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Open files held.
+    #[cfg(test)]
+    fn open_files(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Open(_)))
+            .count()
+    }
+}
+
+/// Reads usage files of one cgroup into a shared buffer, through a
+/// [`Kept`] or by path; remembers whether any file was missing so the
+/// caller can check the cgroup itself still exists.
+struct Reader<'a> {
+    fs: &'a CgroupFs,
+    cg: &'a str,
+    buf: &'a mut Vec<u8>,
+    kept: Option<&'a mut Kept>,
+    missing: bool,
+    /// A file was read through `kept`.
+    found: bool,
+}
+
+impl<'a> Reader<'a> {
+    fn new(
+        fs: &'a CgroupFs,
+        cg: &'a str,
+        buf: &'a mut Vec<u8>,
+        mut kept: Option<&'a mut Kept>,
+    ) -> Self {
+        if let Some(k) = kept.as_deref_mut() {
+            k.reads = k.reads.wrapping_add(1);
+        }
+        Reader {
+            fs,
+            cg,
+            buf,
+            kept,
+            missing: false,
+            found: false,
+        }
+    }
+
+    fn path(&self, file: UsageFile) -> PathBuf {
+        Reader::path_of(self.fs, self.cg, file)
+    }
+
+    /// Reads `file` into the buffer. `Ok(false)` if it does not exist.
+    fn load(&mut self, file: UsageFile) -> Result<bool> {
+        let res = match self.kept.as_deref_mut() {
+            Some(kept) => {
+                let (fs, cg) = (self.fs, self.cg);
+                let res = kept.load(file, || Reader::path_of(fs, cg, file), self.buf);
+                self.found |= matches!(res, Ok(true));
+                res
+            }
+            None => read_into(&self.path(file), self.buf).map(|()| true),
+        };
+        match res {
+            Ok(found) => {
+                self.missing |= !found;
+                Ok(found)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.missing = true;
                 Ok(false)
             }
             Err(source) => Err(Error::Io {
-                path: dir.clone(),
+                path: self.path(file),
                 source,
             }),
+        }
+    }
+
+    fn path_of(fs: &CgroupFs, cg: &str, file: UsageFile) -> PathBuf {
+        let (hierarchy, name) = file.place();
+        let mut p = match hierarchy {
+            Some(h) => fs.root.join(h),
+            None => fs.root.clone(),
         };
-        dir.pop();
-        out
+        p.push(cg);
+        p.push(name);
+        p
+    }
+
+    /// Where a file was missing: `NotFound` if the cgroup itself is gone.
+    /// Every missing file takes this path, so a cgroup that does not exist
+    /// (or was removed between two reads) is told apart from one whose
+    /// controllers are off at the cost of one stat, and only then. A file
+    /// read through kept-open files proves the cgroup is there (a removed
+    /// one's fail), which saves that stat on every tick.
+    fn check_exists(&self) -> Result<()> {
+        if self.missing && !self.found {
+            let dir = self.fs.main_dir(self.cg)?;
+            if !dir.is_dir() {
+                return Err(Error::NotFound { path: dir });
+            }
+        }
+        Ok(())
     }
 
     /// A file holding one number, like `memory.current`.
-    fn single(&mut self, dir: &mut PathBuf, name: &str) -> Result<Option<u64>> {
-        if !self.load(dir, name)? {
+    fn single(&mut self, file: UsageFile) -> Result<Option<u64>> {
+        if !self.load(file)? {
             return Ok(None);
         }
         let v = trim(self.buf);
         parse_u64(v)
             .map(Some)
-            .ok_or_else(|| parse_error(&dir.join(name), "not a number", v))
+            .ok_or_else(|| parse_error(&self.path(file), "not a number", v))
     }
 
     /// A flat-keyed file (`key value` lines, like `cpu.stat`). A key the
     /// kernel does not write (older kernel) gives `None`.
-    fn keyed(&mut self, dir: &mut PathBuf, name: &str, key: &[u8]) -> Result<Option<u64>> {
-        if !self.load(dir, name)? {
+    fn keyed(&mut self, file: UsageFile, key: &[u8]) -> Result<Option<u64>> {
+        if !self.load(file)? {
             return Ok(None);
         }
         match find_key(self.buf, key) {
             None => Ok(None),
             Some(v) => parse_u64(v)
                 .map(Some)
-                .ok_or_else(|| parse_error(&dir.join(name), "not a number", v)),
+                .ok_or_else(|| parse_error(&self.path(file), "not a number", v)),
         }
+    }
+
+    /// CPU time on v1 layouts. On hybrid, systemd does not create scopes in
+    /// the v1 cpuacct hierarchy, but the unified one has `cpu.stat` for
+    /// every cgroup, controller or not; cpuacct is the fallback.
+    fn v1_cpu(&mut self) -> Result<Option<u64>> {
+        if self.fs.layout == Layout::Hybrid {
+            if let Some(us) = self.keyed(UsageFile::UnifiedCpuStat, b"usage_usec")? {
+                return Ok(Some(us.saturating_mul(1000)));
+            }
+        }
+        for file in [UsageFile::CpuacctUsage, UsageFile::CpuCpuacctUsage] {
+            let nsec = self.single(file)?;
+            if nsec.is_some() {
+                return Ok(nsec);
+            }
+        }
+        Ok(None)
     }
 
     /// v2 `io.stat`: one line per device, `MAJ:MIN rbytes=N wbytes=N …`.
     /// Exists only while the io controller is enabled for the cgroup; with
     /// no I/O yet it is empty, which is zero bytes.
-    fn io_stat(&mut self, dir: &mut PathBuf) -> Result<(Option<u64>, Option<u64>)> {
-        if !self.load(dir, "io.stat")? {
+    fn io_stat(&mut self) -> Result<(Option<u64>, Option<u64>)> {
+        let file = UsageFile::V2IoStat;
+        if !self.load(file)? {
             return Ok((None, None));
         }
         let (mut read, mut written) = (0u64, 0u64);
@@ -439,7 +598,7 @@ impl Reader<'_> {
                     continue;
                 };
                 let n = parse_u64(value)
-                    .ok_or_else(|| parse_error(&dir.join("io.stat"), "bad value", field))?;
+                    .ok_or_else(|| parse_error(&self.path(file), "bad value", field))?;
                 *sum = sum.saturating_add(n);
             }
         }
@@ -449,9 +608,9 @@ impl Reader<'_> {
     /// v1 `blkio.throttle.io_service_bytes`: `MAJ:MIN Read N`,
     /// `MAJ:MIN Write N`, … per device, then `Total N` over all operations
     /// and devices. Read and Write are summed over devices.
-    fn blkio(&mut self, dir: &mut PathBuf) -> Result<(Option<u64>, Option<u64>)> {
-        const NAME: &str = "blkio.throttle.io_service_bytes";
-        if !self.load(dir, NAME)? {
+    fn blkio(&mut self) -> Result<(Option<u64>, Option<u64>)> {
+        let file = UsageFile::V1Blkio;
+        if !self.load(file)? {
             return Ok((None, None));
         }
         let (mut read, mut written) = (0u64, 0u64);
@@ -467,10 +626,35 @@ impl Reader<'_> {
                 _ => continue,
             };
             let n = parse_u64(trim(value))
-                .ok_or_else(|| parse_error(&dir.join(NAME), "bad value", line))?;
+                .ok_or_else(|| parse_error(&self.path(file), "bad value", line))?;
             *sum = sum.saturating_add(n);
         }
         Ok((Some(read), Some(written)))
+    }
+}
+
+/// Reads a whole kept-open file into `buf` (cleared first) with `pread`
+/// from offset 0, which makes cgroupfs produce it afresh.
+fn pread_into(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(BUF_CAPACITY);
+        }
+        let start = buf.len();
+        buf.resize(buf.capacity(), 0);
+        match file.read_at(&mut buf[start..], start as u64) {
+            Ok(0) => {
+                buf.truncate(start);
+                return Ok(());
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
     }
 }
 
@@ -962,6 +1146,98 @@ mod tests {
                 "{tree}"
             );
         }
+    }
+
+    #[test]
+    fn kept_files_read_what_path_reads() {
+        const USER_SCOPE: &str = "/user.slice/user-1000.slice/user@1000.service/app.slice/\
+                                  app-corral.slice/app-corral-ws.slice/app-corral-web-4.scope";
+        for (tree, cg) in [("v2", SCOPE), ("v2", USER_SCOPE), ("hybrid", SCOPE)] {
+            let fs = CgroupFs::detect(fixture(tree)).unwrap();
+            let mut kept = Kept::default();
+            for _ in 0..2 {
+                assert_eq!(
+                    fs.usage_with(cg, Some(&mut kept)).unwrap(),
+                    fs.read_usage(cg).unwrap(),
+                    "{tree} {cg}"
+                );
+                assert_eq!(
+                    fs.cpu_nsec_with(cg, Some(&mut kept)).unwrap(),
+                    fs.read_cpu_nsec(cg).unwrap(),
+                    "{tree} {cg}"
+                );
+            }
+            assert!(kept.open_files() > 0);
+            let mut kept = Kept::default();
+            assert!(matches!(
+                fs.usage_with("/no/such.scope", Some(&mut kept)),
+                Err(Error::NotFound { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn kept_files_see_each_new_value() {
+        let dir = tree(&[
+            ("cgroup.controllers", "cpu memory pids\n"),
+            ("a.scope/memory.current", "4096\n"),
+            (
+                "a.scope/cpu.stat",
+                "usage_usec 5\nuser_usec 3\nsystem_usec 2\n",
+            ),
+            ("a.scope/pids.current", "12\n"),
+        ]);
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        let mut kept = Kept::default();
+        let first = fs.usage_with("/a.scope", Some(&mut kept)).unwrap();
+        assert_eq!(first.memory_current, Some(4096));
+        assert_eq!(first.cpu_usage_nsec, Some(5000));
+        assert_eq!(first.tasks_current, Some(12));
+        assert_eq!(kept.open_files(), 3);
+        // Rewritten in place (same inode, as cgroupfs content changes):
+        // shorter, and longer than before.
+        let scope = dir.path().join("a.scope");
+        fs::write(scope.join("memory.current"), "8\n").unwrap();
+        fs::write(
+            scope.join("cpu.stat"),
+            "usage_usec 123456789\nuser_usec 1\n",
+        )
+        .unwrap();
+        let second = fs.usage_with("/a.scope", Some(&mut kept)).unwrap();
+        assert_eq!(second.memory_current, Some(8));
+        assert_eq!(second.cpu_usage_nsec, Some(123_456_789_000));
+        assert_eq!(second.tasks_current, Some(12));
+        assert_eq!(
+            fs.cpu_nsec_with("/a.scope", Some(&mut kept)).unwrap(),
+            Some(123_456_789_000)
+        );
+        assert_eq!(kept.open_files(), 3, "nothing reopened");
+    }
+
+    #[test]
+    fn kept_files_find_a_file_that_appears_later() {
+        let dir = tree(&[
+            ("cgroup.controllers", "cpu memory\n"),
+            ("a.scope/cpu.stat", "usage_usec 5\n"),
+        ]);
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        let mut kept = Kept::default();
+        assert_eq!(
+            fs.usage_with("/a.scope", Some(&mut kept))
+                .unwrap()
+                .tasks_current,
+            None
+        );
+        fs::write(dir.path().join("a.scope/pids.current"), "3\n").unwrap();
+        let reads = (1..=MISSING_RECHECK)
+            .map(|_| {
+                fs.usage_with("/a.scope", Some(&mut kept))
+                    .unwrap()
+                    .tasks_current
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(reads.last(), Some(&Some(3)));
+        assert!(reads[..reads.len() - 1].iter().all(Option::is_none));
     }
 
     #[test]

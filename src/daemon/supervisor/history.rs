@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Access, Error, Fact, Msg, Reply, Supervisor};
-use crate::api::{HistoryRow, State};
+use crate::api::HistoryRow;
 use crate::daemon::cgroup::{self, Usage};
 use crate::daemon::store::{ProcessId, Rollup, RunId, Sample};
 
@@ -23,26 +23,20 @@ impl Supervisor {
     /// The tick with history on: reads all usage of every running
     /// process off the actor; it comes back as `Fact::HistorySampled`.
     pub(super) fn sample_history(&self) {
-        let running: Vec<(ProcessId, RunId, String)> = self
-            .procs
-            .values()
-            .filter(|p| p.state() == State::Running && !p.run.control_group.is_empty())
-            .map(|p| (p.id, p.run.id, p.run.control_group.clone()))
-            .collect();
-        if running.is_empty() {
-            return;
-        }
-        let reading = self
-            .host
-            .cgroups
-            .usage(running.iter().map(|(_, _, cg)| cg.clone()).collect());
+        // Also with nothing running: the read closes the files of
+        // cgroups no longer listed.
+        let (running, cgs) = self.running_cgroups();
+        let reading = self.host.cgroups.tick_usage(cgs);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let usage = reading.await;
+            if running.is_empty() {
+                return;
+            }
             let samples = running
                 .into_iter()
                 .zip(usage)
-                .map(|((id, run, _), u)| (id, run, u))
+                .map(|((id, run), u)| (id, run, u))
                 .collect();
             let _ = tx.send(Msg::Fact(Fact::HistorySampled(samples))).await;
         });

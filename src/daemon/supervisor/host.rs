@@ -6,7 +6,7 @@
 //! tokio's blocking pool: nothing here blocks the agent's runtime thread.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 use super::Error;
 use crate::api::live::LimitKey;
 use crate::api::{Limits, Pressure};
-use crate::daemon::cgroup::{CgroupFs, Usage};
+use crate::daemon::cgroup::{self, CgroupFs, Sampler, Usage};
 use crate::daemon::launch::ShimPool;
 use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::RunId;
@@ -100,7 +100,16 @@ pub trait Launcher: Send + Sync {
 pub trait Cgroups: Send + Sync {
     /// Whether the cgroup still holds a process.
     fn populated(&self, cg: String) -> Fut<bool>;
+    /// All usage of `cgs`, on demand.
     fn usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>>;
+    /// The tick with history on: all usage of `cgs`, every running
+    /// process's cgroup. The real host keeps their files open until a
+    /// tick no longer lists them.
+    fn tick_usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>> {
+        self.usage(cgs)
+    }
+    /// The tick with history off: the CPU time of `cgs`, as for
+    /// `tick_usage`.
     fn cpu_nsec(&self, cgs: Vec<String>) -> Fut<Vec<Option<u64>>>;
     /// The command a live scope's shim runs (re-adoption).
     fn main_pid(&self, cg: String) -> Fut<Option<u32>>;
@@ -159,7 +168,10 @@ impl Host {
                 systemd,
                 exits_dir: Arc::new(exits_dir),
             }),
-            cgroups: Arc::new(RealCgroups(cgroups)),
+            cgroups: Arc::new(RealCgroups {
+                fs: cgroups,
+                sampler: Arc::new(Mutex::new(Sampler::from_rlimit())),
+            }),
             clock: Arc::new(SystemClock),
         }
     }
@@ -428,7 +440,11 @@ fn open_pidfd(pid: u32, cg: &str) -> Option<Pidfd> {
         .ok()
 }
 
-struct RealCgroups(Option<Arc<CgroupFs>>);
+struct RealCgroups {
+    fs: Option<Arc<CgroupFs>>,
+    /// The files the tick keeps open; one batch of reads at a time.
+    sampler: Arc<Mutex<Sampler>>,
+}
 
 impl RealCgroups {
     /// Runs `f` with the cgroup filesystem on the blocking pool.
@@ -437,7 +453,7 @@ impl RealCgroups {
         unknown: R,
         f: impl FnOnce(&CgroupFs) -> R + Send + 'static,
     ) -> Fut<R> {
-        let Some(fs) = self.0.clone() else {
+        let Some(fs) = self.fs.clone() else {
             return Box::pin(std::future::ready(unknown));
         };
         Box::pin(async move {
@@ -446,6 +462,28 @@ impl RealCgroups {
                 .unwrap_or(unknown)
         })
     }
+
+    /// Runs `f` with the cgroup filesystem and the sampler on the
+    /// blocking pool.
+    fn sampling<R: Send + 'static>(
+        &self,
+        unknown: R,
+        f: impl FnOnce(&CgroupFs, &mut Sampler) -> R + Send + 'static,
+    ) -> Fut<R> {
+        let sampler = self.sampler.clone();
+        self.with(unknown, move |fs| {
+            // A panic mid-batch leaves the sampler usable: at worst an
+            // entry with a file not yet opened.
+            let mut sampler = sampler.lock().unwrap_or_else(PoisonError::into_inner);
+            f(fs, &mut sampler)
+        })
+    }
+}
+
+/// A usage read as the supervisor takes it: `None` where it failed.
+fn logged(cg: &str, read: cgroup::Result<Usage>) -> Option<Usage> {
+    read.inspect_err(|e| tracing::debug!("usage of {cg}: {e}"))
+        .ok()
 }
 
 impl Cgroups for RealCgroups {
@@ -455,25 +493,25 @@ impl Cgroups for RealCgroups {
 
     fn usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>> {
         let n = cgs.len();
-        self.with(vec![None; n], move |fs| {
-            cgs.iter()
-                .map(|cg| match fs.read_usage(cg) {
-                    Ok(u) => Some(u),
-                    Err(e) => {
-                        tracing::debug!("usage of {cg}: {e}");
-                        None
-                    }
-                })
-                .collect()
+        self.sampling(vec![None; n], move |fs, sampler| {
+            let read = sampler.usage(fs, &cgs);
+            cgs.iter().zip(read).map(|(cg, u)| logged(cg, u)).collect()
+        })
+    }
+
+    fn tick_usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>> {
+        let n = cgs.len();
+        self.sampling(vec![None; n], move |fs, sampler| {
+            let read = sampler.tick_usage(fs, &cgs);
+            cgs.iter().zip(read).map(|(cg, u)| logged(cg, u)).collect()
         })
     }
 
     fn cpu_nsec(&self, cgs: Vec<String>) -> Fut<Vec<Option<u64>>> {
         let n = cgs.len();
-        self.with(vec![None; n], move |fs| {
-            cgs.iter()
-                .map(|cg| fs.read_cpu_nsec(cg).ok().flatten())
-                .collect()
+        self.sampling(vec![None; n], move |fs, sampler| {
+            let read = sampler.tick_cpu_nsec(fs, &cgs);
+            read.into_iter().map(|r| r.ok().flatten()).collect()
         })
     }
 

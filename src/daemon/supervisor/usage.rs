@@ -67,29 +67,32 @@ impl Supervisor {
         }
     }
 
+    /// The running processes the tick samples, and their cgroups.
+    pub(super) fn running_cgroups(&self) -> (Vec<(ProcessId, RunId)>, Vec<String>) {
+        self.procs
+            .values()
+            .filter(|p| p.state() == State::Running && !p.run.control_group.is_empty())
+            .map(|p| ((p.id, p.run.id), p.run.control_group.clone()))
+            .unzip()
+    }
+
     /// The tick: reads the CPU time of every running process off the
     /// actor; the figures come back as `Fact::Sampled`.
     pub(super) fn sample_cpu(&self) {
-        let running: Vec<(ProcessId, RunId, String)> = self
-            .procs
-            .values()
-            .filter(|p| p.state() == State::Running && !p.run.control_group.is_empty())
-            .map(|p| (p.id, p.run.id, p.run.control_group.clone()))
-            .collect();
-        if running.is_empty() {
-            return;
-        }
-        let reading = self
-            .host
-            .cgroups
-            .cpu_nsec(running.iter().map(|(_, _, cg)| cg.clone()).collect());
+        // Also with nothing running: the read closes the files of
+        // cgroups no longer listed.
+        let (running, cgs) = self.running_cgroups();
+        let reading = self.host.cgroups.cpu_nsec(cgs);
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let cpu = reading.await;
+            if running.is_empty() {
+                return;
+            }
             let samples = running
                 .into_iter()
                 .zip(cpu)
-                .map(|((id, run, _), cpu)| (id, run, cpu))
+                .map(|((id, run), cpu)| (id, run, cpu))
                 .collect();
             let _ = tx.send(Msg::Fact(Fact::Sampled(samples))).await;
         });

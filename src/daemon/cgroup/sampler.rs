@@ -1,0 +1,202 @@
+//! The usage files of the cgroups the tick samples, kept open from tick
+//! to tick ([`Kept`]) so that sampling a thousand processes every second
+//! is a `pread` per figure instead of a path walk, an open and a close.
+//!
+//! A cgroup's files are opened when the tick first reads it and closed
+//! when a tick no longer lists it (its run ended) or a read of them fails
+//! (the cgroup was removed; the read is then done by path, as without
+//! this). Open files are bounded: at most half the soft `RLIMIT_NOFILE`
+//! (corrald raises it to the hard limit at start), the other half left to
+//! pidfds, sockets, the database and logs; cgroups past that budget are
+//! read by path on every tick, as before.
+
+use std::collections::HashMap;
+
+use super::{CgroupFs, Kept, Result, Usage};
+
+/// Files a cgroup holds open at most: six usage files on any layout.
+const FILES_PER_CGROUP: usize = 6;
+
+/// The kept-open files of the sampled cgroups, by control group path.
+#[derive(Debug)]
+pub struct Sampler {
+    kept: HashMap<String, Entry>,
+    /// Cgroups whose files may be kept open at once.
+    max_kept: usize,
+    tick: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    files: Kept,
+    /// The last tick that listed the cgroup.
+    tick: u64,
+}
+
+impl Sampler {
+    /// A sampler keeping files open within the budget of this process's
+    /// current open-files limit.
+    pub fn from_rlimit() -> Sampler {
+        Sampler::with_budget(nofile_soft_limit() / 2)
+    }
+
+    /// A sampler keeping at most `max_files` files open.
+    pub fn with_budget(max_files: usize) -> Sampler {
+        Sampler {
+            kept: HashMap::new(),
+            max_kept: max_files / FILES_PER_CGROUP,
+            tick: 0,
+        }
+    }
+
+    /// The tick with history on: all usage of `cgs`, which are every
+    /// cgroup being sampled; files of cgroups not among them are closed.
+    pub fn tick_usage(&mut self, fs: &CgroupFs, cgs: &[String]) -> Vec<Result<Usage>> {
+        self.tick(fs, cgs, CgroupFs::usage_with)
+    }
+
+    /// The tick with history off: only the CPU time of `cgs`, as for
+    /// [`Sampler::tick_usage`].
+    pub fn tick_cpu_nsec(&mut self, fs: &CgroupFs, cgs: &[String]) -> Vec<Result<Option<u64>>> {
+        self.tick(fs, cgs, CgroupFs::cpu_nsec_with)
+    }
+
+    /// All usage of `cgs` on demand: through the files the tick keeps
+    /// open where it does (opening those it lacks), else by path.
+    pub fn usage(&mut self, fs: &CgroupFs, cgs: &[String]) -> Vec<Result<Usage>> {
+        cgs.iter()
+            .map(|cg| self.read(fs, cg, false, CgroupFs::usage_with))
+            .collect()
+    }
+
+    fn tick<T>(
+        &mut self,
+        fs: &CgroupFs,
+        cgs: &[String],
+        read: impl Fn(&CgroupFs, &str, Option<&mut Kept>) -> Result<T>,
+    ) -> Vec<Result<T>> {
+        self.tick += 1;
+        let out = cgs
+            .iter()
+            .map(|cg| self.read(fs, cg, true, &read))
+            .collect();
+        let tick = self.tick;
+        self.kept.retain(|_, e| e.tick == tick);
+        out
+    }
+
+    /// Reads `cg` through its kept files; a tick (`listed`) first keeps
+    /// them if the budget allows. A failed read of kept files drops them
+    /// and reads by path, which tells what the failure means.
+    fn read<T>(
+        &mut self,
+        fs: &CgroupFs,
+        cg: &String,
+        listed: bool,
+        read: impl Fn(&CgroupFs, &str, Option<&mut Kept>) -> Result<T>,
+    ) -> Result<T> {
+        if listed && self.kept.len() < self.max_kept && !self.kept.contains_key(cg) {
+            self.kept.insert(cg.clone(), Entry::default());
+        }
+        let Some(entry) = self.kept.get_mut(cg) else {
+            return read(fs, cg.as_str(), None);
+        };
+        if listed {
+            entry.tick = self.tick;
+        }
+        match read(fs, cg.as_str(), Some(&mut entry.files)) {
+            Ok(v) => Ok(v),
+            Err(_) => {
+                self.kept.remove(cg);
+                read(fs, cg.as_str(), None)
+            }
+        }
+    }
+
+    /// Cgroups whose files are kept open.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.kept.len()
+    }
+}
+
+/// The soft limit of open files; 1024 (systemd's default) if unknown.
+fn nofile_soft_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// Two scopes on a v2 tree.
+    fn two_scopes() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        for (scope, cpu) in [("a.scope", 1), ("b.scope", 2)] {
+            let d = dir.path().join(scope);
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join("cpu.stat"), format!("usage_usec {cpu}\n")).unwrap();
+            fs::write(d.join("memory.current"), "4096\n").unwrap();
+        }
+        dir
+    }
+
+    fn cgs(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_tick_keeps_the_listed_cgroups_only() {
+        let dir = two_scopes();
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        let mut s = Sampler::with_budget(100);
+        let both = cgs(&["/a.scope", "/b.scope"]);
+        let cpu: Vec<_> = s
+            .tick_cpu_nsec(&fs, &both)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(cpu, vec![Some(1000), Some(2000)]);
+        assert_eq!(s.kept(), 2);
+        // On demand: kept files where there are, no new ones kept.
+        let u = s.usage(&fs, &cgs(&["/a.scope", "/b.scope"]));
+        assert_eq!(u[1].as_ref().unwrap().memory_current, Some(4096));
+        assert_eq!(s.kept(), 2);
+        let u = s.tick_usage(&fs, &cgs(&["/b.scope"]));
+        assert_eq!(u[0].as_ref().unwrap().cpu_usage_nsec, Some(2000));
+        assert_eq!(s.kept(), 1, "a.scope is no longer listed");
+        s.tick_usage(&fs, &[]);
+        assert_eq!(s.kept(), 0);
+    }
+
+    #[test]
+    fn past_the_budget_cgroups_are_read_by_path() {
+        let dir = two_scopes();
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        let mut s = Sampler::with_budget(FILES_PER_CGROUP);
+        let both = cgs(&["/a.scope", "/b.scope"]);
+        let u: Vec<_> = s
+            .tick_usage(&fs, &both)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(s.kept(), 1);
+        assert_eq!(u[0], fs.read_usage("/a.scope").unwrap());
+        assert_eq!(u[1], fs.read_usage("/b.scope").unwrap());
+        assert!(matches!(
+            s.tick_usage(&fs, &cgs(&["/gone.scope"]))[0],
+            Err(crate::daemon::cgroup::Error::NotFound { .. })
+        ));
+        assert_eq!(s.kept(), 0);
+    }
+}
