@@ -307,6 +307,30 @@ fn send_writes_to_the_terminal_and_refuses_pipes() {
     );
 }
 
+/// The `OpenTerminal` fd of process `id`, as a socket whose reads give up
+/// after 200 ms (so a waiting loop can look again).
+fn open_terminal(id: &str) -> std::os::unix::net::UnixStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fd: std::os::fd::OwnedFd = rt.block_on(async {
+        let conn = zbus::Connection::session().await.expect("session bus");
+        let process = corral::api::ProcessProxy::builder(&conn)
+            .path(corral::api::process_path(id))
+            .expect("path")
+            .build()
+            .await
+            .expect("proxy");
+        process.open_terminal().await.expect("OpenTerminal").into()
+    });
+    let socket = std::os::unix::net::UnixStream::from(fd);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    socket
+}
+
 #[test]
 fn the_open_terminal_fd_works_from_a_small_client() {
     use corral::shim::terminal::{Decoder, Frame};
@@ -318,24 +342,7 @@ fn the_open_terminal_fd_works_from_a_small_client() {
     let agent = Agent::start();
     let id = start_tty(&agent, ECHO_LOOP);
     agent.wait_state(&id, "running", WAIT);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let fd: std::os::fd::OwnedFd = rt.block_on(async {
-        let conn = zbus::Connection::session().await.expect("session bus");
-        let process = corral::api::ProcessProxy::builder(&conn)
-            .path(corral::api::process_path(&id))
-            .expect("path")
-            .build()
-            .await
-            .expect("proxy");
-        process.open_terminal().await.expect("OpenTerminal").into()
-    });
-    let mut socket = std::os::unix::net::UnixStream::from(fd);
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
+    let mut socket = open_terminal(&id);
     // The window size first (takes the keyboard), then a line.
     socket
         .write_all(
@@ -389,234 +396,105 @@ fn a_pty_process_keeps_its_restart_policy() {
     assert!(ticks.matches("tick").count() >= 2, "{ticks}");
 }
 
-/// Issue 13 item 7: the cost of a terminal, measured here and printed
-/// (README "Terminals" quotes a run). Bounds are the issue's where it
-/// gives one (≤ 2× a pipe, no line lost, no CPU while idle), generous
-/// where it does not (latency), since the machine is shared.
-mod cost {
-    use super::*;
-    use corral::shim::terminal::{Decoder, Frame};
-    use std::io::{Read, Write};
-    use std::time::Instant;
-
-    const LINES: u64 = 300_000;
-
-    /// Run time (ExitedAt − StartedAt, µs) of `seq 1 LINES` and its log.
-    fn printer(agent: &Agent, tty: bool) -> (u64, Vec<String>) {
+/// A printer as fast as it can go, on a terminal and on pipes: every
+/// line reaches the log, in order. (What the terminal costs in time is a
+/// figure of the benchmark, section "terminal", not a test.)
+#[test]
+fn a_fast_printer_loses_no_line_through_a_terminal() {
+    if !testbed_available() {
+        return;
+    }
+    const LINES: u64 = 20_000;
+    let agent = Agent::start();
+    for tty in [true, false] {
         let n = LINES.to_string();
-        let mut args = vec!["seq", "1", n.as_str()];
+        let mut args = vec!["--", "seq", "1", n.as_str()];
         if tty {
             args.insert(0, "-t");
         }
-        args.insert(usize::from(tty), "--");
         let id = agent.start_cmd(&args);
-        let p = agent.wait_state(&id, "exited", Duration::from_secs(60));
-        let took = p["exited_at"].as_u64().unwrap() - p["started_at"].as_u64().unwrap();
-        let log = logs(agent, &id, &["-n", "0", "--streams"]);
-        let out = log.lines().filter_map(|l| l.strip_prefix("[out] "));
-        (took, out.map(String::from).collect())
+        agent.wait_state(&id, "exited", Duration::from_secs(60));
+        let log = logs(&agent, &id, &["-n", "0", "--streams"]);
+        let out: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("[out] "))
+            .collect();
+        assert_eq!(first_difference(&out, LINES), None, "tty {tty}");
     }
+}
 
-    /// Where `got` first differs from 1..=LINES, if anywhere (the lists
-    /// are too long to print whole).
-    fn first_difference(got: &[String]) -> Option<(usize, Option<&String>)> {
-        let want = (1..=LINES).map(|i| i.to_string());
-        let n = got.len().max(LINES as usize);
-        (0..n)
-            .zip(want.map(Some).chain(std::iter::repeat(None)))
-            .find(|(i, w)| got.get(*i) != w.as_ref())
-            .map(|(i, _)| (i, got.get(i)))
+/// Where `got` first differs from 1..=n, if anywhere (the lists are too
+/// long to print whole).
+fn first_difference<'a>(got: &[&'a str], n: u64) -> Option<(usize, Option<&'a str>)> {
+    let want = (1..=n).map(|i| i.to_string());
+    (0..got.len().max(n as usize))
+        .zip(want.map(Some).chain(std::iter::repeat(None)))
+        .find(|(i, w)| got.get(*i).copied() != w.as_deref())
+        .map(|(i, _)| (i, got.get(i).copied()))
+}
+
+/// The numeric fields of /proc/PID/stat after the command name (state,
+/// which is not a number, read as 0): ppid is [1], utime [11], stime [12].
+fn stat_fields(pid: u32) -> Vec<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_name = stat.rsplit(')').next().unwrap_or_default();
+    after_name
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect()
+}
+
+/// A shim that polled on a timer, or spun on a socket with nothing to
+/// read, would show here: attached and idle, it must block. One tick of
+/// slack: the wake-up that echoed the last key may be charged in the window.
+#[test]
+fn an_idle_attached_session_uses_no_cpu() {
+    use corral::shim::terminal::{Decoder, Frame};
+    use std::io::{Read, Write};
+
+    if !testbed_available() {
+        return;
     }
-
-    /// Wall time (µs) of the same printer under script(1), output
-    /// thrown away: what the kernel's terminal costs anyone.
-    fn under_script() -> u64 {
-        let t = Instant::now();
-        let status = Command::new("script")
-            .args(["-q", "-c", &format!("seq 1 {LINES}"), "/dev/null"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("script");
-        assert!(status.success());
-        t.elapsed().as_micros() as u64
-    }
-
-    /// The issue asks for at most 2× a pipe; the kernel's own terminal
-    /// output processing (ONLCR) makes that unreachable for a printer
-    /// that does nothing else (README "Terminals": script(1) pays the
-    /// same). What is held: no line lost, and at most twice what the two
-    /// parts of the path cost apart — the kernel's terminal (script(1))
-    /// and the shim's log (the pipe run).
-    #[test]
-    fn a_fast_printer_loses_no_line_and_costs_no_more_than_its_parts() {
-        if !testbed_available() {
-            return;
-        }
-        let agent = Agent::start();
-        // Best of three each, interleaved: the machine is shared.
-        let (mut pipe_us, mut tty_us, mut script_us) = (u64::MAX, u64::MAX, u64::MAX);
-        for _ in 0..3 {
-            let (us, log) = printer(&agent, false);
-            assert_eq!(first_difference(&log), None);
-            pipe_us = pipe_us.min(us);
-            let (us, log) = printer(&agent, true);
-            assert_eq!(first_difference(&log), None, "the terminal's log");
-            tty_us = tty_us.min(us);
-            script_us = script_us.min(under_script());
-        }
-        eprintln!(
-            "COST {LINES} lines: pipe {} ms, terminal {} ms ({:.2}x), script(1) {} ms",
-            pipe_us / 1000,
-            tty_us / 1000,
-            tty_us as f64 / pipe_us as f64,
-            script_us / 1000
-        );
-        assert!(
-            tty_us <= 2 * (script_us + pipe_us),
-            "{tty_us} µs vs script(1) {script_us} µs + pipe {pipe_us} µs"
-        );
-    }
-
-    /// The numeric fields of /proc/PID/stat after the command name
-    /// (state, which is not a number, read as 0): ppid is [1].
-    fn stat_fields(pid: u32) -> Vec<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let after_name = stat.rsplit(')').next().unwrap_or_default();
-        after_name
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(0))
-            .collect()
-    }
-
-    /// Median and p99 of `samples` (µs).
-    fn spread(mut samples: Vec<u64>) -> (u64, u64) {
-        samples.sort_unstable();
-        let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
-        (at(50), at(99))
-    }
-
-    /// Times one key at a time through `write`, until its echo is read
-    /// back through `read`.
-    fn key_to_echo(
-        mut write: impl FnMut(u8),
-        mut read: impl FnMut(&mut Vec<u8>),
-        keys: usize,
-    ) -> Vec<u64> {
-        let mut samples = Vec::with_capacity(keys);
-        let mut seen = Vec::new();
-        for i in 0..keys {
-            let key = b'a' + (i % 26) as u8;
-            seen.clear();
-            let t = Instant::now();
-            write(key);
-            while !seen.contains(&key) {
-                read(&mut seen);
-                assert!(t.elapsed() < WAIT, "no echo of {key}");
+    let agent = Agent::start();
+    let id = agent.start_cmd(&["-t", "--", "cat"]);
+    agent.wait_state(&id, "running", WAIT);
+    let mut socket = open_terminal(&id);
+    socket
+        .write_all(
+            &Frame::Resize {
+                rows: 30,
+                cols: 100,
             }
-            samples.push(t.elapsed().as_micros() as u64);
+            .encode(),
+        )
+        .expect("resize");
+    // Attached for sure: a key comes back as its echo.
+    socket
+        .write_all(&Frame::Input(b"k".to_vec()).encode())
+        .expect("input");
+    let mut decoder = Decoder::default();
+    let mut seen = Vec::new();
+    wait_for(WAIT, "the echo of k", || {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = socket.read(&mut buf) {
+            decoder.push(&buf[..n]);
         }
-        samples
-    }
-
-    #[test]
-    fn keypress_to_echo_against_script_and_an_idle_session_costs_no_cpu() {
-        if !testbed_available() {
-            return;
+        while let Ok(Some(frame)) = decoder.next_frame() {
+            if let Frame::Output(bytes) = frame {
+                seen.extend_from_slice(&bytes);
+            }
         }
-        const KEYS: usize = 300;
-        let agent = Agent::start();
-        let id = agent.start_cmd(&["-t", "--", "cat"]);
-        agent.wait_state(&id, "running", WAIT);
-        // corral: the OpenTerminal fd, as an attached client sees it.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let fd: std::os::fd::OwnedFd = rt.block_on(async {
-            let conn = zbus::Connection::session().await.expect("bus");
-            corral::api::ProcessProxy::builder(&conn)
-                .path(corral::api::process_path(&id))
-                .expect("path")
-                .build()
-                .await
-                .expect("proxy")
-                .open_terminal()
-                .await
-                .expect("OpenTerminal")
-                .into()
-        });
-        let socket = std::os::unix::net::UnixStream::from(fd);
-        (&socket)
-            .write_all(
-                &Frame::Resize {
-                    rows: 30,
-                    cols: 100,
-                }
-                .encode(),
-            )
-            .unwrap();
-        let mut decoder = Decoder::default();
-        let corral = key_to_echo(
-            |k| {
-                (&socket)
-                    .write_all(&Frame::Input(vec![k]).encode())
-                    .unwrap()
-            },
-            |seen| {
-                let mut buf = [0u8; 4096];
-                let n = (&socket).read(&mut buf).unwrap();
-                decoder.push(&buf[..n]);
-                while let Ok(Some(f)) = decoder.next_frame() {
-                    if let Frame::Output(b) = f {
-                        seen.extend_from_slice(&b);
-                    }
-                }
-            },
-            KEYS,
-        );
-        // script(1): the same `cat` on a terminal of its own, driven
-        // through its stdin and stdout.
-        let mut script = Command::new("script")
-            .args(["-q", "-c", "cat", "/dev/null"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("script");
-        let mut to = script.stdin.take().unwrap();
-        let mut from = script.stdout.take().unwrap();
-        let reference = key_to_echo(
-            |k| to.write_all(&[k]).unwrap(),
-            |seen| {
-                let mut buf = [0u8; 4096];
-                let n = from.read(&mut buf).unwrap();
-                seen.extend_from_slice(&buf[..n]);
-            },
-            KEYS,
-        );
-        let _ = script.kill();
-        let _ = script.wait();
-        let (c50, c99) = spread(corral);
-        let (s50, s99) = spread(reference);
-        eprintln!(
-            "COST key→echo over {KEYS} keys: corral median {c50} µs p99 {c99} µs; \
-             script(1) median {s50} µs p99 {s99} µs"
-        );
-        assert!(c99 < 50_000, "p99 {c99} µs");
-
-        // Idle: attached (this socket) and nothing happening, the shim
-        // spends no CPU time (its loop blocks in poll without a timeout).
-        let main = agent.get(&id)["pid"].as_u64().unwrap() as u32;
-        let shim = stat_fields(main)[1] as u32;
-        // utime + stime, in clock ticks.
-        let ticks = || {
-            let f = stat_fields(shim);
-            f[11] + f[12]
-        };
-        let before = ticks();
-        std::thread::sleep(Duration::from_secs(2));
-        let idle = ticks() - before;
-        eprintln!("COST idle attached shim: {idle} ticks in 2 s");
-        assert!(idle <= 1, "{idle} ticks");
-        drop(socket);
-    }
+        seen.contains(&b'k').then_some(())
+    });
+    let main = agent.get(&id)["pid"].as_u64().expect("pid") as u32;
+    let shim = stat_fields(main)[1] as u32;
+    let ticks = || {
+        let f = stat_fields(shim);
+        f[11] + f[12]
+    };
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = ticks() - before;
+    assert!(idle <= 1, "the idle shim used {idle} clock ticks in 2 s");
+    drop(socket);
 }

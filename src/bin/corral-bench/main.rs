@@ -3,7 +3,8 @@
 //! `corrald` on a fresh state directory per phase group, and measures start
 //! latency (against `systemd-run --scope` and a bare fork+exec taken in the
 //! same run), a start storm, exit and kill detection, restart latency,
-//! footprint at scale and query cost. Prints a table and writes
+//! `Track`, the cost of a terminal (against script(1) and pipes), footprint
+//! at scale and query cost. Prints a table and writes
 //! `bench-results.json`, the table as text and Markdown, and `latency.svg`
 //! into `--out`. Every figure comes from this run; nothing is hard-coded.
 //!
@@ -17,6 +18,7 @@ mod history;
 mod probe;
 mod report;
 mod sys;
+mod terminal;
 mod track;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -55,7 +57,7 @@ struct Args {
     /// Directory holding corrald and corral-shim (default: next to this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Run only these sections (start, storm, exit, restart, track, footprint); for debugging.
+    /// Run only these sections (start, storm, exit, restart, track, terminal, footprint).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the footprint process counts (e.g. 0,1000), for profiling.
@@ -96,6 +98,16 @@ struct Plan {
     latency_interval_s: u64,
     /// Lifetime of the processes of the exit and restart figures.
     exit_after_ms: u64,
+    /// Keys timed through each terminal; with `warmup`, below the 4,095
+    /// characters of one canonical line (`cat` is never sent an Enter).
+    terminal_keys: usize,
+    /// Lines of the fast printer (`seq 1 N`), and its runs per path. The
+    /// run must last well over the few ms by which the agent's StartedAt
+    /// can trail the exec; the log must stay under `log_max_size` (10 MiB).
+    printer_lines: u64,
+    printer_runs: usize,
+    /// Seconds an attached terminal is left idle while its shim's CPU is read.
+    idle_s: u64,
 }
 
 impl Plan {
@@ -118,6 +130,10 @@ impl Plan {
                 events_per_process: 10,
                 latency_interval_s: 1,
                 exit_after_ms: 50,
+                terminal_keys: 200,
+                printer_lines: 200_000,
+                printer_runs: 3,
+                idle_s: 2,
             }
         } else {
             Plan {
@@ -137,6 +153,10 @@ impl Plan {
                 events_per_process: 10,
                 latency_interval_s: 1,
                 exit_after_ms: 50,
+                terminal_keys: 1000,
+                printer_lines: 300_000,
+                printer_runs: 5,
+                idle_s: 5,
             }
         }
     }
@@ -310,7 +330,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
-    if ["start", "storm", "exit", "restart", "track"]
+    if ["start", "storm", "exit", "restart", "track", "terminal"]
         .iter()
         .any(|s| wants(s))
     {
@@ -346,6 +366,11 @@ async fn run(args: Args) -> Result<()> {
                 let busy = sys::Busy::new();
                 b.track_latency().await?;
                 b.busy_note("5 track", &busy);
+            }
+            if wants("terminal") {
+                let busy = sys::Busy::new();
+                b.terminal_cost().await?;
+                b.busy_note("7 terminal", &busy);
             }
             anyhow::Ok(())
         }
@@ -412,6 +437,8 @@ fn set_targets(rep: &mut Report, plan: &Plan) {
     rep.target("exit.detect", "p99 <= 20 ms", p99, 20.0);
     rep.target("exit.kill9", "p99 <= 20 ms", p99, 20.0);
     rep.target("track.tree20", "p99 < 50 ms", p99, 50.0);
+    // Issue 13 item 7 asks for none: an idle session costs nothing.
+    rep.target("terminal.idle", "0 ticks", max, 0.0);
     let big = plan.counts.last().copied().unwrap_or(0);
     if big == 1000 {
         rep.target("footprint.rss.i1.n1000", "<= 20 MB", max, 20.0);
@@ -453,6 +480,18 @@ fn set_targets(rep: &mut Report, plan: &Plan) {
         "start.first",
         "baseline.fork_stamp",
         None,
+    );
+    rep.ratio(
+        "keypress → echo: attached terminal / script(1)",
+        "terminal.echo",
+        "terminal.echo_script",
+        None,
+    );
+    rep.ratio(
+        "fast printer: terminal / pipes",
+        "terminal.print",
+        "terminal.print_pipe",
+        Some(("<= 2 (issue 13)", 2.0)),
     );
 }
 

@@ -1,5 +1,6 @@
-//! Readers of /proc for the footprint figures (RSS, CPU ticks, PSS of the
-//! shims) and the description of the machine the run happened on.
+//! Readers of /proc for the footprint and terminal figures (RSS, CPU
+//! ticks, parents, PSS of the shims) and the description of the machine
+//! the run happened on.
 
 use std::process::Command;
 
@@ -20,6 +21,17 @@ pub fn read_cpu_ticks(pid: u32) -> Option<u64> {
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The parent of `pid` (field 4 of `/proc/PID/stat`).
+pub fn read_ppid(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 pub fn read_comm(pid: u32) -> Option<String> {
