@@ -77,7 +77,7 @@ complete_st=$(as_tester bash -c '
     "$fn" corralctl st corralctl
     printf "%s\n" "${COMPREPLY[@]}" | sort | tr "\n" " "')
 echo "corralctl st<TAB> -> $complete_st"
-check "completion offers start status stop" test "$complete_st" = "start status stop "
+check "completion offers start stats status stop" test "$complete_st" = "start stats status stop "
 
 step "upgrade with processes running"
 as_tester corralctl start --name up1 -- sleep 1000
