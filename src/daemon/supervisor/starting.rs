@@ -85,6 +85,23 @@ impl Supervisor {
             ))));
             return;
         }
+        if let Some(id) = self.insert_starting(&spec, config, owner, 0, reply).await {
+            self.spawn_launch(id);
+        }
+    }
+
+    /// Records a new process from `spec` (Start, and Track with the
+    /// tracked `main_pid`), in state `starting` with `reply` waiting for
+    /// its first run, and announces it. None (and `reply` answered) when
+    /// the store refused.
+    pub(super) async fn insert_starting(
+        &mut self,
+        spec: &StartSpec,
+        config: ProcessConfig,
+        owner: u32,
+        main_pid: u32,
+        reply: Reply<String>,
+    ) -> Option<ProcessId> {
         let name = spec.name_or_default().to_string();
         let workspace = spec.workspace.clone().unwrap_or_else(|| "default".into());
         let session = spec.session.clone().unwrap_or_default();
@@ -112,7 +129,7 @@ impl Supervisor {
             Ok(v) => v,
             Err(e) => {
                 let _ = reply.send(Err(e.into()));
-                return;
+                return None;
             }
         };
         let record = ProcessRecord {
@@ -131,6 +148,7 @@ impl Supervisor {
             id: run,
             process_id: id,
             unit,
+            main_pid,
             started_at: now,
             ..Default::default()
         };
@@ -144,7 +162,7 @@ impl Supervisor {
         if let Some(v) = self.view(id) {
             self.publish(Event::Added(v));
         }
-        self.spawn_launch(id);
+        Some(id)
     }
 
     pub(super) fn process_config(

@@ -8,10 +8,9 @@
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::proc::{Launching, Proc};
-use super::{Error, Event, Fact, Msg, Reply, RunAs, Supervisor};
+use super::{Error, Fact, Msg, Reply, RunAs, Supervisor};
 use crate::api::{StartSpec, State};
-use crate::daemon::store::{NewProcess, ProcessId, ProcessRecord, RunId, RunRecord};
+use crate::daemon::store::{ProcessId, RunId};
 use crate::daemon::systemd::{self, ScopeProps};
 use crate::daemon::track::{self, Refusal, Target};
 
@@ -118,84 +117,35 @@ impl Supervisor {
             }
         };
         config.tracked = true;
-        let name = spec.name_or_default().to_string();
-        let workspace = spec.workspace.clone().unwrap_or_else(|| "default".into());
-        let session = spec.session.clone().unwrap_or_default();
-        let now = self.now_us();
-        let (n, w, s, c) = (
-            name.clone(),
-            workspace.clone(),
-            session.clone(),
-            config.clone(),
-        );
-        let inserted = self
-            .store
-            .call(move |db| {
-                let new = NewProcess {
-                    owner,
-                    name: &n,
-                    workspace: &w,
-                    session: &s,
-                    config: &c,
-                };
-                db.insert_process(&new, |id| systemd::scope_name(&n, &id.to_string()), now)
-            })
-            .await;
-        let (id, run, unit) = match inserted {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = reply.send(Err(e.into()));
-                return;
-            }
+        let Some(id) = self.insert_starting(&spec, config, owner, pid, reply).await else {
+            return;
         };
+        let Some(p) = self.procs.get(&id) else {
+            return;
+        };
+        let (unit, run) = (p.run.unit.clone(), p.run.id);
         let props = ScopeProps {
-            description: format!("corral {name} (tracked): {}", config.command.join(" ")),
-            slice: match &config.credentials {
-                Some(user) => systemd::user_slice_name(user.uid, &workspace),
-                None => systemd::slice_name(&workspace),
+            description: format!(
+                "corral {} (tracked): {}",
+                p.name,
+                p.config.command.join(" ")
+            ),
+            slice: match &p.config.credentials {
+                Some(user) => systemd::user_slice_name(user.uid, &p.workspace),
+                None => systemd::slice_name(&p.workspace),
             },
-            limits: config.limits(),
+            limits: p.config.limits(),
             slice_limits: self
                 .workspace_limits
                 .get(&super::WorkspaceKey {
                     owner,
-                    name: workspace.clone(),
+                    name: p.workspace.clone(),
                 })
                 .copied(),
             stop_timeout: self.cfg.stop_timeout,
             // Children forked while the tree moves are attached after.
             delegate: true,
         };
-        let record = ProcessRecord {
-            id,
-            owner,
-            name,
-            workspace,
-            session,
-            state: State::Starting,
-            restarts: 0,
-            oom_kills: 0,
-            created_at: now,
-            config,
-        };
-        let run_rec = RunRecord {
-            id: run,
-            process_id: id,
-            unit: unit.clone(),
-            main_pid: pid,
-            started_at: now,
-            ..Default::default()
-        };
-        let mut proc = Proc::new(record, run_rec);
-        proc.launching = Some(Launching {
-            first: true,
-            waiters: vec![reply],
-            early_exit: false,
-        });
-        self.procs.insert(id, proc);
-        if let Some(v) = self.view(id) {
-            self.publish(Event::Added(v));
-        }
         let moving = self.host.scopes.track(unit, pid, props);
         let tx = self.tx.clone();
         tokio::spawn(async move {
