@@ -174,6 +174,11 @@ impl Cgroups for Fake {
         Box::pin(std::future::ready(Some(NO_PID)))
     }
 
+    fn pressure(&self, cgs: Vec<String>) -> Fut<Vec<crate::api::Pressure>> {
+        let psi: crate::api::Pressure = [("memory.some".to_string(), 0.5)].into_iter().collect();
+        Box::pin(std::future::ready(vec![psi; cgs.len()]))
+    }
+
     fn open_pidfd(&self, _pid: u32, _cg: String) -> Fut<Option<Pidfd>> {
         Box::pin(std::future::ready(None))
     }
@@ -833,4 +838,29 @@ async fn history_keeps_the_last_ticks_and_their_averages_only() {
         ask("404".into()).await,
         Some(Err(Error::NotFound(_)))
     ));
+}
+
+/// The history tick refreshes usage but reads no PSI: a Get just after
+/// a tick still shows the process's pressure (a Get used to find the
+/// tick's usage fresh and skip the read that brings the pressure).
+#[tokio::test(start_paused = true)]
+async fn pressure_shows_just_after_a_history_tick() {
+    let bed = bed_with(World::new(), tempfile::tempdir().unwrap(), |c| {
+        c.sample_interval = Duration::from_secs(1);
+        c.history = true;
+    })
+    .await;
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    // No Get before: it would read the pressure while the usage is stale.
+    // Past a few ticks, then at once after the next one.
+    tokio::time::sleep(Duration::from_millis(3_990)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let v = bed.get(&id).await.unwrap();
+    assert_eq!(v.state, State::Running);
+    assert_eq!(
+        v.pressure.get("memory.some"),
+        Some(&0.5),
+        "{:?}",
+        v.pressure
+    );
 }
