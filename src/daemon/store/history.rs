@@ -38,12 +38,12 @@ fn int(v: Option<u64>) -> Option<i64> {
 }
 
 impl Db {
-    /// Writes one tick's samples (and the rollup and retention a finished
-    /// bucket calls for) in one transaction.
+    /// Writes ticks' samples, each tick's time with its rows (and the
+    /// rollup and retention a finished bucket calls for), in one
+    /// transaction.
     pub fn add_samples(
         &mut self,
-        at: u64,
-        samples: &[Sample],
+        ticks: &[(u64, Vec<Sample>)],
         rollup: Option<Rollup>,
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
@@ -52,7 +52,10 @@ impl Db {
                 "INSERT OR REPLACE INTO samples (process_id, tier, at, cpu, memory, tasks, io_read, io_write)
                  VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for s in samples {
+            for (at, s) in ticks
+                .iter()
+                .flat_map(|(at, rows)| rows.iter().map(move |s| (*at, s)))
+            {
                 insert.execute(params![
                     s.process.0 as i64,
                     at as i64,
@@ -192,7 +195,7 @@ mod tests {
             (10, 50.0, 500),
             (15, 70.0, 700),
         ] {
-            db.add_samples(1000 * s + t * s, &[sample(1, cpu, mem)], None)
+            db.add_samples(&[(1000 * s + t * s, vec![sample(1, cpu, mem)])], None)
                 .unwrap();
         }
         let rollup = Rollup {
@@ -202,7 +205,7 @@ mod tests {
             raw_cutoff: 1010 * s,
             cutoff: 0,
         };
-        db.add_samples(1020 * s, &[sample(1, 90.0, 900)], Some(rollup))
+        db.add_samples(&[(1020 * s, vec![sample(1, 90.0, 900)])], Some(rollup))
             .unwrap();
         let rows = db.history(ProcessId(1), 0, 1, 1030 * s).unwrap();
         let got: Vec<(u64, f64, u64, u64)> =
@@ -234,7 +237,8 @@ mod tests {
     fn a_reply_is_bounded_whatever_the_range() {
         let (_dir, mut db) = db();
         for t in 0..(HISTORY_MAX_POINTS * 3) {
-            db.add_samples(t, &[sample(1, 1.0, 1)], None).unwrap();
+            db.add_samples(&[(t, vec![sample(1, 1.0, 1)])], None)
+                .unwrap();
         }
         let rows = db
             .history(ProcessId(1), 0, 1, HISTORY_MAX_POINTS * 3)

@@ -1,10 +1,11 @@
-//! Usage history: with `history` on, the tick reads all usage of every
-//! running process (not only CPU time) off the actor; the figures update
-//! what clients see and go to the store as one transaction per tick, on
-//! the store's thread, the actor not waiting for it. Each completed
-//! `history_resolution` bucket is averaged into the rolled tier and both
-//! tiers are pruned in that same write; upkeep prunes too, for when
-//! history is off. `History` reads a range back.
+//! Usage history: with `history` on, the tick reads what the history
+//! keeps of every running process (not only CPU time) off the actor; the
+//! figures update what clients see and go to the store in one
+//! transaction per [`WRITE_EVERY`], on the store's thread, the actor not
+//! waiting for it. Each completed `history_resolution` bucket is averaged
+//! into the rolled tier and both tiers are pruned in that same write;
+//! upkeep prunes too, for when history is off. `History` writes what is
+//! pending, then reads a range back.
 
 use std::time::Duration;
 
@@ -14,6 +15,13 @@ use super::{Access, Error, Fact, Msg, Reply, Supervisor};
 use crate::api::HistoryRow;
 use crate::daemon::cgroup::{self, Usage};
 use crate::daemon::store::{ProcessId, Rollup, RunId, Sample};
+
+/// Ticks are written together at most this often. Rows are keyed by
+/// process, so each tick's write touches a page per process: one write
+/// per tick at a 1 s interval was a third of the agent's CPU at 1,000
+/// processes, mostly WAL frames and checkpoints. The cost: an agent that
+/// dies loses at most this much history.
+const WRITE_EVERY: Duration = Duration::from_secs(5);
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
@@ -42,8 +50,8 @@ impl Supervisor {
         });
     }
 
-    /// Takes one tick's usage as the processes' current figures and
-    /// writes it to the history.
+    /// Takes one tick's figures as the processes' current ones and writes
+    /// them to the history.
     pub(super) fn record_history(&mut self, samples: Vec<(ProcessId, RunId, Option<Usage>)>) {
         let now = Instant::now();
         let at = self.now_us();
@@ -63,8 +71,14 @@ impl Supervisor {
                 }
                 s.cpu = Some((now, cpu));
             }
-            s.usage = u;
-            s.at = Some(now);
+            // The tick reads no peak, OOM count or pressure: those stay as
+            // a client's read left them, and so does `at`, which dates a
+            // full reading (a Get re-reads them all once it is stale).
+            s.usage.memory_current = u.memory_current;
+            s.usage.tasks_current = u.tasks_current;
+            s.usage.io_read_bytes = u.io_read_bytes;
+            s.usage.io_write_bytes = u.io_write_bytes;
+            s.usage.cpu_usage_nsec = u.cpu_usage_nsec.or(s.usage.cpu_usage_nsec);
             rows.push(Sample {
                 process: id,
                 cpu_percent,
@@ -74,18 +88,35 @@ impl Supervisor {
                 io_write: u.io_write_bytes,
             });
         }
-        let rollup = self.due_rollup(at);
-        if rows.is_empty() && rollup.is_none() {
-            return;
+        if !rows.is_empty() {
+            self.history_pending.push((at, rows));
         }
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            // A failed write marks the store failing (and is logged there);
-            // a tick of history is not worth more.
-            let _ = store
-                .call(move |db| db.add_samples(at, &rows, rollup))
-                .await;
+        let rollup = self.due_rollup(at);
+        let due = self.history_pending.first().is_some_and(|(first, _)| {
+            at.saturating_sub(*first) + micros(self.cfg.sample_interval) > micros(WRITE_EVERY)
         });
+        if rollup.is_some() || due {
+            let write = self.write_history(rollup);
+            tokio::spawn(write);
+        }
+    }
+
+    /// Takes the pending ticks (and `rollup`) out; the returned future
+    /// writes them.
+    pub(super) fn write_history(
+        &mut self,
+        rollup: Option<Rollup>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let ticks = std::mem::take(&mut self.history_pending);
+        let store = self.store.clone();
+        async move {
+            if ticks.is_empty() && rollup.is_none() {
+                return;
+            }
+            // A failed write marks the store failing (and is logged
+            // there); a few ticks of history are not worth more.
+            let _ = store.call(move |db| db.add_samples(&ticks, rollup)).await;
+        }
     }
 
     /// The rollup a write at `at` must do: the buckets completed since the
@@ -124,9 +155,10 @@ impl Supervisor {
         }
     }
 
-    /// `History`: read on the store's thread; the actor goes on.
+    /// `History`: read on the store's thread, after the pending ticks
+    /// are written; the actor goes on.
     pub(super) fn history(
-        &self,
+        &mut self,
         id: &str,
         access: Access,
         since_us: u64,
@@ -143,7 +175,9 @@ impl Supervisor {
         let now = self.now_us();
         let step_us = step_ms.saturating_mul(1000);
         let store = self.store.clone();
+        let pending = self.write_history(None);
         tokio::spawn(async move {
+            pending.await;
             let r = store
                 .call(move |db| db.history(pid, since_us, step_us, now))
                 .await

@@ -102,7 +102,8 @@ pub trait Cgroups: Send + Sync {
     fn populated(&self, cg: String) -> Fut<bool>;
     /// All usage of `cgs`, on demand.
     fn usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>>;
-    /// The tick with history on: all usage of `cgs`, every running
+    /// The tick with history on: what the history stores of `cgs` (the
+    /// real host skips the peak and the OOM count), every running
     /// process's cgroup. The real host keeps their files open until a
     /// tick no longer lists them.
     fn tick_usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>> {

@@ -77,6 +77,8 @@ struct Supervisor {
     tx: mpsc::Sender<Msg>,
     /// History: the end (µs) of the last bucket averaged; 0 before the first.
     rolled_until: u64,
+    /// History: ticks read but not yet written (see `history::WRITE_EVERY`).
+    history_pending: Vec<(u64, Vec<crate::daemon::store::Sample>)>,
 }
 
 /// Starts the actor on the real host: reconciles the store with systemd
@@ -144,6 +146,7 @@ async fn spawn(
         events,
         tx: tx.clone(),
         rolled_until: 0,
+        history_pending: Vec::new(),
     };
     sup.load_workspace_limits().await?;
     sup.reconcile().await?;
@@ -194,6 +197,7 @@ impl Supervisor {
                 Msg::Fact(f) => self.fact(f).await,
             }
         }
+        self.write_history(None).await;
     }
 
     async fn command(&mut self, c: Command) {

@@ -68,10 +68,8 @@ pub struct Sampled {
     /// The previous CPU reading, for CPU % over an interval.
     pub cpu: Option<(Instant, u64)>,
     pub cpu_percent: f64,
-    /// PSI of the current run.
+    /// PSI of the current run, read with `usage`.
     pub pressure: crate::api::Pressure,
-    /// When `pressure` was read.
-    pub pressure_at: Option<Instant>,
 }
 
 pub struct Proc {

@@ -864,3 +864,29 @@ async fn pressure_shows_just_after_a_history_tick() {
         v.pressure
     );
 }
+
+/// Ticks are written together every few seconds, yet `History` shows the
+/// ticks not written yet (it writes them first).
+#[tokio::test(start_paused = true)]
+async fn history_shows_the_ticks_not_yet_written() {
+    let bed = bed_with(World::new(), tempfile::tempdir().unwrap(), |c| {
+        c.sample_interval = Duration::from_secs(1);
+    })
+    .await;
+    let id = bed.start(spec("no", 0)).await.unwrap();
+    bed.wait_state(&id, State::Running).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let rows = bed
+        .handle
+        .ask(|reply| Command::History {
+            id: id.clone(),
+            access: Access::All,
+            since_us: 0,
+            step_ms: 0,
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rows.len() >= 2, "{rows:?}");
+}

@@ -1,7 +1,7 @@
 //! Usage and the client's view of a process. With history off the tick
 //! reads only CPU time (one file per running process, off the actor, for
-//! CPU % over the interval; with history on, [`super::history`] reads it
-//! all); the other figures are read when a client asks and cached
+//! CPU % over the interval; with history on, [`super::history`] reads
+//! what it stores); the other figures are read when a client asks and cached
 //! for at most [`FRESH`], so an idle agent reads one file per process per
 //! tick. All reads run on the blocking pool, batched per request.
 
@@ -22,53 +22,27 @@ fn opt(v: Option<u64>) -> u64 {
 }
 
 impl Supervisor {
-    /// Re-reads the usage and the pressure of those of `ids` whose
-    /// figures are older than [`FRESH`], each in one batch. They are dated
-    /// apart because the history tick refreshes usage but reads no PSI.
+    /// Re-reads the usage of those of `ids` whose figures are older than
+    /// [`FRESH`], in one batch.
     pub(super) async fn refresh_usage(&mut self, ids: &[ProcessId]) {
         let now = Instant::now();
-        let stale = |at: Option<Instant>| at.is_none_or(|t| now.duration_since(t) >= FRESH);
-        let active: Vec<&super::proc::Proc> = ids
+        let stale: Vec<(ProcessId, RunId, String)> = ids
             .iter()
             .filter_map(|id| self.procs.get(id))
             .filter(|p| p.state().is_active() && !p.run.control_group.is_empty())
+            .filter(|p| p.sampled.at.is_none_or(|t| now.duration_since(t) >= FRESH))
+            .map(|p| (p.id, p.run.id, p.run.control_group.clone()))
             .collect();
-        let pick =
-            |of: fn(&super::proc::Sampled) -> Option<Instant>| -> Vec<(ProcessId, RunId, String)> {
-                active
-                    .iter()
-                    .filter(|p| stale(of(&p.sampled)))
-                    .map(|p| (p.id, p.run.id, p.run.control_group.clone()))
-                    .collect()
-            };
-        let usage_of = pick(|s| s.at);
-        let pressure_of = pick(|s| s.pressure_at);
-        drop(active);
-        if !usage_of.is_empty() {
-            let cgs = usage_of.iter().map(|(_, _, cg)| cg.clone()).collect();
-            let read = self.host.cgroups.usage(cgs).await;
-            self.apply_usage(usage_of.into_iter().zip(read));
+        if stale.is_empty() {
+            return;
         }
-        if !pressure_of.is_empty() {
-            let cgs = pressure_of.iter().map(|(_, _, cg)| cg.clone()).collect();
-            let read = self.host.cgroups.pressure(cgs).await;
-            let now = Instant::now();
-            for ((id, run, _), psi) in pressure_of.into_iter().zip(read) {
-                if let Some(p) = self.procs.get_mut(&id).filter(|p| p.run.id == run) {
-                    p.sampled.pressure = psi;
-                    p.sampled.pressure_at = Some(now);
-                }
-            }
-        }
-    }
-
-    fn apply_usage(
-        &mut self,
-        read: impl Iterator<Item = ((ProcessId, RunId, String), Option<Usage>)>,
-    ) {
+        let cgs: Vec<String> = stale.iter().map(|(_, _, cg)| cg.clone()).collect();
+        let read = self.host.cgroups.usage(cgs.clone()).await;
+        let mut pressure = self.host.cgroups.pressure(cgs).await.into_iter();
         let now = Instant::now();
         let min_interval = self.cfg.sample_interval.min(FRESH);
-        for ((id, run, _), usage) in read {
+        for ((id, run, _), usage) in stale.into_iter().zip(read) {
+            let psi = pressure.next().unwrap_or_default();
             let Some(u) = usage else { continue };
             let Some(p) = self.procs.get_mut(&id).filter(|p| p.run.id == run) else {
                 continue;
@@ -88,6 +62,7 @@ impl Supervisor {
                 }
             }
             s.usage = u;
+            s.pressure = psi;
             s.at = Some(now);
         }
     }
