@@ -72,6 +72,10 @@ struct Args {
     /// More corrald.toml lines for every agent, for A/B runs (e.g. "history = false").
     #[arg(long, default_value = "")]
     agent_config: String,
+    /// Give every footprint process a TCP health check every N ms against
+    /// a loopback listener of this program (the cost of health checks).
+    #[arg(long, value_name = "MS")]
+    health_tcp: Option<u64>,
 }
 
 /// Sample counts and windows of a run.
@@ -270,6 +274,8 @@ struct Bench {
     rep: Report,
     /// `--agent-config`: extra corrald.toml lines.
     agent_config: String,
+    /// `--health-tcp`: the check every footprint process gets.
+    health: Option<corral::api::HealthCheck>,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -327,6 +333,10 @@ async fn run(args: Args) -> Result<()> {
         sigs: Signals::listen().await?,
         rep,
         agent_config: args.agent_config.clone(),
+        health: match args.health_tcp {
+            Some(ms) => Some(tcp_check(ms)?),
+            None => None,
+        },
     };
     let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
@@ -1088,8 +1098,13 @@ impl Bench {
                     "5/6 footprint (sample interval {interval} s): starting {} processes",
                     n - have
                 );
-                let (ok, errs, took) =
-                    start_many(&clients, n - have, self.plan.fill_concurrency).await;
+                let (ok, errs, took) = start_many(
+                    &clients,
+                    n - have,
+                    self.plan.fill_concurrency,
+                    self.health.as_ref(),
+                )
+                .await;
                 have += ok;
                 self.rep.add(
                     sec,
@@ -1129,6 +1144,15 @@ impl Bench {
                 "s/min",
                 vec![w.cpu_s_per_min],
             );
+            if let Some(h) = &self.health {
+                self.rep.note_on(
+                    &format!("footprint.cpu.{tag}"),
+                    &format!(
+                        "every process has a TCP health check every {} ms",
+                        h.interval_ms
+                    ),
+                );
+            }
             self.rep.note_on(
                 &format!("footprint.cpu.{tag}"),
                 &format!(
@@ -1420,10 +1444,39 @@ impl Bench {
     }
 }
 
-/// Starts `n` sleeping processes with `conc` calls in flight; returns the
-/// number started, the error names and the wall time.
-async fn start_many(clients: &[Client], n: usize, conc: usize) -> (usize, Vec<String>, Duration) {
-    let dict = spec(vec!["sleep".into(), "3600".into()]).to_dict();
+/// A TCP health check every `interval_ms` against a loopback listener
+/// that accepts and closes, on a thread of its own for the whole run.
+fn tcp_check(interval_ms: u64) -> Result<corral::api::HealthCheck> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding the check's listener")?;
+    let address = listener.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let mut d = std::collections::HashMap::new();
+    d.insert("Type".to_string(), zbus::zvariant::Str::from("tcp").into());
+    d.insert(
+        "Address".to_string(),
+        zbus::zvariant::Str::from(address).into(),
+    );
+    d.insert("IntervalMs".to_string(), interval_ms.into());
+    corral::api::HealthCheck::from_dict(d).map_err(anyhow::Error::msg)
+}
+
+/// Starts `n` sleeping processes (with `health`, if any) with `conc`
+/// calls in flight; returns the number started, the error names and the
+/// wall time.
+async fn start_many(
+    clients: &[Client],
+    n: usize,
+    conc: usize,
+    health: Option<&corral::api::HealthCheck>,
+) -> (usize, Vec<String>, Duration) {
+    let mut s = spec(vec!["sleep".into(), "3600".into()]);
+    s.health_check = health.cloned();
+    let dict = s.to_dict();
     let t = Instant::now();
     let results: Vec<zbus::Result<_>> = stream::iter(0..n)
         .map(|i| {

@@ -332,6 +332,11 @@ impl Db {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
+        // 512 KiB of page cache instead of SQLite's 2 MB: the agent's reads
+        // are few and small, and the history's writes touch a page per
+        // process, which the kernel's page cache holds anyway.
+        conn.pragma_update(None, "cache_size", -512)
+            .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         let found: i64 = conn
