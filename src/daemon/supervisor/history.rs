@@ -75,6 +75,10 @@ impl Supervisor {
             // a client's read left them, and so does `at`, which dates a
             // full reading (a Get re-reads them all once it is stale).
             s.usage.memory_current = u.memory_current;
+            // The peak is a high-water mark: at least any later reading.
+            if let (Some(peak), Some(now)) = (&mut s.usage.memory_peak, u.memory_current) {
+                *peak = (*peak).max(now);
+            }
             s.usage.tasks_current = u.tasks_current;
             s.usage.io_read_bytes = u.io_read_bytes;
             s.usage.io_write_bytes = u.io_write_bytes;
