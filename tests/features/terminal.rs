@@ -331,19 +331,17 @@ fn open_terminal(id: &str) -> std::os::unix::net::UnixStream {
     socket
 }
 
-#[test]
-fn the_open_terminal_fd_works_from_a_small_client() {
+/// Takes the keyboard of the terminal behind `socket` (a 30x100 window),
+/// types `input`, and reads its output until `done` holds for all of it.
+fn type_and_read(
+    socket: &mut std::os::unix::net::UnixStream,
+    input: &[u8],
+    what: &str,
+    done: impl Fn(&[u8]) -> bool,
+) {
     use corral::shim::terminal::{Decoder, Frame};
     use std::io::{Read, Write};
 
-    if !testbed_available() {
-        return;
-    }
-    let agent = Agent::start();
-    let id = start_tty(&agent, ECHO_LOOP);
-    agent.wait_state(&id, "running", WAIT);
-    let mut socket = open_terminal(&id);
-    // The window size first (takes the keyboard), then a line.
     socket
         .write_all(
             &Frame::Resize {
@@ -354,11 +352,11 @@ fn the_open_terminal_fd_works_from_a_small_client() {
         )
         .expect("resize");
     socket
-        .write_all(&Frame::Input(b"from dbus\n".to_vec()).encode())
+        .write_all(&Frame::Input(input.to_vec()).encode())
         .expect("input");
     let mut decoder = Decoder::default();
     let mut seen = Vec::new();
-    wait_for(WAIT, "got:from dbus on the fd", || {
+    wait_for(WAIT, what, || {
         let mut buf = [0u8; 4096];
         if let Ok(n) = socket.read(&mut buf) {
             decoder.push(&buf[..n]);
@@ -368,8 +366,26 @@ fn the_open_terminal_fd_works_from_a_small_client() {
                 seen.extend_from_slice(&bytes);
             }
         }
-        text(&seen).contains("got:from dbus").then_some(())
+        done(&seen).then_some(())
     });
+}
+
+#[test]
+fn the_open_terminal_fd_works_from_a_small_client() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let id = start_tty(&agent, ECHO_LOOP);
+    agent.wait_state(&id, "running", WAIT);
+    let mut socket = open_terminal(&id);
+    // The window size first (takes the keyboard), then a line.
+    type_and_read(
+        &mut socket,
+        b"from dbus\n",
+        "got:from dbus on the fd",
+        |seen| text(seen).contains("got:from dbus"),
+    );
 }
 
 #[test]
@@ -449,9 +465,6 @@ fn stat_fields(pid: u32) -> Vec<u64> {
 /// slack: the wake-up that echoed the last key may be charged in the window.
 #[test]
 fn an_idle_attached_session_uses_no_cpu() {
-    use corral::shim::terminal::{Decoder, Frame};
-    use std::io::{Read, Write};
-
     if !testbed_available() {
         return;
     }
@@ -459,32 +472,9 @@ fn an_idle_attached_session_uses_no_cpu() {
     let id = agent.start_cmd(&["-t", "--", "cat"]);
     agent.wait_state(&id, "running", WAIT);
     let mut socket = open_terminal(&id);
-    socket
-        .write_all(
-            &Frame::Resize {
-                rows: 30,
-                cols: 100,
-            }
-            .encode(),
-        )
-        .expect("resize");
     // Attached for sure: a key comes back as its echo.
-    socket
-        .write_all(&Frame::Input(b"k".to_vec()).encode())
-        .expect("input");
-    let mut decoder = Decoder::default();
-    let mut seen = Vec::new();
-    wait_for(WAIT, "the echo of k", || {
-        let mut buf = [0u8; 4096];
-        if let Ok(n) = socket.read(&mut buf) {
-            decoder.push(&buf[..n]);
-        }
-        while let Ok(Some(frame)) = decoder.next_frame() {
-            if let Frame::Output(bytes) = frame {
-                seen.extend_from_slice(&bytes);
-            }
-        }
-        seen.contains(&b'k').then_some(())
+    type_and_read(&mut socket, b"k", "the echo of k", |seen| {
+        seen.contains(&b'k')
     });
     let main = agent.get(&id)["pid"].as_u64().expect("pid") as u32;
     let shim = stat_fields(main)[1] as u32;
