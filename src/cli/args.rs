@@ -135,9 +135,11 @@ pub enum EnvArg {
     Inherit(String),
 }
 
+/// How to supervise the process: what `start` and `track` both take.
 #[derive(Debug, Args)]
-pub struct StartArgs {
-    /// Name shown in lists and usable instead of the id (default: basename of CMD).
+pub struct Supervise {
+    /// Name shown in lists and usable instead of the id (default: the
+    /// basename of the command).
     #[arg(long)]
     pub name: Option<String>,
     /// Workspace to group the process in (default: the agent's `default`).
@@ -146,6 +148,30 @@ pub struct StartArgs {
     /// Free-form session key to group the process in.
     #[arg(long, short = 's')]
     pub session: Option<String>,
+    /// Attach a label. Repeatable.
+    #[arg(long, short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+    /// Memory limit of its scope, e.g. 512M, 2G (binary units) or bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub memory_max: Option<u64>,
+    /// CPU limit of its scope in percent of one CPU (50 = half a core, 200 = two cores).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub cpu_quota: Option<f64>,
+    /// Limit on the number of tasks (processes and threads) of its scope.
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u64>,
+    /// Restart policy (a tracked process is launched again as recorded from /proc).
+    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(RestartMode::NAMES))]
+    pub restart: Option<String>,
+    /// Relaunch the process when the agent starts and its scope is gone.
+    #[arg(long)]
+    pub persistent: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub supervise: Supervise,
     /// Working directory (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<std::path::PathBuf>,
@@ -156,21 +182,6 @@ pub struct StartArgs {
     /// caller's nor the agent's).
     #[arg(long)]
     pub clean_env: bool,
-    /// Attach a label. Repeatable.
-    #[arg(long, short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
-    pub label: Vec<(String, String)>,
-    /// Memory limit, e.g. 512M, 2G (binary units) or bytes.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
-    pub memory_max: Option<u64>,
-    /// CPU limit in percent of one CPU (50 = half a core, 200 = two cores).
-    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
-    pub cpu_quota: Option<f64>,
-    /// Limit on the number of tasks (processes and threads).
-    #[arg(long, value_name = "N")]
-    pub tasks_max: Option<u64>,
-    /// Restart policy.
-    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(RestartMode::NAMES))]
-    pub restart: Option<String>,
     /// First restart delay, doubled on each restart (e.g. 100ms, 2s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub restart_delay: Option<Duration>,
@@ -186,9 +197,6 @@ pub struct StartArgs {
     /// Uptime after which the restart backoff starts over (e.g. 60s); rounded up to whole seconds.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub restart_reset: Option<Duration>,
-    /// Relaunch the process when the agent starts and its scope is gone.
-    #[arg(long)]
-    pub persistent: bool,
     /// Run on a pseudo-terminal, to attach to later (`corralctl attach`).
     #[arg(long, short = 't')]
     pub tty: bool,
@@ -263,33 +271,8 @@ pub struct HealthArgs {
 
 #[derive(Debug, Args)]
 pub struct TrackArgs {
-    /// Name shown in lists and usable instead of the id (default: basename of its argv[0]).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Workspace to group the process in (default: the agent's `default`).
-    #[arg(long, short = 'w')]
-    pub workspace: Option<String>,
-    /// Free-form session key to group the process in.
-    #[arg(long, short = 's')]
-    pub session: Option<String>,
-    /// Attach a label. Repeatable.
-    #[arg(long, short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
-    pub label: Vec<(String, String)>,
-    /// Memory limit of its new scope, e.g. 512M, 2G (binary units) or bytes.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
-    pub memory_max: Option<u64>,
-    /// CPU limit of its new scope in percent of one CPU.
-    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
-    pub cpu_quota: Option<f64>,
-    /// Limit on the number of tasks of its new scope.
-    #[arg(long, value_name = "N")]
-    pub tasks_max: Option<u64>,
-    /// Restart policy (a restart launches it again as recorded from /proc).
-    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(RestartMode::NAMES))]
-    pub restart: Option<String>,
-    /// Relaunch the process when the agent starts and its scope is gone.
-    #[arg(long)]
-    pub persistent: bool,
+    #[command(flatten)]
+    pub supervise: Supervise,
     /// The process id to take over.
     #[arg(value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: u32,
@@ -529,7 +512,7 @@ mod tests {
         let Command::Start(a) = cli.command else {
             panic!("not start")
         };
-        assert_eq!(a.name.as_deref(), Some("x"));
+        assert_eq!(a.supervise.name.as_deref(), Some("x"));
         assert_eq!(a.command, ["ls", "-la", "--name"]);
 
         let cli = parse(&["--json", "start", "sleep", "-9"]).unwrap();

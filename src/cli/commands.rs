@@ -362,15 +362,7 @@ async fn send(ctx: &Ctx, a: &super::args::SendArgs) -> Result<()> {
 
 async fn track(ctx: &Ctx, a: &TrackArgs) -> Result<()> {
     let mut options = api::StartSpec::new(vec![]);
-    options.name = a.name.clone();
-    options.workspace = a.workspace.clone();
-    options.session = a.session.clone();
-    options.labels = a.label.iter().cloned().collect();
-    options.memory_max = a.memory_max;
-    options.cpu_quota = a.cpu_quota;
-    options.tasks_max = a.tasks_max;
-    options.restart = a.restart.clone();
-    options.persistent = a.persistent.then_some(true);
+    super::spec::supervise(&a.supervise, &mut options);
     let mut dict = options.to_dict();
     // The agent reads the command from the process itself.
     dict.remove("Command");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::api::{self, StartSpec};
 
-use super::args::{EnvArg, HealthArgs, StartArgs};
+use super::args::{EnvArg, HealthArgs, StartArgs, Supervise};
 
 /// What `start` takes from the calling process.
 pub struct Caller {
@@ -32,20 +32,27 @@ impl Caller {
     }
 }
 
+/// Sets the keys of `spec` that say how to supervise (`start`, `track`).
+pub fn supervise(a: &Supervise, spec: &mut StartSpec) {
+    spec.name = a.name.clone();
+    spec.workspace = a.workspace.clone();
+    spec.session = a.session.clone();
+    spec.labels = a.label.iter().cloned().collect();
+    spec.memory_max = a.memory_max;
+    spec.cpu_quota = a.cpu_quota;
+    spec.tasks_max = a.tasks_max;
+    spec.restart = a.restart.clone();
+    // Only an explicit flag is sent, so the agent's default stays in charge.
+    spec.persistent = a.persistent.then_some(true);
+}
+
 /// Builds the spec; the error is a message about one flag.
 pub fn build_spec(args: &StartArgs, caller: &Caller) -> Result<StartSpec, String> {
     let mut spec = StartSpec::new(args.command.clone());
-    spec.name = args.name.clone();
-    spec.workspace = args.workspace.clone();
-    spec.session = args.session.clone();
+    supervise(&args.supervise, &mut spec);
     spec.working_directory = Some(working_directory(args.cwd.as_deref(), &caller.current_dir)?);
     spec.environment = environment(&caller.env, args.clean_env, &args.env);
     spec.clean_environment = args.clean_env.then_some(true);
-    spec.labels = args.label.iter().cloned().collect();
-    spec.memory_max = args.memory_max;
-    spec.cpu_quota = args.cpu_quota;
-    spec.tasks_max = args.tasks_max;
-    spec.restart = args.restart.clone();
     spec.restart_delay_ms = args
         .restart_delay
         .map(|d| millis("--restart-delay", d))
@@ -63,8 +70,6 @@ pub fn build_spec(args: &StartArgs, caller: &Caller) -> Result<StartSpec, String
         .restart_reset
         .map(|d| seconds_up("--restart-reset", d))
         .transpose()?;
-    // Only an explicit flag is sent, so the agent's default stays in charge.
-    spec.persistent = args.persistent.then_some(true);
     spec.tty = args.tty.then_some(true);
     spec.user = args.run_as.clone();
     spec.health_check = health_check(&args.health)?;
