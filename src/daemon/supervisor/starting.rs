@@ -20,6 +20,18 @@ use crate::daemon::systemd::{self, ScopeProps};
 use crate::shim::{JournalFields, LaunchSpec};
 
 impl Supervisor {
+    /// `LimitExceeded` if `owner` has as many processes as it may.
+    pub(super) fn check_quota(&self, owner: u32) -> Result<(), Error> {
+        let max = self.cfg.max_processes_per_owner;
+        let owned = self.procs.values().filter(|p| p.owner == owner).count();
+        if owned >= max as usize {
+            return Err(Error::LimitExceeded(format!(
+                "uid {owner} already has {owned} processes (max_processes_per_owner = {max}); remove ended ones first"
+            )));
+        }
+        Ok(())
+    }
+
     /// A Start: checks the spec, then its working directory off the
     /// actor (a stat may block; 200 concurrent Starts must not wait on
     /// each other's), and comes back as `Fact::StartChecked`.
@@ -77,12 +89,8 @@ impl Supervisor {
         owner: u32,
         reply: Reply<String>,
     ) {
-        let max = self.cfg.max_processes_per_owner;
-        let owned = self.procs.values().filter(|p| p.owner == owner).count();
-        if owned >= max as usize {
-            let _ = reply.send(Err(Error::LimitExceeded(format!(
-                "uid {owner} already has {owned} processes (max_processes_per_owner = {max}); remove ended ones first"
-            ))));
+        if let Err(e) = self.check_quota(owner) {
+            let _ = reply.send(Err(e));
             return;
         }
         if let Some(id) = self.insert_starting(&spec, config, owner, 0, reply).await {

@@ -208,10 +208,7 @@ impl Supervisor {
         let Some(p) = self.procs.get(&id) else { return };
         match p.state() {
             State::Starting | State::Stopping => {
-                let _ = reply.send(Err(Error::Busy(format!(
-                    "process {id} is {}; try again",
-                    p.state()
-                ))));
+                let _ = reply.send(Err(busy(id, p.state())));
             }
             _ => self.begin_stop(id, AfterStop::Relaunch, Some(reply)).await,
         }
@@ -298,4 +295,10 @@ impl Supervisor {
             });
         });
     }
+}
+
+/// The refusal of a request that must wait for `state` (starting or
+/// stopping) to end.
+pub(super) fn busy(id: ProcessId, state: State) -> Error {
+    Error::Busy(format!("process {id} is {state}; try again"))
 }

@@ -8,6 +8,7 @@
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::stopping::busy;
 use super::{Error, Fact, Msg, Reply, RunAs, Supervisor};
 use crate::api::{StartSpec, State};
 use crate::daemon::store::{ProcessId, RunId};
@@ -89,12 +90,8 @@ impl Supervisor {
             ))));
             return;
         }
-        let max = self.cfg.max_processes_per_owner;
-        let owned = self.procs.values().filter(|p| p.owner == owner).count();
-        if owned >= max as usize {
-            let _ = reply.send(Err(Error::LimitExceeded(format!(
-                "uid {owner} already has {owned} processes (max_processes_per_owner = {max}); remove ended ones first"
-            ))));
+        if let Err(e) = self.check_quota(owner) {
+            let _ = reply.send(Err(e));
             return;
         }
         // What a relaunch runs: exactly what runs now, in its own
@@ -189,10 +186,7 @@ impl Supervisor {
         let Some(p) = self.procs.get(&id) else { return };
         match p.state() {
             State::Starting | State::Stopping => {
-                let _ = reply.send(Err(Error::Busy(format!(
-                    "process {id} is {}; try again",
-                    p.state()
-                ))));
+                let _ = reply.send(Err(busy(id, p.state())));
             }
             State::Running => {
                 let unit = released_name(&p.name, id);
