@@ -165,15 +165,16 @@ impl CgroupFs {
         self.read_fields(control_group, kept, false, false)
     }
 
+    /// Usage of `control_group`; the peak and the OOM count only if
+    /// `full`, the CPU time only if `with_cpu`.
     fn read_fields(
         &self,
         control_group: &str,
         kept: Option<&mut Kept>,
-        with_peak_and_oom: bool,
+        full: bool,
         with_cpu: bool,
     ) -> Result<Usage> {
         let cg = rel(control_group)?;
-        let full = with_peak_and_oom;
         with_buf(|buf| {
             let mut r = Reader::new(self, cg, buf, kept);
             let usage = match self.layout {
