@@ -10,6 +10,7 @@ pub mod bus;
 pub mod cgroup;
 pub mod exits;
 pub mod launch;
+pub mod listeners;
 pub mod metrics;
 pub mod notify;
 pub mod pidfd;

@@ -408,6 +408,64 @@ fn an_unhealthy_process_is_restarted_when_asked() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
+/// A TCP check of a loopback address is answered from the kernel's table
+/// of listening sockets: healthy while the program listens, unhealthy
+/// (with the reason) once it closes its socket, though it keeps running.
+#[test]
+fn a_tcp_check_follows_the_listening_socket() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let script = format!(
+        "import socket, signal\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', {port}))\n\
+         s.listen()\n\
+         signal.signal(signal.SIGUSR1, lambda *_: s.close())\n\
+         while True: signal.pause()\n"
+    );
+    let address = format!("127.0.0.1:{port}");
+    let id = agent.start_cmd(&[
+        "--name",
+        "listener",
+        "--health-tcp",
+        &address,
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "--health-start-period",
+        "60s",
+        "--",
+        "python3",
+        "-c",
+        &script,
+    ]);
+    let p = agent.wait_state(&id, "running", LIMIT);
+    let pid = p["pid"].as_u64().unwrap() as i32;
+    let last = |p: &serde_json::Value| {
+        p["health_results"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone()
+    };
+    let p = wait_health(&agent, &id, "healthy");
+    assert_eq!(last(&p)[2], "accepting connections", "{p}");
+    // SAFETY: kill(2) of the process this test started through corral.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let p = wait_health(&agent, &id, "unhealthy");
+    assert_eq!(last(&p)[1], false, "{p}");
+    assert_eq!(last(&p)[2], format!("nothing listens on {address}"), "{p}");
+    assert_eq!(p["state"], "running", "{p}");
+}
+
 #[test]
 fn a_bad_health_check_is_refused_by_name() {
     if !testbed_available() {

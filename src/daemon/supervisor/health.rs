@@ -15,20 +15,29 @@
 //! most [`BODY_LIMIT`] of it, chunked encoding decoded, and searched with
 //! `memchr::memmem`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::host::Clock;
 use super::host::Scopes;
+use super::local_checks::Enrolled;
 use super::proc::AfterStop;
 use super::{Event, Fact, Msg, Supervisor};
-use crate::api::{Health, HealthCheck, HealthResult, OnUnhealthy, ProbeKind, State, StatusRange};
+use crate::api::{Health, HealthCheck, OnUnhealthy, ProbeKind, State, StatusRange};
 use crate::daemon::store::{ProcessId, RunId};
+
+/// One probe's outcome as kept: (time µs, passed, message). The message
+/// of a passing local check is a static text, so a thousand checks a
+/// second keep (and allocate) no string each.
+pub type Probed = (u64, bool, Cow<'static, str>);
 
 /// The health of one run.
 pub struct Tracker {
@@ -36,7 +45,7 @@ pub struct Tracker {
     failures: u32,
     started: Instant,
     /// The newest [`crate::api::HEALTH_RESULTS_KEPT`] results, oldest first.
-    pub results: VecDeque<HealthResult>,
+    pub results: VecDeque<Probed>,
 }
 
 impl Tracker {
@@ -53,12 +62,7 @@ impl Tracker {
     /// changed. A pass makes it healthy at once; `Retries` consecutive
     /// failures make it unhealthy; failures before the first pass within
     /// the start period do not count (the program is still coming up).
-    pub fn record(
-        &mut self,
-        check: &HealthCheck,
-        result: HealthResult,
-        now: Instant,
-    ) -> Option<Health> {
+    pub fn record(&mut self, check: &HealthCheck, result: Probed, now: Instant) -> Option<Health> {
         let ok = result.1;
         self.results.push_back(result);
         while self.results.len() > crate::api::HEALTH_RESULTS_KEPT {
@@ -82,15 +86,27 @@ impl Tracker {
     }
 }
 
-/// A run's health: its tracker and its probing task, which ends with it.
+/// A run's health: its tracker and its probing, which ends with it.
 pub struct HealthRun {
     pub tracker: Tracker,
-    task: AbortHandle,
+    _probing: Probing,
 }
 
-impl Drop for HealthRun {
+/// Who probes a run: a task of its own, or (a TCP check of a loopback
+/// address) the shared schedule of `LocalChecks`. Held only to be
+/// dropped with the run, which ends the probing.
+#[allow(dead_code)]
+enum Probing {
+    Task(Aborted),
+    Local(Enrolled),
+}
+
+/// A task aborted when dropped.
+struct Aborted(AbortHandle);
+
+impl Drop for Aborted {
     fn drop(&mut self) {
-        self.task.abort();
+        self.0.abort();
     }
 }
 
@@ -101,41 +117,40 @@ impl Supervisor {
         let Some(check) = p.config.health.clone() else {
             return;
         };
-        let cx = ProbeContext {
-            env: super::starting::launch_env(&self.base_env, &p.config),
-            cwd: p.config.cwd.clone(),
-            scope: Some((self.host.scopes.clone(), p.run.unit.clone())),
-        };
         let run = p.run.id;
-        let tx = self.tx.clone();
-        let clock = self.host.clock.clone();
         let every = Duration::from_millis(check.interval_ms);
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let (ok, message) = probe(&check, &cx).await;
-                let result = (clock.now_us(), ok, message);
-                if tx
-                    .send(Msg::Fact(Fact::HealthProbed { id, run, result }))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+        let local = (check.kind == ProbeKind::Tcp)
+            .then(|| crate::daemon::listeners::local_target(&check.address))
+            .flatten();
+        let probing = match local {
+            Some(targets) => {
+                let timeout = Duration::from_millis(check.timeout_ms);
+                Probing::Local(self.local_checks.enroll(id, run, targets, every, timeout))
             }
-        })
-        .abort_handle();
+            None => {
+                let cx = ProbeContext {
+                    // Only a command needs the environment (a copy per run).
+                    env: match check.kind {
+                        ProbeKind::Exec => super::starting::launch_env(&self.base_env, &p.config),
+                        ProbeKind::Tcp | ProbeKind::Http => Vec::new(),
+                    },
+                    cwd: p.config.cwd.clone(),
+                    scope: Some((self.host.scopes.clone(), p.run.unit.clone())),
+                };
+                let clock = self.host.clock.clone();
+                let task = tokio::spawn(probe_every(id, run, check, cx, clock, self.tx.clone()));
+                Probing::Task(Aborted(task.abort_handle()))
+            }
+        };
         if let Some(p) = self.procs.get_mut(&id) {
             p.health = Some(HealthRun {
                 tracker: Tracker::new(Instant::now()),
-                task,
+                _probing: probing,
             });
         }
     }
 
-    pub(super) async fn health_probed(&mut self, id: ProcessId, run: RunId, result: HealthResult) {
+    pub(super) async fn health_probed(&mut self, id: ProcessId, run: RunId, result: Probed) {
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };
@@ -166,6 +181,30 @@ impl Supervisor {
         });
         if restart {
             self.begin_stop(id, AfterStop::Recover, None).await;
+        }
+    }
+}
+
+/// Probes every interval, the first time one interval from now, and
+/// sends each result to the actor until it is gone.
+async fn probe_every(
+    id: ProcessId,
+    run: RunId,
+    check: HealthCheck,
+    cx: ProbeContext,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<Msg>,
+) {
+    let every = Duration::from_millis(check.interval_ms);
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (ok, message) = probe(&check, &cx).await;
+        let result = (clock.now_us(), ok, Cow::Owned(message));
+        let fact = Fact::HealthProbed { id, run, result };
+        if tx.send(Msg::Fact(fact)).await.is_err() {
+            break;
         }
     }
 }
@@ -450,8 +489,8 @@ mod tests {
         }
     }
 
-    fn r(ok: bool) -> HealthResult {
-        (0, ok, String::new())
+    fn r(ok: bool) -> Probed {
+        (0, ok, Cow::Borrowed(""))
     }
 
     #[tokio::test(start_paused = true)]

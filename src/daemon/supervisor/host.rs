@@ -553,7 +553,7 @@ impl Cgroups for RealCgroups {
     }
 }
 
-struct SystemClock;
+pub(super) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_us(&self) -> u64 {

@@ -260,8 +260,10 @@ pub(super) enum Fact {
     HealthProbed {
         id: ProcessId,
         run: RunId,
-        result: crate::api::HealthResult,
+        result: super::health::Probed,
     },
+    /// Health probes of several runs, answered together (`local_checks`).
+    HealthProbedMany(Vec<(ProcessId, RunId, super::health::Probed)>),
     /// An Untrack's scope move finished.
     Released {
         id: ProcessId,

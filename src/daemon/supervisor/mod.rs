@@ -23,6 +23,7 @@ mod health;
 mod history;
 mod host;
 mod live;
+mod local_checks;
 mod messages;
 mod policy;
 mod proc;
@@ -77,6 +78,8 @@ struct Supervisor {
     tx: mpsc::Sender<Msg>,
     /// History: the end (µs) of the last bucket averaged; 0 before the first.
     rolled_until: u64,
+    /// TCP checks of loopback addresses, run together.
+    local_checks: local_checks::LocalChecks,
     /// History: ticks read but not yet written (see `history::WRITE_EVERY`).
     history_pending: Vec<(u64, Vec<crate::daemon::store::Sample>)>,
 }
@@ -140,6 +143,7 @@ async fn spawn(
         base_env: settings.base_env,
         home: settings.home,
         store,
+        local_checks: local_checks::LocalChecks::new(tx.downgrade(), host.clock.clone()),
         host,
         procs: BTreeMap::new(),
         workspace_limits: BTreeMap::new(),
@@ -391,6 +395,11 @@ impl Supervisor {
             } => self.track_checked(*options, run_as, target, reply).await,
             Fact::TrackedExit { id, run } => self.settle_run(id, run).await,
             Fact::HealthProbed { id, run, result } => self.health_probed(id, run, result).await,
+            Fact::HealthProbedMany(results) => {
+                for (id, run, result) in results {
+                    self.health_probed(id, run, result).await;
+                }
+            }
             Fact::Released {
                 id,
                 run,

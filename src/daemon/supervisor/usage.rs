@@ -171,7 +171,12 @@ impl Supervisor {
             health_results: p
                 .health
                 .as_ref()
-                .map(|h| h.tracker.results.iter().cloned().collect())
+                .map(|h| {
+                    let results = h.tracker.results.iter();
+                    results
+                        .map(|(at, ok, m)| (*at, *ok, m.to_string()))
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }
