@@ -10,7 +10,7 @@
 //! pidfds, sockets, the database and logs; cgroups past that budget are
 //! read by path on every tick, as before.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use super::{CgroupFs, Kept, Result, Usage};
 
@@ -22,6 +22,9 @@ const FILES_PER_CGROUP: usize = 6;
 const QUIET_TICKS: u64 = 10;
 
 /// The kept-open files of the sampled cgroups, by control group path.
+/// hashbrown's map for `entry_ref` (one lookup per cgroup and tick, the
+/// key cloned only when inserted) and its foldhash hasher: the paths are
+/// the agent's own unit names, not a client's keys.
 #[derive(Debug)]
 pub struct Sampler {
     kept: HashMap<String, Entry>,
@@ -73,29 +76,25 @@ impl Sampler {
         out
     }
 
-    fn history_read(&mut self, fs: &CgroupFs, cg: &String) -> Result<Usage> {
+    fn history_read(&mut self, fs: &CgroupFs, cg: &str) -> Result<Usage> {
         let tick = self.tick;
-        let cpu = self.read(fs, cg, true, CgroupFs::cpu_nsec_with)?;
-        let Some(entry) = self.kept.get_mut(cg) else {
-            // Past the budget: nothing remembered, a full read.
-            return Ok(Usage {
-                cpu_usage_nsec: cpu,
+        let by_path = || -> Result<Usage> {
+            Ok(Usage {
+                cpu_usage_nsec: fs.cpu_nsec_with(cg, None)?,
                 ..fs.history_usage_but_cpu_with(cg, None)?
-            });
+            })
         };
-        if let Some((last, at)) = entry.last {
-            if cpu.is_some() && last.cpu_usage_nsec == cpu && tick - at < QUIET_TICKS {
-                return Ok(last);
+        // Past the budget: nothing remembered, a full read.
+        let Some(entry) = self.entry(cg, true) else {
+            return by_path();
+        };
+        match history_read_kept(fs, cg, entry, tick) {
+            Ok(u) => Ok(u),
+            Err(_) => {
+                self.kept.remove(cg);
+                by_path()
             }
         }
-        let usage = Usage {
-            cpu_usage_nsec: cpu,
-            ..self.read(fs, cg, true, CgroupFs::history_usage_but_cpu_with)?
-        };
-        if let Some(entry) = self.kept.get_mut(cg) {
-            entry.last = Some((usage, tick));
-        }
-        Ok(usage)
     }
 
     /// The tick with history off: only the CPU time of `cgs`, as for
@@ -133,30 +132,39 @@ impl Sampler {
         self.kept.retain(|_, e| e.tick == tick);
     }
 
-    /// Reads `cg` through its kept files; a tick (`listed`) first keeps
-    /// them if the budget allows. A failed read of kept files drops them
-    /// and reads by path, which tells what the failure means.
+    /// The kept files of `cg`; a tick (`listed`) first keeps them if the
+    /// budget allows, and marks them listed.
+    fn entry(&mut self, cg: &str, listed: bool) -> Option<&mut Entry> {
+        let tick = self.tick;
+        let entry = if listed && self.kept.len() < self.max_kept {
+            self.kept.entry_ref(cg).or_default()
+        } else {
+            self.kept.get_mut(cg)?
+        };
+        if listed {
+            entry.tick = tick;
+        }
+        Some(entry)
+    }
+
+    /// Reads `cg` through its kept files (see [`Sampler::entry`]). A
+    /// failed read of kept files drops them and reads by path, which
+    /// tells what the failure means.
     fn read<T>(
         &mut self,
         fs: &CgroupFs,
-        cg: &String,
+        cg: &str,
         listed: bool,
         read: impl Fn(&CgroupFs, &str, Option<&mut Kept>) -> Result<T>,
     ) -> Result<T> {
-        if listed && self.kept.len() < self.max_kept && !self.kept.contains_key(cg) {
-            self.kept.insert(cg.clone(), Entry::default());
-        }
-        let Some(entry) = self.kept.get_mut(cg) else {
-            return read(fs, cg.as_str(), None);
+        let Some(entry) = self.entry(cg, listed) else {
+            return read(fs, cg, None);
         };
-        if listed {
-            entry.tick = self.tick;
-        }
-        match read(fs, cg.as_str(), Some(&mut entry.files)) {
+        match read(fs, cg, Some(&mut entry.files)) {
             Ok(v) => Ok(v),
             Err(_) => {
                 self.kept.remove(cg);
-                read(fs, cg.as_str(), None)
+                read(fs, cg, None)
             }
         }
     }
@@ -166,6 +174,23 @@ impl Sampler {
     fn kept(&self) -> usize {
         self.kept.len()
     }
+}
+
+/// The history tick's read of `cg` through its kept files: the CPU time,
+/// then the rest unless the cgroup was quiet (see `tick_usage`).
+fn history_read_kept(fs: &CgroupFs, cg: &str, entry: &mut Entry, tick: u64) -> Result<Usage> {
+    let cpu = fs.cpu_nsec_with(cg, Some(&mut entry.files))?;
+    if let Some((last, at)) = entry.last {
+        if cpu.is_some() && last.cpu_usage_nsec == cpu && tick - at < QUIET_TICKS {
+            return Ok(last);
+        }
+    }
+    let usage = Usage {
+        cpu_usage_nsec: cpu,
+        ..fs.history_usage_but_cpu_with(cg, Some(&mut entry.files))?
+    };
+    entry.last = Some((usage, tick));
+    Ok(usage)
 }
 
 /// The soft limit of open files; 1024 (systemd's default) if unknown.
