@@ -151,21 +151,52 @@ impl Supervisor {
     }
 
     pub(super) async fn health_probed(&mut self, id: ProcessId, run: RunId, result: Probed) {
-        let Some(p) = self.procs.get_mut(&id) else {
-            return;
-        };
+        if let Some(change) = self.record_probe(id, run, result) {
+            self.health_changed(change).await;
+        }
+    }
+
+    /// Records a result of the current run; says what changed, if the
+    /// health did. Not async: most results change nothing, and a batch of
+    /// a thousand is recorded without building a future for each.
+    pub(super) fn record_probe(
+        &mut self,
+        id: ProcessId,
+        run: RunId,
+        result: Probed,
+    ) -> Option<HealthChange> {
+        let p = self.procs.get_mut(&id)?;
         if p.run.id != run || p.state() != State::Running {
-            return;
+            return None;
         }
         let (Some(check), Some(h)) = (p.config.health.as_ref(), p.health.as_mut()) else {
-            return;
+            return None;
         };
         let old = h.tracker.health;
         let message = result.2.clone();
-        let Some(new) = h.tracker.record(check, result, Instant::now()) else {
-            return;
-        };
+        let new = h.tracker.record(check, result, Instant::now())?;
         let restart = new == Health::Unhealthy && check.on_unhealthy == OnUnhealthy::Restart;
+        Some(HealthChange {
+            id,
+            run,
+            old,
+            new,
+            message,
+            restart,
+        })
+    }
+
+    /// Announces a change of health (event row, properties, signal) and
+    /// restarts an unhealthy process when asked to.
+    pub(super) async fn health_changed(&mut self, c: HealthChange) {
+        let HealthChange {
+            id,
+            run,
+            old,
+            new,
+            message,
+            restart,
+        } = c;
         tracing::info!(%id, "health {old} -> {new} ({message})");
         let detail = format!("{old} -> {new}: {message}");
         let now = self.now_us();
@@ -183,6 +214,17 @@ impl Supervisor {
             self.begin_stop(id, AfterStop::Recover, None).await;
         }
     }
+}
+
+/// A run's health changed: from what to what, on which result, and
+/// whether its check restarts it now.
+pub(super) struct HealthChange {
+    id: ProcessId,
+    run: RunId,
+    old: Health,
+    new: Health,
+    message: Cow<'static, str>,
+    restart: bool,
 }
 
 /// Probes every interval, the first time one interval from now, and

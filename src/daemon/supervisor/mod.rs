@@ -397,7 +397,9 @@ impl Supervisor {
             Fact::HealthProbed { id, run, result } => self.health_probed(id, run, result).await,
             Fact::HealthProbedMany(results) => {
                 for (id, run, result) in results {
-                    self.health_probed(id, run, result).await;
+                    if let Some(change) = self.record_probe(id, run, result) {
+                        self.health_changed(change).await;
+                    }
                 }
             }
             Fact::Released {
