@@ -500,10 +500,28 @@ fn set_targets(rep: &mut Report, plan: &Plan) {
         None,
     );
     rep.ratio(
-        "fast printer: terminal / pipes",
+        "fast printer (seq, a write per line on a terminal): terminal / pipes",
         "terminal.print",
         "terminal.print_pipe",
         Some(("<= 2 (issue 13)", 2.0)),
+    );
+    rep.ratio(
+        "fast printer (cat, writes in blocks): terminal / pipes",
+        "terminal.print_block",
+        "terminal.print_block_pipe",
+        Some(("<= 2 (issue 13)", 2.0)),
+    );
+    rep.ratio(
+        "the same cat: corral's terminal / script(1)'s",
+        "terminal.print_block",
+        "terminal.print_script_cat",
+        None,
+    );
+    rep.ratio(
+        "cat under script(1): output processing on / off (stty -opost)",
+        "terminal.print_script_cat",
+        "terminal.print_script_raw",
+        None,
     );
 }
 

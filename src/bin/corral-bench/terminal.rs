@@ -299,14 +299,26 @@ impl Bench {
     /// run's log is checked line by line.
     async fn fast_printer(&mut self) -> Result<()> {
         let (n, runs) = (self.plan.printer_lines, self.plan.printer_runs);
-        eprintln!("terminal: seq 1 {n} on a terminal, on pipes and under script(1), {runs} runs");
+        eprintln!(
+            "terminal: seq 1 {n} and cat of its output on a terminal, on pipes and under script(1), {runs} runs"
+        );
+        // The same lines from a program that writes them in blocks: `seq`
+        // on a terminal makes a write per line (stdio line-buffers a
+        // terminal), `cat` writes what it reads whatever its output is.
+        let lines = self.work.join("printer-lines.txt");
+        let text: String = (1..=n).map(|i| format!("{i}\n")).collect();
+        std::fs::write(&lines, text).context("writing the printer's lines")?;
+        let block = vec!["cat".to_string(), lines.display().to_string()];
+        let seq = vec!["seq".to_string(), "1".into(), n.to_string()];
         let (mut tty_ms, mut pipe_ms, mut script_ms) = (vec![], vec![], vec![]);
+        let (mut block_tty_ms, mut block_pipe_ms) = (vec![], vec![]);
+        let (mut script_cat_ms, mut script_raw_ms) = (vec![], vec![]);
         let mut lost = vec![];
         for run in 1..=runs {
-            for tty in [false, true] {
-                let mut seq = spec(vec!["seq".into(), "1".into(), n.to_string()]);
-                seq.tty = Some(tty);
-                let (id, _) = self.ctl.mgr.start(seq.to_dict()).await?;
+            for (command, tty) in [(&seq, false), (&seq, true), (&block, false), (&block, true)] {
+                let mut s = spec(command.clone());
+                s.tty = Some(tty);
+                let (id, _) = self.ctl.mgr.start(s.to_dict()).await?;
                 let ended = self
                     .sigs
                     .wait(&id, 0, &["exited", "failed"], Duration::from_secs(120))
@@ -314,18 +326,24 @@ impl Bench {
                 let v = self.view(&id).await?;
                 if ended.is_none() || v.exit_code != 0 {
                     bail!(
-                        "seq (tty {tty}) did not exit 0 within 120 s: {} {}",
+                        "{} (tty {tty}) did not exit 0 within 120 s: {} {}",
+                        command[0],
                         v.state.as_str(),
                         v.exit_reason
                     );
                 }
                 let took = v.exited_at.saturating_sub(v.started_at) as f64 / 1000.0;
-                let into = if tty { &mut tty_ms } else { &mut pipe_ms };
+                let into = match (command == &seq, tty) {
+                    (true, true) => &mut tty_ms,
+                    (true, false) => &mut pipe_ms,
+                    (false, true) => &mut block_tty_ms,
+                    (false, false) => &mut block_pipe_ms,
+                };
                 into.push(took);
                 let log = read_log(&self.ctl.mgr, &id).await?;
                 if let Some(d) = first_difference(&log, n) {
                     let on = if tty { "terminal" } else { "pipes" };
-                    lost.push(format!("run {run} on {on}: {d}"));
+                    lost.push(format!("run {run}, {} on {on}: {d}", command[0]));
                 }
             }
             let t = Instant::now();
@@ -338,6 +356,27 @@ impl Bench {
                 .context("running script(1)")?;
             if status.success() {
                 script_ms.push(ms(t.elapsed()));
+            }
+            // What the kernel's output processing (ONLCR: every `\n`
+            // written as `\r\n`) costs: the same cat under script(1),
+            // with the terminal's output processing on (the default) and
+            // off (`stty -opost`).
+            let cat = format!("cat {}", lines.display());
+            for (command, into) in [
+                (cat.clone(), &mut script_cat_ms),
+                (format!("stty -opost; {cat}"), &mut script_raw_ms),
+            ] {
+                let t = Instant::now();
+                let status = Command::new("script")
+                    .args(["-q", "-c", &command, "/dev/null"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .context("running script(1)")?;
+                if status.success() {
+                    into.push(ms(t.elapsed()));
+                }
             }
         }
         let r = &mut self.rep;
@@ -357,16 +396,44 @@ impl Bench {
         );
         r.add(
             SEC,
+            "terminal.print_block",
+            &format!("cat of the same {n} lines on a terminal: StartedAt → ExitedAt"),
+            "ms",
+            block_tty_ms,
+        );
+        r.add(
+            SEC,
+            "terminal.print_block_pipe",
+            &format!("baseline: cat of the same {n} lines on pipes: StartedAt → ExitedAt"),
+            "ms",
+            block_pipe_ms,
+        );
+        r.add(
+            SEC,
             "terminal.print_script",
             &format!("(context) script(1) -c 'seq 1 {n}' > /dev/null (wall)"),
             "ms",
             script_ms,
         );
+        r.add(
+            SEC,
+            "terminal.print_script_cat",
+            &format!("(context) script(1) -c 'cat' of the {n} lines > /dev/null (wall)"),
+            "ms",
+            script_cat_ms,
+        );
+        r.add(
+            SEC,
+            "terminal.print_script_raw",
+            "(context) the same with output processing off (stty -opost) (wall)",
+            "ms",
+            script_raw_ms,
+        );
         if lost.is_empty() {
             r.note_on(
                 "terminal.print",
                 &format!(
-                    "no line lost: the log of every run, terminal and pipes, holds 1..{n} in order"
+                    "no line lost: the log of every run, seq and cat, terminal and pipes, holds 1..{n} in order"
                 ),
             );
         } else {
