@@ -346,23 +346,13 @@ impl Bench {
                     lost.push(format!("run {run}, {} on {on}: {d}", command[0]));
                 }
             }
-            let t = Instant::now();
-            let status = Command::new("script")
-                .args(["-q", "-c", &format!("seq 1 {n}"), "/dev/null"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .context("running script(1)")?;
-            if status.success() {
-                script_ms.push(ms(t.elapsed()));
-            }
-            // What the kernel's output processing (ONLCR: every `\n`
-            // written as `\r\n`) costs: the same cat under script(1),
-            // with the terminal's output processing on (the default) and
-            // off (`stty -opost`).
+            // The same under script(1), output to /dev/null; and what the
+            // kernel's output processing (ONLCR: every `\n` written as
+            // `\r\n`) costs: cat with the terminal's output processing on
+            // (the default) and off (`stty -opost`).
             let cat = format!("cat {}", lines.display());
             for (command, into) in [
+                (format!("seq 1 {n}"), &mut script_ms),
                 (cat.clone(), &mut script_cat_ms),
                 (format!("stty -opost; {cat}"), &mut script_raw_ms),
             ] {
