@@ -189,14 +189,8 @@ impl Supervisor {
     /// Announces a change of health (event row, properties, signal) and
     /// restarts an unhealthy process when asked to.
     pub(super) async fn health_changed(&mut self, c: HealthChange) {
-        let HealthChange {
-            id,
-            run,
-            old,
-            new,
-            message,
-            restart,
-        } = c;
+        let (id, run, old, new) = (c.id, c.run, c.old, c.new);
+        let message = c.message;
         tracing::info!(%id, "health {old} -> {new} ({message})");
         let detail = format!("{old} -> {new}: {message}");
         let now = self.now_us();
@@ -210,7 +204,7 @@ impl Supervisor {
             old,
             new,
         });
-        if restart {
+        if c.restart {
             self.begin_stop(id, AfterStop::Recover, None).await;
         }
     }
