@@ -9,6 +9,11 @@
 //! (corrald raises it to the hard limit at start), the other half left to
 //! pidfds, sockets, the database and logs; cgroups past that budget are
 //! read by path on every tick, as before.
+//!
+//! A cgroup's CPU time counts its descendants', so the history tick first
+//! reads the parent of the sampled cgroups (a workspace's slice): when
+//! the parent used no CPU since the last tick, none of its cgroups did,
+//! and their quiet figures are carried over without reading each one.
 
 use hashbrown::HashMap;
 
@@ -28,6 +33,8 @@ const QUIET_TICKS: u64 = 10;
 #[derive(Debug)]
 pub struct Sampler {
     kept: HashMap<String, Entry>,
+    /// The parents of the sampled cgroups, read once a tick.
+    parents: HashMap<String, Parent>,
     /// Cgroups whose files may be kept open at once.
     max_kept: usize,
     tick: u64,
@@ -40,6 +47,19 @@ struct Entry {
     tick: u64,
     /// The history tick's last full reading, and the tick it was made.
     last: Option<(Usage, u64)>,
+    /// The last tick at which the CPU time was known to be `last`'s: read
+    /// then, or its parent's unchanged since an earlier such tick.
+    verified: u64,
+}
+
+/// A parent of sampled cgroups: its CPU time at the last tick that read it.
+#[derive(Debug, Default)]
+struct Parent {
+    files: Kept,
+    tick: u64,
+    cpu: Option<u64>,
+    /// This tick's verdict: the tick since which it used no CPU.
+    quiet_since: Option<u64>,
 }
 
 impl Sampler {
@@ -53,6 +73,7 @@ impl Sampler {
     pub fn with_budget(max_files: usize) -> Sampler {
         Sampler {
             kept: HashMap::new(),
+            parents: HashMap::new(),
             max_kept: max_files / FILES_PER_CGROUP,
             tick: 0,
         }
@@ -68,15 +89,52 @@ impl Sampler {
     /// what is most of a dev machine's processes most of the time). What
     /// changes without running — memory the kernel reclaims, writeback
     /// counted as its IO — is caught by a full read at least every
-    /// [`QUIET_TICKS`] ticks.
+    /// [`QUIET_TICKS`] ticks. And a cgroup whose parent used no CPU since
+    /// the cgroup's CPU time was last known is not read at all.
     pub fn tick_usage(&mut self, fs: &CgroupFs, cgs: &[String]) -> Vec<Result<Usage>> {
         self.tick += 1;
-        let out = cgs.iter().map(|cg| self.history_read(fs, cg)).collect();
+        let out = cgs
+            .iter()
+            .map(|cg| {
+                let quiet_since = match cg.rsplit_once('/') {
+                    Some((parent, _)) if !parent.is_empty() => self.parent_quiet(fs, parent),
+                    _ => None,
+                };
+                self.history_read(fs, cg, quiet_since)
+            })
+            .collect();
         self.close_unlisted();
         out
     }
 
-    fn history_read(&mut self, fs: &CgroupFs, cg: &str) -> Result<Usage> {
+    /// The tick since which `parent` used no CPU, if it used none since
+    /// it was last read; read once a tick, through kept files (within
+    /// the budget; past it, or when it cannot be read, `None`).
+    fn parent_quiet(&mut self, fs: &CgroupFs, parent: &str) -> Option<u64> {
+        let tick = self.tick;
+        let room = self.kept.len() + self.parents.len() < self.max_kept;
+        let p = if room {
+            self.parents.entry_ref(parent).or_default()
+        } else {
+            self.parents.get_mut(parent)?
+        };
+        if p.tick == tick {
+            return p.quiet_since;
+        }
+        let Ok(now) = fs.cpu_nsec_with(parent, Some(&mut p.files)) else {
+            self.parents.remove(parent);
+            return None;
+        };
+        p.quiet_since = match (p.cpu, now) {
+            (Some(before), Some(now)) if before == now => Some(p.tick),
+            _ => None,
+        };
+        p.cpu = now;
+        p.tick = tick;
+        p.quiet_since
+    }
+
+    fn history_read(&mut self, fs: &CgroupFs, cg: &str, quiet_since: Option<u64>) -> Result<Usage> {
         let tick = self.tick;
         let by_path = || -> Result<Usage> {
             Ok(Usage {
@@ -88,6 +146,13 @@ impl Sampler {
         let Some(entry) = self.entry(cg, true) else {
             return by_path();
         };
+        // Its parent used no CPU since its CPU time was last known: nor did it.
+        if let (Some(since), Some((last, at))) = (quiet_since, entry.last) {
+            if entry.verified >= since && tick - at < QUIET_TICKS {
+                entry.verified = tick;
+                return Ok(last);
+            }
+        }
         match history_read_kept(fs, cg, entry, tick) {
             Ok(u) => Ok(u),
             Err(_) => {
@@ -130,6 +195,7 @@ impl Sampler {
     fn close_unlisted(&mut self) {
         let tick = self.tick;
         self.kept.retain(|_, e| e.tick == tick);
+        self.parents.retain(|_, p| p.tick == tick);
     }
 
     /// The kept files of `cg`; a tick (`listed`) first keeps them if the
@@ -180,6 +246,7 @@ impl Sampler {
 /// then the rest unless the cgroup was quiet (see `tick_usage`).
 fn history_read_kept(fs: &CgroupFs, cg: &str, entry: &mut Entry, tick: u64) -> Result<Usage> {
     let cpu = fs.cpu_nsec_with(cg, Some(&mut entry.files))?;
+    entry.verified = tick;
     if let Some((last, at)) = entry.last {
         if cpu.is_some() && last.cpu_usage_nsec == cpu && tick - at < QUIET_TICKS {
             return Ok(last);
@@ -278,6 +345,47 @@ mod tests {
         assert_eq!(memory(&mut s), Some(100));
         fs::write(scope.join("memory.current"), "200\n").unwrap();
         assert_eq!(memory(&mut s), Some(200));
+    }
+
+    #[test]
+    fn cgroups_of_a_quiet_parent_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let slice = dir.path().join("w.slice");
+        for d in [&slice, &slice.join("a.scope")] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("cpu.stat"), "usage_usec 5\n").unwrap();
+            fs::write(d.join("memory.current"), "4096\n").unwrap();
+        }
+        let scope = slice.join("a.scope");
+        let fs = CgroupFs::detect(dir.path()).unwrap();
+        let mut s = Sampler::with_budget(100);
+        let a = cgs(&["/w.slice/a.scope"]);
+        let cpu = |s: &mut Sampler| s.tick_usage(&fs, &a)[0].as_ref().unwrap().cpu_usage_nsec;
+        assert_eq!(cpu(&mut s), Some(5000));
+        // The scope's own figure changes, its parent's does not: the
+        // scope is not read (a real tree cannot do this; it shows the
+        // read was skipped).
+        fs::write(scope.join("cpu.stat"), "usage_usec 6\n").unwrap();
+        assert_eq!(cpu(&mut s), Some(5000));
+        assert_eq!(cpu(&mut s), Some(5000));
+        // The parent used CPU: its cgroups are read again.
+        fs::write(slice.join("cpu.stat"), "usage_usec 9\n").unwrap();
+        assert_eq!(cpu(&mut s), Some(6000));
+        // Quiet again; yet every QUIET_TICKS ticks a full read.
+        fs::write(scope.join("cpu.stat"), "usage_usec 7\n").unwrap();
+        let seen: Vec<_> = (0..QUIET_TICKS).map(|_| cpu(&mut s)).collect();
+        assert_eq!(seen[0], Some(6000), "{seen:?}");
+        assert_eq!(seen.last(), Some(&Some(7000)), "{seen:?}");
+        // A cgroup first listed under a quiet parent is read.
+        fs::create_dir(slice.join("b.scope")).unwrap();
+        fs::write(slice.join("b.scope/cpu.stat"), "usage_usec 3\n").unwrap();
+        let both = cgs(&["/w.slice/a.scope", "/w.slice/b.scope"]);
+        let u = s.tick_usage(&fs, &both);
+        assert_eq!(u[1].as_ref().unwrap().cpu_usage_nsec, Some(3000));
+        assert_eq!(s.parents.len(), 1);
+        s.tick_usage(&fs, &[]);
+        assert_eq!(s.parents.len(), 0, "a parent of nothing listed is closed");
     }
 
     #[test]
