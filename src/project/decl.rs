@@ -239,7 +239,10 @@ pub fn resolve(
     }
     if let Some(p) = raw.port {
         if p == 0 || u32::from(p) + instances - 1 > u32::from(u16::MAX) {
-            let msg = format!("ports {p} to {} are not all in 1..=65535", u32::from(p) + instances - 1);
+            let msg = format!(
+                "ports {p} to {} are not all in 1..=65535",
+                u32::from(p) + instances - 1
+            );
             return Err(src.error(&keys.process().key("port"), msg));
         }
     }
@@ -247,14 +250,20 @@ pub fn resolve(
     let restart = match &raw.restart {
         None => None,
         Some(r) => Some(RestartMode::parse(r).ok_or_else(|| {
-            err("restart", format!("'{r}' is not one of {}", RestartMode::NAMES.join(", ")))
+            err(
+                "restart",
+                format!("'{r}' is not one of {}", RestartMode::NAMES.join(", ")),
+            )
         })?),
     };
     let millis = |field: &str, v: &Option<String>| -> Result<Option<u64>> {
         v.as_deref()
             .map(|t| {
                 duration_ms(t).ok_or_else(|| {
-                    err(field, format!("'{t}' is not a duration (e.g. \"500ms\", \"2s\", \"1m\")"))
+                    err(
+                        field,
+                        format!("'{t}' is not a duration (e.g. \"500ms\", \"2s\", \"1m\")"),
+                    )
                 })
             })
             .transpose()
@@ -275,7 +284,10 @@ pub fn resolve(
         match bytes {
             Some(0) => Err(err(field, "must be greater than 0".into())),
             Some(n) => Ok(Some(n)),
-            None => Err(err(field, "not a size (e.g. 1048576, \"512M\", \"1G\")".into())),
+            None => Err(err(
+                field,
+                "not a size (e.g. 1048576, \"512M\", \"1G\")".into(),
+            )),
         }
     };
     let weight = |field: &str, v: Option<u64>| -> Result<Option<u64>> {
@@ -295,7 +307,12 @@ pub fn resolve(
                 .unwrap_or(t)
                 .trim()
                 .parse::<f64>()
-                .map_err(|_| err("cpu_quota", format!("'{t}' is not a percentage like \"50%\"")))?,
+                .map_err(|_| {
+                    err(
+                        "cpu_quota",
+                        format!("'{t}' is not a percentage like \"50%\""),
+                    )
+                })?,
         ),
     };
     let (health, readiness) = match &raw.health {
@@ -392,7 +409,10 @@ fn health(
         match v {
             None => Ok(default),
             Some(t) => duration_ms(t).ok_or_else(|| {
-                src.error(&at.key(key), format!("'{t}' is not a duration (e.g. \"500ms\", \"2s\")"))
+                src.error(
+                    &at.key(key),
+                    format!("'{t}' is not a duration (e.g. \"500ms\", \"2s\")"),
+                )
             }),
         }
     };
@@ -417,7 +437,10 @@ fn health(
     let expect_status = h
         .expect_status
         .as_deref()
-        .map(|s| s.parse().map_err(|e: String| src.error(&at.key("expect_status"), e)))
+        .map(|s| {
+            s.parse()
+                .map_err(|e: String| src.error(&at.key("expect_status"), e))
+        })
         .transpose()?;
     let check = HealthCheck {
         kind: probe,
@@ -465,7 +488,10 @@ fn watch(src: &Source<'_>, keys: &Keys, raw: &RawProcess) -> Result<Option<Watch
     let debounce_ms = match &raw.watch_debounce {
         None => DEFAULT_DEBOUNCE_MS,
         Some(t) => duration_ms(t).ok_or_else(|| {
-            src.error(&keys.of("watch_debounce"), format!("'{t}' is not a duration (e.g. \"300ms\")"))
+            src.error(
+                &keys.of("watch_debounce"),
+                format!("'{t}' is not a duration (e.g. \"300ms\")"),
+            )
         })?,
     };
     Ok(Some(Watch {

@@ -141,7 +141,10 @@ impl<'a> Source<'a> {
     /// message; the key is the deepest one whose span holds the error.
     pub fn toml_error(&self, e: &toml::de::Error) -> ProjectError {
         let offset = e.span().map_or(0, |s| s.start);
-        let key = self.key_at(offset).map(|k| k.to_string()).unwrap_or_default();
+        let key = self
+            .key_at(offset)
+            .map(|k| k.to_string())
+            .unwrap_or_default();
         self.at(offset, key, e.message().trim_end().to_string())
     }
 

@@ -68,7 +68,10 @@ pub enum Size {
 
 /// Percent of one CPU: a number (`50`) or text (`"50%"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged, expecting = "a percentage of one CPU: a number or text like \"50%\"")]
+#[serde(
+    untagged,
+    expecting = "a percentage of one CPU: a number or text like \"50%\""
+)]
 pub enum Quota {
     Percent(f64),
     Text(String),

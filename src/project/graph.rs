@@ -60,7 +60,10 @@ pub fn stop_order(deps: &Deps, roots: &BTreeSet<String>) -> Vec<String> {
     let mut dependents: Deps = deps.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
     for (name, ds) in deps {
         for d in ds {
-            dependents.entry(d.clone()).or_default().insert(name.clone());
+            dependents
+                .entry(d.clone())
+                .or_default()
+                .insert(name.clone());
         }
     }
     let set = closure(&dependents, roots);
@@ -86,8 +89,14 @@ fn closure(edges: &Deps, roots: &BTreeSet<String>) -> BTreeSet<String> {
 
 /// Kahn's algorithm over `set`, always taking the smallest ready name.
 fn topological(deps: &Deps, set: &BTreeSet<String>) -> Vec<String> {
-    let within = |n: &String| deps.get(n).into_iter().flatten().filter(|d| set.contains(*d));
-    let mut waiting: BTreeMap<&String, usize> = set.iter().map(|n| (n, within(n).count())).collect();
+    let within = |n: &String| {
+        deps.get(n)
+            .into_iter()
+            .flatten()
+            .filter(|d| set.contains(*d))
+    };
+    let mut waiting: BTreeMap<&String, usize> =
+        set.iter().map(|n| (n, within(n).count())).collect();
     let mut ready: BTreeSet<&String> = waiting
         .iter()
         .filter(|(_, c)| **c == 0)

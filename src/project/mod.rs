@@ -147,7 +147,9 @@ impl Project {
         for (name, d) in &processes {
             for (dep, cond) in &d.depends_on {
                 let target = &processes[dep];
-                if *cond == Condition::Healthy && target.health.is_none() && target.readiness.is_none()
+                if *cond == Condition::Healthy
+                    && target.health.is_none()
+                    && target.readiness.is_none()
                 {
                     let key = processes_key.key(name).key("depends_on").key(dep);
                     let msg = format!("'{dep}' has no `health` check to wait for");

@@ -114,7 +114,12 @@ fn a_three_process_file_gives_the_expected_specs() {
         command: vec!["/bin/sh".into(), "-c".into(), "python3 api.py".into()],
         name: Some("api-1".into()),
         working_directory: Some(root.to_string()),
-        environment: env(&["CORRAL_INSTANCE=1", "LOG=info", "PATH=/usr/bin", "PORT=8001"]),
+        environment: env(&[
+            "CORRAL_INSTANCE=1",
+            "LOG=info",
+            "PATH=/usr/bin",
+            "PORT=8001",
+        ]),
         workspace: Some("shop".into()),
         labels: labels("api", 1),
         cpu_quota: Some(50.0),
@@ -132,7 +137,10 @@ fn a_three_process_file_gives_the_expected_specs() {
             pattern: "listening on".into()
         })
     );
-    assert_eq!(api.depends_on, BTreeMap::from([("db".into(), Condition::Healthy)]));
+    assert_eq!(
+        api.depends_on,
+        BTreeMap::from([("db".into(), Condition::Healthy)])
+    );
 
     let worker = p.start_spec("worker", 0, &[]).unwrap();
     let want_worker = StartSpec {
@@ -220,7 +228,10 @@ fn each_error_names_its_line_and_key() {
     for (text, line, key, message) in cases {
         let (l, _, k, m) = error_of(&text);
         assert_eq!((l, k.as_str()), (line, key), "{m}\nfor\n{text}");
-        assert!(m.contains(message), "{m:?} does not say {message:?}\nfor\n{text}");
+        assert!(
+            m.contains(message),
+            "{m:?} does not say {message:?}\nfor\n{text}"
+        );
     }
 }
 
@@ -238,4 +249,135 @@ fn errors_show_as_path_line_col_key_message() {
     let (line, col, key, message) = error_of(&many);
     assert_eq!((line, col, key.as_str()), (1, 2, "processes"));
     assert_eq!(message, "257 processes, more than 256");
+}
+
+#[test]
+fn order_is_deterministic_with_instances() {
+    let (_dir, file) = shop_dir();
+    let p = Project::load(&file).unwrap();
+    let names = |v: Vec<Instance>| v.into_iter().map(|i| i.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(p.order(&[]).unwrap()),
+        ["db", "api-0", "api-1", "worker"]
+    );
+    assert_eq!(
+        names(p.order(&["api".into()]).unwrap()),
+        ["db", "api-0", "api-1"]
+    );
+    assert_eq!(
+        names(p.stop_order(&["api".into()]).unwrap()),
+        ["worker", "api-0", "api-1"]
+    );
+    assert_eq!(
+        names(p.stop_order(&[]).unwrap()),
+        ["worker", "api-0", "api-1", "db"]
+    );
+    let first = p.order(&[]).unwrap();
+    assert_eq!(
+        first[2],
+        Instance {
+            process: "api".into(),
+            index: 1,
+            name: "api-1".into()
+        }
+    );
+    let e = p.order(&["nope".into()]).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("corral.toml: no process named 'nope'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cycles_are_named_in_the_error() {
+    let text = "[processes.api]\ncommand = \"a\"\ndepends_on = [\"worker\"]\n\
+                [processes.worker]\ncommand = \"w\"\ndepends_on = [\"api\"]\n";
+    let e = Project::parse(text, Path::new("corral.toml")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "corral.toml:3:15: processes.api.depends_on.worker: dependency cycle: api -> worker -> api"
+    );
+}
+
+/// Guards stability: the same file must hash the same in every build, or
+/// every `up` after an upgrade would restart everything.
+#[test]
+fn spec_hash_is_stable_and_follows_what_is_declared() {
+    let text =
+        "workspace = \"shop\"\n[processes.web]\ncommand = [\"serve\", \"--port\", \"8000\"]\n\
+                env = { A = \"1\" }\nrestart = \"always\"\n";
+    let path = Path::new("/srv/shop/corral.toml");
+    let p = Project::parse(text, path).unwrap();
+    assert_eq!(
+        p.spec_hash("web", 0).unwrap(),
+        "4c91cd8d20f6c7c6290f50319e4e712ca5023b6753f47bb0db4beed5b15dcf76"
+    );
+    let other = Project::parse(&text.replace("8000", "8001"), path).unwrap();
+    assert_ne!(
+        other.spec_hash("web", 0).unwrap(),
+        p.spec_hash("web", 0).unwrap()
+    );
+    // The caller's environment is not part of it.
+    let label = |env: &[(String, String)]| {
+        p.start_spec("web", 0, env).unwrap().labels[LABEL_SPEC_HASH].clone()
+    };
+    assert_eq!(label(&[]), label(&inherited()));
+    assert_eq!(label(&[]), p.spec_hash("web", 0).unwrap());
+
+    // An env file's content is.
+    let (dir, file) = shop_dir();
+    let before = Project::load(&file).unwrap().spec_hash("db", 0).unwrap();
+    assert_eq!(
+        Project::load(&file).unwrap().spec_hash("db", 0).unwrap(),
+        before
+    );
+    std::fs::write(dir.path().join(".env"), "SECRET=s3\nPORT=1\n").unwrap();
+    let after = Project::load(&file).unwrap().spec_hash("db", 0).unwrap();
+    assert_ne!(before, after);
+    // Instances differ from each other.
+    let p = Project::load(&file).unwrap();
+    assert_ne!(
+        p.spec_hash("api", 0).unwrap(),
+        p.spec_hash("api", 1).unwrap()
+    );
+}
+
+/// `schema/corral.schema.json` is what editors use; it must match the
+/// parser. Regenerate with
+/// `CORRAL_UPDATE_SCHEMA=1 cargo test --lib project::tests::the_committed_schema_is_current`.
+#[test]
+fn the_committed_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/corral.schema.json");
+    let want = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
+    if std::env::var_os("CORRAL_UPDATE_SCHEMA").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} is out of date; regenerate it with \
+         CORRAL_UPDATE_SCHEMA=1 cargo test --lib project::tests::the_committed_schema_is_current",
+        path.display()
+    );
+}
+
+#[test]
+fn the_schema_describes_the_keys() {
+    let s = json_schema();
+    let process = &s["$defs"]["RawProcess"];
+    assert_eq!(process["required"], serde_json::json!(["command"]));
+    assert_eq!(process["additionalProperties"], false);
+    for key in [
+        "depends_on",
+        "instances",
+        "health",
+        "env_file",
+        "watch",
+        "restart_delay",
+    ] {
+        assert!(process["properties"][key].is_object(), "{key}");
+    }
+    assert!(s["$defs"]["RawDefaults"]["properties"]["command"].is_null());
 }
