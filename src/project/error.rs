@@ -3,6 +3,7 @@
 //! span-keeping parse of the text (`toml_edit::ImDocument`). Knows
 //! nothing of what the keys mean.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -189,6 +190,28 @@ impl<'a> Source<'a> {
             }
         }
         best
+    }
+
+    /// The keys the file itself sets in the table at `path` (not those a
+    /// program fills in later).
+    pub fn keys_in(&self, path: &KeyPath) -> BTreeSet<String> {
+        let Some(doc) = &self.doc else {
+            return BTreeSet::new();
+        };
+        let mut node = Node::Item(doc.as_item());
+        for seg in &path.0 {
+            let next = match (seg, node.table()) {
+                (Seg::Key(k), Some(t)) => t.get(k).map(Node::Item),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => return BTreeSet::new(),
+            }
+        }
+        node.table()
+            .map(|t| t.iter().map(|(k, _)| k.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// The deepest key whose key or value span holds `offset`.

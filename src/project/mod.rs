@@ -12,7 +12,7 @@
 mod decl;
 mod env;
 mod error;
-mod file;
+pub mod file;
 mod graph;
 pub mod import;
 
@@ -27,9 +27,10 @@ use crate::api::StartSpec;
 
 pub use decl::{ProcessDecl, Readiness, Watch, MAX_INSTANCES};
 pub use error::{ProjectError, Result};
-pub use file::{Condition, RawFile};
+pub use file::Condition;
 
 use error::{KeyPath, Source};
+use file::RawFile;
 
 /// The largest project file read.
 pub const MAX_FILE: u64 = 1 << 20;
@@ -119,11 +120,9 @@ impl Project {
         for (name, own) in &raw.processes {
             let key = processes_key.key(name);
             check_name(name).map_err(|e| src.error(&key, e))?;
-            // Which keys the table sets itself, before the defaults fill
-            // in the rest, so an error points at the line that set it.
-            let own_keys = toml::Table::try_from(own)
-                .map(|t| t.keys().cloned().collect())
-                .unwrap_or_default();
+            // Which keys the table sets itself (the defaults fill in the
+            // rest), so an error points at the line that set it.
+            let own_keys = src.keys_in(&key);
             let mut proc = own.clone();
             if let Some(d) = &raw.defaults {
                 proc.apply_defaults(d);

@@ -204,6 +204,7 @@ fn each_error_names_its_line_and_key() {
         (format!("{a}cpu_quota = \"lots\"\n"), 3, "processes.a.cpu_quota", "'lots' is not a percentage"),
         (format!("{a}restart = \"sometimes\"\n"), 3, "processes.a.restart", "'sometimes' is not one of no, on-failure, always"),
         (format!("[defaults]\nrestart = \"sometimes\"\n{a}"), 2, "defaults.restart", "'sometimes' is not one of"),
+        (format!("[defaults]\nrestart = \"always\"\n{a}restart = \"x\"\n"), 5, "processes.a.restart", "'x' is not one of"),
         (format!("{a}depends_on = {{ dbx = \"healthy\" }}\n"), 3, "processes.a.depends_on.dbx", "no process named 'dbx' in this file"),
         (format!("{a}depends_on = [\"b\", \"dbx\"]\n[processes.b]\ncommand = \"y\"\n"), 3, "processes.a.depends_on.dbx", "no process named 'dbx' in this file"),
         (format!("{a}depends_on = {{ b = \"healthy\" }}\n[processes.b]\ncommand = \"y\"\n"), 3, "processes.a.depends_on.b", "'b' has no `health` check to wait for"),
