@@ -330,7 +330,28 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
 
 /// The JSON Schema of `corral.toml`, for editors.
 pub fn json_schema() -> serde_json::Value {
-    schemars::schema_for!(RawFile).to_value()
+    schemars::generate::SchemaSettings::default()
+        .with(|s| s.transforms.push(Box::new(without_null)))
+        .into_generator()
+        .into_root_schema_for::<RawFile>()
+        .to_value()
+}
+
+/// Drops the `null` schemars gives each `Option`: TOML has no null, an
+/// unset key is simply absent, and an editor should not offer one.
+fn without_null(schema: &mut schemars::Schema) {
+    let null = serde_json::json!({ "type": "null" });
+    if let Some(serde_json::Value::Array(types)) = schema.get_mut("type") {
+        types.retain(|t| t != "null");
+        if let [only] = &types[..] {
+            let only = only.clone();
+            schema.insert("type".into(), only);
+        }
+    }
+    if let Some(serde_json::Value::Array(any)) = schema.get_mut("anyOf") {
+        any.retain(|s| *s != null);
+    }
+    schemars::transform::transform_subschemas(&mut without_null, schema);
 }
 
 /// Reads at most `max` bytes of `path`; a longer file is an error rather

@@ -381,4 +381,6 @@ fn the_schema_describes_the_keys() {
         assert!(process["properties"][key].is_object(), "{key}");
     }
     assert!(s["$defs"]["RawDefaults"]["properties"]["command"].is_null());
+    assert!(!s.to_string().contains("null"), "TOML has no null");
+    assert_eq!(process["properties"]["instances"]["type"], "integer");
 }
