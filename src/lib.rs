@@ -18,4 +18,5 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod logfile;
+pub mod project;
 pub mod shim;
