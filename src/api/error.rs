@@ -37,6 +37,10 @@ pub enum Error {
     /// `Track` refused the process (PID 1, a kernel thread, corral's own,
     /// already supervised, another user's).
     NotTrackable(String),
+    /// A project file (`corral.toml`) that cannot be used: unreadable,
+    /// malformed, an unknown key, a cycle, a missing env file; the message
+    /// names the file, line and key.
+    InvalidProject(String),
 }
 
 impl Error {
@@ -55,6 +59,7 @@ impl Error {
             Error::NotSupported(_) => "NotSupported",
             Error::NoTerminal(_) => "NoTerminal",
             Error::NotTrackable(_) => "NotTrackable",
+            Error::InvalidProject(_) => "InvalidProject",
         }
     }
 
@@ -74,7 +79,8 @@ impl Error {
             | Error::StorageFailed(m)
             | Error::LimitExceeded(m)
             | Error::NotSupported(m)
-            | Error::NotTrackable(m) => m.clone(),
+            | Error::NotTrackable(m)
+            | Error::InvalidProject(m) => m.clone(),
             Error::NoTerminal(m) => m.clone(),
         }
     }
@@ -98,6 +104,7 @@ mod tests {
             (Error::NotSupported(String::new()), "NotSupported"),
             (Error::NoTerminal(String::new()), "NoTerminal"),
             (Error::NotTrackable(String::new()), "NotTrackable"),
+            (Error::InvalidProject(String::new()), "InvalidProject"),
         ];
         for (err, short) in cases {
             assert_eq!(

@@ -66,6 +66,37 @@ pub trait Manager {
         step_ms: u64,
     ) -> zbus::Result<Vec<super::HistoryRow>>;
 
+    /// Brings the project file's workspace to the file (the named
+    /// processes and their dependencies, or all); answers, when done,
+    /// (instance, action, detail) for each.
+    #[zbus(allow_interactive_auth)]
+    fn up(
+        &self,
+        file: &str,
+        names: &[String],
+        options: HashMap<String, Value<'_>>,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
+
+    /// Stops the project's processes (the named ones and their
+    /// dependents, or all), dependents first.
+    #[zbus(allow_interactive_auth)]
+    fn down(
+        &self,
+        file: &str,
+        names: &[String],
+        options: HashMap<String, Value<'_>>,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
+
+    /// One step of an `Up`/`Down` as it happens (user mode).
+    #[zbus(signal)]
+    fn project_step(
+        &self,
+        workspace: &str,
+        process: &str,
+        action: &str,
+        detail: &str,
+    ) -> zbus::Result<()>;
+
     #[zbus(signal)]
     fn process_state_changed(
         &self,

@@ -77,6 +77,44 @@ pub enum Command {
     Thaw(WorkspaceArg),
     /// List workspaces with their totals, limits and frozen state.
     Workspaces,
+    /// Bring a project's workspace to its corral.toml: start what is missing in dependency order, restart what changed.
+    Up(ProjectArgs),
+    /// Stop a project's processes, dependents first.
+    Down(DownArgs),
+    /// Write a corral.toml from a Procfile.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    /// The project file (default: corral.toml in this directory or the nearest parent).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+    /// Only these processes (and, for `up`, what they depend on; for `down`, what depends on them).
+    #[arg(value_name = "NAMES")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Forget the processes too (their events stay).
+    #[arg(long)]
+    pub rm: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The Procfile to read.
+    #[arg(value_name = "PROCFILE")]
+    pub procfile: std::path::PathBuf,
+    /// The workspace to declare (default: the directory's name).
+    #[arg(long, short = 'w')]
+    pub workspace: Option<String>,
+    /// Write here instead of standard output (refuses to overwrite).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -204,6 +204,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         }
         _ => None,
     };
+    if let Command::Import(a) = &cli.command {
+        return super::project::import(a);
+    }
     let ctx = Ctx::connect(bus, cli.host.as_deref(), cli.json).await?;
     // Only where the processes are this user's on this machine: a
     // remote host's or the system agent's do not end at this logout.
@@ -246,6 +249,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Metrics => metrics(&ctx).await,
         Command::Track(a) => track(&ctx, &a).await,
         Command::Untrack(a) => per_process(&ctx, &a.ids, Op::Untrack).await,
+        Command::Up(a) => super::project::up(&ctx.manager, ctx.bus, ctx.json, &a).await,
+        Command::Down(a) => super::project::down(&ctx.manager, ctx.bus, ctx.json, &a).await,
+        Command::Import(_) => Ok(()),
     };
     if done.is_ok() && check_linger {
         warn_linger(&ctx).await;

@@ -11,6 +11,7 @@ mod error;
 mod format;
 mod linger;
 mod live;
+mod project;
 mod remote;
 mod render;
 mod spec;

@@ -14,6 +14,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod notify;
 pub mod pidfd;
+pub mod projects;
 pub mod service;
 pub mod store;
 pub mod supervisor;
@@ -222,14 +223,25 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         home,
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let store_for_projects = store.clone();
     let (handle, mut actor) =
         supervisor::start(settings, store, systemd, gone_rx, events_tx).await?;
     let auth = bus::Auth::new(&conn, config.mode)
         .await
         .map_err(Error::Serve)?;
+    let (projects_events, projects_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (steps_tx, steps_rx) = tokio::sync::mpsc::unbounded_channel();
+    let projects = projects::Projects::new(
+        handle.clone(),
+        store_for_projects,
+        projects_rx,
+        steps_tx,
+        config.mode,
+    );
     let ctx = bus::Ctx {
         handle: handle.clone(),
         auth,
+        projects: projects.clone(),
     };
     bus::serve(&conn, ctx.clone(), storage_health)
         .await
@@ -237,7 +249,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     bus::publish_existing(&conn, &ctx)
         .await
         .map_err(Error::Serve)?;
-    let mut consumers = Vec::new();
+    let mut consumers = vec![projects_events];
+    if config.mode == Mode::User {
+        tokio::spawn(bus::publish_project_steps(conn.clone(), steps_rx));
+    }
     let (bus_tx, bus_rx) = tokio::sync::mpsc::unbounded_channel();
     consumers.push(bus_tx);
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -266,6 +281,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         });
     }
     service::ready();
+    projects.resume().await;
     tokio::spawn(service::watchdog(handle.clone()));
     tracing::info!(state_dir = %config.state_dir.display(), bus = bus_name, "corrald ready");
     // A supervisor that ended (a panic) leaves a bus that can only answer

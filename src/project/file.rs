@@ -91,6 +91,17 @@ pub enum Condition {
     CompletedSuccessfully,
 }
 
+impl Condition {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Healthy => "healthy",
+            Condition::CompletedSuccessfully => "completed-successfully",
+        }
+    }
+}
+
 /// `depends_on`: names (each `started`) or a table of name = condition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(

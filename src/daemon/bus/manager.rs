@@ -10,6 +10,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 use super::{gone, login, Action, Caller, Ctx};
 use crate::api::{self, Error, Filter, StartSpec};
 use crate::config::Mode;
+use crate::daemon::projects::{Kind, Op};
 use crate::daemon::supervisor::{Access, Command, Reply, RunAs};
 
 pub struct Manager {
@@ -64,6 +65,80 @@ impl Manager {
             }
         }
     }
+}
+
+impl Manager {
+    async fn project_op(
+        &self,
+        hdr: &Header<'_>,
+        kind: Kind,
+        file: String,
+        names: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<(String, String, String)>, Error> {
+        let (env, remove) = project_options(kind, options)?;
+        let file = std::path::PathBuf::from(file);
+        if !file.is_absolute() {
+            return Err(Error::InvalidArgument(format!(
+                "file: '{}' is not an absolute path",
+                file.display()
+            )));
+        }
+        let caller = self.ctx.auth.caller(hdr).await?;
+        self.ctx.auth.require(&caller, Action::ManageOwn).await?;
+        let op = Op {
+            kind,
+            owner: caller.uid,
+            file,
+            names,
+            env,
+            remove,
+        };
+        Ok(self.ctx.projects.run(op).await?)
+    }
+}
+
+/// `Up`'s and `Down`'s options: (`Environment`, `Remove`).
+fn project_options(
+    kind: Kind,
+    options: HashMap<String, OwnedValue>,
+) -> Result<(Vec<(String, String)>, bool), Error> {
+    let bad = |m: String| Error::InvalidArgument(m);
+    let mut env = Vec::new();
+    let mut remove = false;
+    for (key, value) in options {
+        match (kind, key.as_str()) {
+            (Kind::Up, "Environment") => {
+                let entries = Vec::<String>::try_from(value)
+                    .map_err(|_| bad("Environment: expected D-Bus type 'as'".into()))?;
+                if entries.len() > api::MAX_ARGS {
+                    return Err(bad(format!(
+                        "Environment: more than {} entries",
+                        api::MAX_ARGS
+                    )));
+                }
+                let size: usize = entries.iter().map(|e| api::wire_len(e)).sum();
+                if size > api::MAX_PAYLOAD {
+                    return Err(bad(format!(
+                        "Environment: more than {} bytes",
+                        api::MAX_PAYLOAD
+                    )));
+                }
+                for e in entries {
+                    let (k, v) = e
+                        .split_once('=')
+                        .ok_or_else(|| bad(format!("Environment: '{e}' is not KEY=VALUE")))?;
+                    env.push((k.to_string(), v.to_string()));
+                }
+            }
+            (Kind::Down, "Remove") => {
+                remove = bool::try_from(&*value)
+                    .map_err(|_| bad("Remove: expected D-Bus type 'b'".into()))?;
+            }
+            (_, other) => return Err(bad(format!("unknown option '{other}'"))),
+        }
+    }
+    Ok((env, remove))
 }
 
 /// The largest `List` reply sent whole (bytes, estimated).
@@ -388,6 +463,46 @@ impl Manager {
             .await
             .ok_or_else(gone)??)
     }
+
+    /// Up(s file, as names, a{sv} options) -> a(sss): brings the
+    /// workspace of the project file `file` (absolute) to it — the named
+    /// processes and their dependencies, or all — and answers, once done,
+    /// what each instance came to: (name, action, detail). Options:
+    /// `Environment` (as, `KEY=VALUE`: the caller's, under the file's).
+    async fn up(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        file: String,
+        names: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<(String, String, String)>, Error> {
+        self.project_op(&hdr, Kind::Up, file, names, options).await
+    }
+
+    /// Down(s file, as names, a{sv} options) -> a(sss): stops the named
+    /// processes and what depends on them (or all), dependents first.
+    /// Options: `Remove` (b: forget them too).
+    async fn down(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        file: String,
+        names: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<(String, String, String)>, Error> {
+        self.project_op(&hdr, Kind::Down, file, names, options)
+            .await
+    }
+
+    /// One step of an `Up` or `Down` as it happens (user mode only: on
+    /// the system bus every user would hear it).
+    #[zbus(signal)]
+    pub async fn project_step(
+        emitter: &SignalEmitter<'_>,
+        workspace: &str,
+        process: &str,
+        action: &str,
+        detail: &str,
+    ) -> zbus::Result<()>;
 
     #[zbus(signal)]
     pub async fn process_state_changed(

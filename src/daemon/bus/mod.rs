@@ -25,6 +25,7 @@ pub use process::ProcessObject;
 pub struct Ctx {
     pub handle: Handle,
     pub auth: Auth,
+    pub projects: crate::daemon::projects::Projects,
 }
 
 impl From<supervisor::Error> for BusError {
@@ -41,6 +42,33 @@ impl From<supervisor::Error> for BusError {
             E::NotSupported(m) => BusError::NotSupported(m),
             E::NoTerminal(m) => BusError::NoTerminal(m),
             E::NotTrackable(m) => BusError::NotTrackable(m),
+            E::InvalidProject(m) => BusError::InvalidProject(m),
+        }
+    }
+}
+
+/// Who a system-mode process of `uid` runs as: their login's ids and
+/// variables (for operations that act for them later, such as a project
+/// bring-up the agent resumes at start).
+pub(crate) async fn run_as_uid(uid: u32) -> Result<supervisor::RunAs, supervisor::Error> {
+    login::run_as(uid.to_string(), None)
+        .await
+        .map_err(|e| supervisor::Error::InvalidArgument(e.message()))
+}
+
+/// Emits each project step as `ProjectStep` (user mode: the bus is the
+/// user's own).
+pub async fn publish_project_steps(
+    conn: zbus::Connection,
+    mut steps: tokio::sync::mpsc::UnboundedReceiver<(u32, String, crate::daemon::projects::Step)>,
+) {
+    while let Some((_, workspace, (process, action, detail))) = steps.recv().await {
+        let Ok(emitter) = SignalEmitter::new(&conn, api::MANAGER_PATH) else {
+            return;
+        };
+        let sent = Manager::project_step(&emitter, &workspace, &process, &action, &detail).await;
+        if let Err(e) = sent {
+            tracing::debug!("ProjectStep not sent: {e}");
         }
     }
 }

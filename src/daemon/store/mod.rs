@@ -5,6 +5,7 @@
 //! survives a crash of the agent right after its reply.
 
 mod history;
+mod projects;
 mod schema;
 
 pub use history::{Rollup, Sample};

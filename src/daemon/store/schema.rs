@@ -81,4 +81,14 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX samples_age ON samples(tier, at);
     "#,
+    // 5: project operations (`Up`/`Down`, daemon/projects.rs) still
+    // running, as JSON, so an agent restarted midway resumes them.
+    r#"
+    CREATE TABLE project_ops (
+        owner     INTEGER NOT NULL,
+        workspace TEXT NOT NULL,
+        op        TEXT NOT NULL,
+        PRIMARY KEY (owner, workspace)
+    );
+    "#,
 ];

@@ -34,6 +34,9 @@ pub enum Error {
     NoTerminal(String),
     #[error("{0}")]
     NotTrackable(String),
+    /// A project file that cannot be used (`Up`/`Down`).
+    #[error("{0}")]
+    InvalidProject(String),
 }
 
 impl From<store::Error> for Error {
