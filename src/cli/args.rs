@@ -387,8 +387,14 @@ pub struct EventsArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Process id or unique name.
-    #[arg(value_name = "ID")]
-    pub id: String,
+    #[arg(value_name = "ID", required_unless_present = "workspace", conflicts_with = "workspace")]
+    pub id: Option<String>,
+    /// Every process of this workspace, merged by time with a name prefix (across restarts).
+    #[arg(long, short = 'w')]
+    pub workspace: Option<String>,
+    /// Only lines matching this regular expression.
+    #[arg(long, value_name = "RE", value_parser = parse_regex)]
+    pub grep: Option<regex::Regex>,
     /// Number of last lines to show (0 = every kept line).
     #[arg(long, short = 'n', default_value_t = 100)]
     pub lines: u32,
@@ -479,6 +485,13 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("'{s}' is not KEY=VALUE")),
     }
+}
+
+pub fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(s)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("not a usable regular expression: {e}"))
 }
 
 pub fn parse_size_arg(s: &str) -> Result<u64, String> {

@@ -584,18 +584,45 @@ fn since_us(since: Option<Since>, now_us: u64) -> u64 {
 /// Prints log rows: JSON Lines with --json (one object per line, so that
 /// `-f` output can be consumed as it comes), else the text.
 fn emit_logs(rows: &[LogRow], a: &LogsArgs, json: bool) -> Result<()> {
+    let rows: Vec<(&LogRow, Option<&Prefix>)> = rows.iter().map(|r| (r, None)).collect();
+    emit_prefixed(&rows, a, json)
+}
+
+/// A process's name in merged output: as shown (padded, maybe coloured)
+/// and as put in JSON.
+struct Prefix {
+    shown: String,
+    name: String,
+    id: String,
+}
+
+/// Prints log rows, each with its process's prefix when merged; drops
+/// those `--grep` does not match.
+fn emit_prefixed(rows: &[(&LogRow, Option<&Prefix>)], a: &LogsArgs, json: bool) -> Result<()> {
     let mut text = String::new();
-    for row in rows {
-        if json {
-            let line = serde_json::to_string(&LogJson::from(row))
-                .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
-            text.push_str(&line);
-        } else if a.raw {
-            text.push_str(&render::log_line(row, a.timestamps, a.streams));
+    for (row, prefix) in rows {
+        // A terminal's colours and cursor moves would garble the
+        // reader's own terminal; `--raw` keeps them.
+        let readable = if a.raw {
+            (*row).clone()
         } else {
-            // A terminal's colours and cursor moves would garble the
-            // reader's own terminal; `--raw` keeps them.
-            let readable = (row.0, row.1.clone(), strip_ansi_escapes::strip_str(&row.2));
+            (row.0, row.1.clone(), strip_ansi_escapes::strip_str(&row.2))
+        };
+        if a.grep.as_ref().is_some_and(|re| !re.is_match(&readable.2)) {
+            continue;
+        }
+        if json {
+            let mut value = serde_json::to_value(LogJson::from(&readable))
+                .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+            if let (Some(p), Some(obj)) = (prefix, value.as_object_mut()) {
+                obj.insert("id".into(), p.id.clone().into());
+                obj.insert("name".into(), p.name.clone().into());
+            }
+            text.push_str(&value.to_string());
+        } else {
+            if let Some(p) = prefix {
+                text.push_str(&p.shown);
+            }
             text.push_str(&render::log_line(&readable, a.timestamps, a.streams));
         }
         text.push('\n');
@@ -660,7 +687,12 @@ impl Cursor {
 }
 
 async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
-    let target = ctx.resolve(&a.id).await?;
+    let id = match (&a.workspace, &a.id) {
+        (Some(w), _) => return workspace_logs(ctx, w, a).await,
+        (None, Some(id)) => id,
+        (None, None) => return Err(CliError::Usage("logs: give an ID or -w WORKSPACE".into())),
+    };
+    let target = ctx.resolve(id).await?;
     let since = since_us(a.since, now_us());
     let rows = ctx
         .manager
@@ -707,6 +739,102 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
         emit_logs(&cursor.fresh(rows), a, ctx.json)?;
         if !alive {
             return Ok(());
+        }
+    }
+}
+
+/// The colours of merged name prefixes, in turn (as `docker compose logs`).
+const PREFIX_COLOURS: [anstyle::AnsiColor; 6] = [
+    anstyle::AnsiColor::Cyan,
+    anstyle::AnsiColor::Yellow,
+    anstyle::AnsiColor::Green,
+    anstyle::AnsiColor::Magenta,
+    anstyle::AnsiColor::Blue,
+    anstyle::AnsiColor::Red,
+];
+
+/// `logs -w`: every process of the workspace, merged by time, each line
+/// after its aligned (and, on a terminal, coloured) name; the last `-n`
+/// lines of all together. With `-f`, new lines as they come, of the
+/// processes there are at each poll (a process `up` replaced included),
+/// until Ctrl-C.
+async fn workspace_logs(ctx: &Ctx, workspace: &str, a: &LogsArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let filter = Filter {
+        workspace: Some(workspace.to_string()),
+        ..Filter::default()
+    };
+    let since = since_us(a.since, now_us());
+    let mut cursors: std::collections::BTreeMap<String, Cursor> = Default::default();
+    let mut prefixes: std::collections::BTreeMap<String, Prefix> = Default::default();
+    let mut first = true;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let views = ctx.list(&filter).await?;
+        if first && views.is_empty() {
+            return Err(CliError::Usage(format!(
+                "no process in workspace '{workspace}'"
+            )));
+        }
+        let width = views.iter().map(|v| v.name.chars().count()).max().unwrap_or(0);
+        for (i, v) in views.iter().enumerate() {
+            let padded = format!("{:<width$} | ", v.name);
+            let shown = if colour {
+                let style = anstyle::Style::new()
+                    .fg_color(Some(PREFIX_COLOURS[i % PREFIX_COLOURS.len()].into()));
+                format!("{style}{padded}{style:#}")
+            } else {
+                padded
+            };
+            prefixes.insert(
+                v.id.clone(),
+                Prefix {
+                    shown,
+                    name: v.name.clone(),
+                    id: v.id.clone(),
+                },
+            );
+        }
+        let mut fetched: Vec<(String, LogRow)> = Vec::new();
+        for v in &views {
+            let cursor = cursors
+                .entry(v.id.clone())
+                .or_insert_with(|| Cursor::new(since, &[]));
+            // First round: each process's last `-n` (the merge keeps the
+            // last `-n` of all); later rounds: everything new.
+            let lines = if first { a.lines } else { 0 };
+            let rows = match ctx.manager.logs(&v.id, lines, cursor.last_us).await {
+                Ok(rows) => rows,
+                // Removed between the list and now: nothing to show.
+                Err(_) => continue,
+            };
+            fetched.extend(cursor.fresh(rows).into_iter().map(|r| (v.id.clone(), r)));
+        }
+        // By time; lines of one microsecond keep each process's order.
+        fetched.sort_by_key(|(_, r)| r.0);
+        if let Some(re) = &a.grep {
+            fetched.retain(|(_, r)| re.is_match(&strip_ansi_escapes::strip_str(&r.2)));
+        }
+        if first && a.lines > 0 {
+            let keep = a.lines as usize;
+            if fetched.len() > keep {
+                fetched.drain(..fetched.len() - keep);
+            }
+        }
+        let rows: Vec<(&LogRow, Option<&Prefix>)> = fetched
+            .iter()
+            .map(|(id, r)| (r, prefixes.get(id)))
+            .collect();
+        emit_prefixed(&rows, a, ctx.json)?;
+        first = false;
+        if !a.follow {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
         }
     }
 }
