@@ -387,7 +387,11 @@ pub struct EventsArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Process id or unique name.
-    #[arg(value_name = "ID", required_unless_present = "workspace", conflicts_with = "workspace")]
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "workspace",
+        conflicts_with = "workspace"
+    )]
     pub id: Option<String>,
     /// Every process of this workspace, merged by time with a name prefix (across restarts).
     #[arg(long, short = 'w')]

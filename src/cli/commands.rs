@@ -778,7 +778,11 @@ async fn workspace_logs(ctx: &Ctx, workspace: &str, a: &LogsArgs) -> Result<()> 
                 "no process in workspace '{workspace}'"
             )));
         }
-        let width = views.iter().map(|v| v.name.chars().count()).max().unwrap_or(0);
+        let width = views
+            .iter()
+            .map(|v| v.name.chars().count())
+            .max()
+            .unwrap_or(0);
         for (i, v) in views.iter().enumerate() {
             let padded = format!("{:<width$} | ", v.name);
             let shown = if colour {
