@@ -10,5 +10,6 @@ mod common;
 // One line per feature module (kept sorted).
 mod history;
 mod live;
+mod ports;
 mod terminal;
 mod track;
