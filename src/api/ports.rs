@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn ports_sort_by_number_and_print_short_and_long() {
-        let mut v = vec![
+        let mut v = [
             p("udp", "::", 5353),
             p("tcp", "0.0.0.0", 8080),
             p("tcp", "127.0.0.1", 3000),

@@ -663,7 +663,7 @@ mod tests {
             lines[2].starts_with("7   wéb   w          tcp    ::"),
             "{table}"
         );
-        let json = serde_json::to_value(port_rows(&[v.clone()])).unwrap();
+        let json = serde_json::to_value(port_rows(std::slice::from_ref(&v))).unwrap();
         assert_eq!(
             json[2],
             serde_json::json!({"id": "7", "name": "wéb", "workspace": "w",
