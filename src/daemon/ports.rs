@@ -30,6 +30,10 @@ const MAX_FDS: usize = 64 * 1024;
 /// Most processes the walk for an unsupervised holder looks at.
 const MAX_PROCS: usize = 32 * 1024;
 
+/// Most sockets `ListenPorts` names per process (the lowest ports): the
+/// list travels in every `List` record.
+const MAX_PORTS: usize = 1024;
+
 /// One running supervised process: its identity and the PIDs of its scope.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -133,6 +137,7 @@ impl Scanner {
                 let mut ports = by_process.remove(&s.id).unwrap_or_default();
                 ports.sort_unstable();
                 ports.dedup();
+                ports.truncate(MAX_PORTS);
                 (s.id, s.run, ports)
             })
             .collect();
