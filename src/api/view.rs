@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use zbus::zvariant::{OwnedValue, Value};
 
-use super::{Health, HealthResult, State, WireValue};
+use super::{Health, HealthResult, ListenPort, PortHolder, State, WireValue};
 
 // The table names its types from the crate root: it is expanded in the
 // proxy and the agent's bus module too.
@@ -67,6 +67,11 @@ pub struct ProcessView {
     pub health: Health,
     /// The last probe results, oldest first: (time µs, passed, message).
     pub health_results: Vec<HealthResult>,
+    /// The sockets it listens on (TCP) or is bound to (UDP), sorted;
+    /// empty while not running.
+    pub listen_ports: Vec<ListenPort>,
+    /// While not running: who holds the ports it expects to use.
+    pub port_holders: Vec<PortHolder>,
 }
 
 /// The properties of `org.corral.Supervisor1.Process`, one row each.
@@ -122,6 +127,8 @@ macro_rules! process_properties {
             tracked:            bool                     = "Tracked",          "tracked",           false,           always,            true;
             health:             crate::api::Health       = "Health",           "health",            crate::api::Health::None, always,   true;
             health_results:     Vec<crate::api::HealthResult> = "HealthResults", "health_results",  Vec::new(),      always,            false;
+            listen_ports:       Vec<crate::api::ListenPort> = "ListenPorts",  "ports",             Vec::new(),      always,            true;
+            port_holders:       Vec<crate::api::PortHolder> = "PortHolders",  "port_holders",      Vec::new(),      always,            true;
         }
     };
 }
@@ -250,6 +257,16 @@ mod tests {
             tracked: true,
             health: Health::Healthy,
             health_results: vec![(3, true, "HTTP 200".into())],
+            listen_ports: vec![ListenPort {
+                proto: "udp".into(),
+                address: "::".into(),
+                port: 5353,
+            }],
+            port_holders: vec![PortHolder {
+                port: 3000,
+                pid: 0,
+                description: "another user's process".into(),
+            }],
         }
     }
 
@@ -282,7 +299,8 @@ mod tests {
             IOReadBytes t io_read_bytes|IOWriteBytes t io_write_bytes|Owner u owner|\
             OOMKills u oom_kills *|Pressure a{sd} pressure|Tty b tty|\
             Tracked b tracked *|Health s health *|\
-            HealthResults a(tbs) health_results";
+            HealthResults a(tbs) health_results|ListenPorts a(ssq) ports *|\
+            PortHolders a(qus) port_holders *";
         let v = sample();
         // The top-level keys, in the order they are written.
         let json = serde_json::to_value(ProcessJson(&v)).unwrap();

@@ -40,6 +40,8 @@ pub enum Command {
     List(ListArgs),
     /// Show everything known about one process, with recent events and output.
     Status(StatusArgs),
+    /// List the TCP and UDP ports every running process listens on.
+    Ports(ListArgs),
     /// Stop processes (SIGTERM, then SIGKILL after the agent's stop timeout).
     Stop(MatchArgs),
     /// Send a signal to a process's main process and its process group.

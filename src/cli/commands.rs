@@ -221,6 +221,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         },
         Command::List(a) => list(&ctx, &a).await,
         Command::Status(a) => status(&ctx, &a).await,
+        Command::Ports(a) => ports(&ctx, &a).await,
         Command::Stop(a) => stop_or_remove(&ctx, &a, Op::Stop).await,
         Command::Rm(a) => stop_or_remove(&ctx, &a, Op::Remove).await,
         Command::Kill(a) => kill(&ctx, &a).await,
@@ -384,17 +385,30 @@ async fn track(ctx: &Ctx, a: &TrackArgs) -> Result<()> {
     }
 }
 
-async fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
-    let filter = Filter {
+fn list_filter(a: &ListArgs) -> Filter {
+    Filter {
         workspace: a.workspace.clone(),
         session: a.session.clone(),
         state: a.state.as_deref().and_then(State::parse),
-    };
-    let views = ctx.list(&filter).await?;
+    }
+}
+
+async fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
+    let views = ctx.list(&list_filter(a)).await?;
     if ctx.json {
         emit_json(&views.iter().map(ProcessJson).collect::<Vec<_>>())
     } else {
         emit(&render::list_table(&views, now_us()))
+    }
+}
+
+async fn ports(ctx: &Ctx, a: &ListArgs) -> Result<()> {
+    let views = ctx.list(&list_filter(a)).await?;
+    let rows = render::port_rows(&views);
+    if ctx.json {
+        emit_json(&rows)
+    } else {
+        emit(&render::ports_table(&rows))
     }
 }
 

@@ -6,7 +6,9 @@
 
 use serde::Serialize;
 
-use crate::api::{cpu_percent_known, EventRow, LogRow, ProcessJson, ProcessView, State, UNSET};
+use crate::api::{
+    cpu_percent_known, EventRow, ListenPort, LogRow, ProcessJson, ProcessView, State, UNSET,
+};
 
 use super::format::{
     format_bytes, format_cpu_time, format_duration, format_opt_bytes, format_relative,
@@ -140,6 +142,7 @@ pub fn list_table(views: &[ProcessView], now_us: u64) -> String {
                 format_opt_bytes(v.memory_current),
                 cpu_percent(v).map_or("-".into(), |p| format!("{p:.1}")),
                 uptime(v, now_us).unwrap_or_else(|| "-".into()),
+                ports_cell(v),
                 shell_join(&v.command),
             ]
         })
@@ -156,10 +159,80 @@ pub fn list_table(views: &[ProcessView], now_us: u64) -> String {
             "MEM",
             "CPU%",
             "UPTIME",
+            "PORTS",
             "COMMAND",
         ]),
         &rows,
-        &[L, L, L, L, L, R, R, R, R, L],
+        &[L, L, L, L, L, R, R, R, R, L, L],
+    )
+}
+
+/// Most ports the list's cell names; the rest are counted.
+const PORTS_SHOWN: usize = 3;
+
+/// The PORTS cell: `:3000,:5353/udp`, `-` when none, `,+2` past
+/// [`PORTS_SHOWN`] (`ports` and `status` show them all).
+fn ports_cell(v: &ProcessView) -> String {
+    let mut seen: Vec<String> = v.listen_ports.iter().map(ListenPort::short).collect();
+    // One port on both IPv4 and IPv6 reads once.
+    seen.dedup();
+    if seen.is_empty() {
+        return "-".into();
+    }
+    let more = seen.len().saturating_sub(PORTS_SHOWN);
+    seen.truncate(PORTS_SHOWN);
+    let mut cell = seen.join(",");
+    if more > 0 {
+        cell.push_str(&format!(",+{more}"));
+    }
+    cell
+}
+
+/// One row of `corralctl ports --json`.
+#[derive(Debug, Serialize)]
+pub struct PortJson<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub workspace: &'a str,
+    #[serde(flatten)]
+    pub port: &'a ListenPort,
+}
+
+/// Every listening port of `views`, one per row (`corralctl ports`).
+pub fn port_rows(views: &[ProcessView]) -> Vec<PortJson<'_>> {
+    views
+        .iter()
+        .flat_map(|v| {
+            v.listen_ports.iter().map(|port| PortJson {
+                id: &v.id,
+                name: &v.name,
+                workspace: &v.workspace,
+                port,
+            })
+        })
+        .collect()
+}
+
+/// `corralctl ports` as an aligned table.
+pub fn ports_table(rows: &[PortJson<'_>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                dash(r.name),
+                dash(r.workspace),
+                r.port.proto.clone(),
+                sanitize(&r.port.address),
+                r.port.port.to_string(),
+            ]
+        })
+        .collect();
+    use Align::{Left as L, Right as R};
+    render_table(
+        Some(&["ID", "NAME", "WORKSPACE", "PROTO", "ADDRESS", "PORT"]),
+        &rows,
+        &[L, L, L, L, L, R],
     )
 }
 
@@ -298,6 +371,22 @@ pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us
         fields.push(("Terminal", "yes (corralctl attach)".into()));
     }
 
+    if !v.listen_ports.is_empty() {
+        let ports: Vec<String> = v
+            .listen_ports
+            .iter()
+            .map(|p| sanitize(&p.to_string()))
+            .collect();
+        fields.push(("Ports", ports.join(", ")));
+    }
+    if !v.port_holders.is_empty() {
+        let held: Vec<String> = v
+            .port_holders
+            .iter()
+            .map(|h| format!("port {} held by {}", h.port, sanitize(&h.description)))
+            .collect();
+        fields.push(("Ports", held.join("; ")));
+    }
     if v.health != crate::api::Health::None || !v.health_results.is_empty() {
         let results: Vec<String> = v
             .health_results
@@ -379,6 +468,20 @@ mod tests {
             tracked: false,
             health: crate::api::Health::None,
             health_results: vec![],
+            listen_ports: vec![
+                port("tcp", "0.0.0.0", 3000),
+                port("tcp", "::", 3000),
+                port("udp", "127.0.0.1", 5433),
+            ],
+            port_holders: vec![],
+        }
+    }
+
+    fn port(proto: &str, address: &str, port: u16) -> ListenPort {
+        ListenPort {
+            proto: proto.into(),
+            address: address.into(),
+            port,
         }
     }
 
@@ -528,6 +631,7 @@ mod tests {
         b.exit_code = 0;
         b.main_pid = 0;
         b.memory_current = UNSET;
+        b.listen_ports.clear();
         let out = list_table(&[view(), b], 193_000_000);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3);
@@ -542,6 +646,32 @@ mod tests {
             lines[1].contains("12.3M") && lines[1].contains("3m12s") && lines[1].contains("2.5")
         );
         assert!(lines[1].contains("wéb"));
+        // One cell of ports, a port on both families once; none: a dash.
+        assert_eq!(col(lines[1], ":3000,:5433/udp "), col(lines[0], "PORTS"));
+        let at = col(lines[0], "PORTS").unwrap();
+        let cell: String = lines[2].chars().skip(at).take(2).collect();
+        assert_eq!(cell, "- ");
+    }
+
+    #[test]
+    fn ports_list_every_socket_and_the_cell_counts_the_rest() {
+        let v = view();
+        let table = ports_table(&port_rows(std::slice::from_ref(&v)));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[2].starts_with("7   wéb   w          tcp    ::"),
+            "{table}"
+        );
+        let json = serde_json::to_value(port_rows(std::slice::from_ref(&v))).unwrap();
+        assert_eq!(
+            json[2],
+            serde_json::json!({"id": "7", "name": "wéb", "workspace": "w",
+                "proto": "udp", "address": "127.0.0.1", "port": 5433})
+        );
+        let mut many = v;
+        many.listen_ports = (1..=5).map(|p| port("tcp", "::", p)).collect();
+        assert_eq!(ports_cell(&many), ":1,:2,:3,+2");
     }
 
     #[test]
@@ -567,6 +697,23 @@ mod tests {
         assert!(page.contains("Last 1 events:"));
         assert!(page.contains("exited  code 3"));
         assert!(page.contains("  hello\n"));
+        // Not running: who holds the ports it wants, not what it had.
+        v.listen_ports.clear();
+        v.port_holders = vec![crate::api::PortHolder {
+            port: 3000,
+            pid: 812,
+            description: "PID 812 (python3), not supervised".into(),
+        }];
+        let page = status_page(&v, &[], &[], 10_000_000);
+        assert!(
+            page.contains("Ports: port 3000 held by PID 812 (python3), not supervised\n"),
+            "{page}"
+        );
+        let page = status_page(&view(), &[], &[], 10_000_000);
+        assert!(
+            page.contains("Ports: tcp 0.0.0.0:3000, tcp [::]:3000, udp 127.0.0.1:5433\n"),
+            "{page}"
+        );
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! and the question a TCP health check asks of it: would a connection to
 //! this local address be accepted?
 //!
+//! The same dump, asked also for bound UDP sockets, gives each socket's
+//! inode and owner ([`Bound`]): what [`crate::daemon::ports`] maps to
+//! processes.
+//!
 //! A check on a loopback address is answered from the table, so a
 //! thousand checks a second cost one dump, not a thousand connections
 //! (each a socket, a handshake, an `accept` in the checked program and a
@@ -18,7 +22,7 @@ use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_sock_diag::constants::{
-    AF_INET, AF_INET6, INET_DIAG_SKV6ONLY, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY,
+    AF_INET, AF_INET6, INET_DIAG_SKV6ONLY, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY,
 };
 use netlink_packet_sock_diag::inet::{
     ExtensionFlags, InetRequest, InetResponseBuffer, InetResponseHeader, SocketId, StateFlags,
@@ -195,13 +199,75 @@ impl SockDiag {
     pub fn listening_tcp(&mut self) -> std::io::Result<Listening> {
         let mut all = Vec::with_capacity(self.last_count);
         for family in [AF_INET, AF_INET6] {
-            self.dump(family, &mut all)?;
+            self.dump(family, IPPROTO_TCP, StateFlags::LISTEN, |header, nlas| {
+                let v6only = NlasIterator::new(nlas)
+                    .flatten()
+                    .any(|nla| nla.kind() == INET_DIAG_SKV6ONLY && nla.value().first() == Some(&1));
+                let id = &header.socket_id;
+                all.push((
+                    id.source_port,
+                    Listener {
+                        address: id.source_address,
+                        v6only,
+                        queued: header.recv_queue,
+                        backlog: header.send_queue,
+                    },
+                ));
+            })?;
         }
         self.last_count = all.len();
         Ok(Listening::new(all))
     }
 
-    fn dump(&mut self, family: u8, table: &mut Vec<(u16, Listener)>) -> std::io::Result<()> {
+    /// Every listening TCP socket and every bound, unconnected UDP socket
+    /// (what `ss -lntu` lists), IPv4 and IPv6, with inode and owner.
+    pub fn bound(&mut self) -> std::io::Result<Vec<Bound>> {
+        let mut all = Vec::new();
+        for (proto, states) in [
+            (Proto::Tcp, StateFlags::LISTEN),
+            // An unconnected UDP socket is in TCP_CLOSE (`ss`'s UNCONN).
+            (Proto::Udp, StateFlags::CLOSE),
+        ] {
+            let ipproto = match proto {
+                Proto::Tcp => IPPROTO_TCP,
+                Proto::Udp => IPPROTO_UDP,
+            };
+            for family in [AF_INET, AF_INET6] {
+                let dumped = self.dump(family, ipproto, states.clone(), |header, _| {
+                    let id = &header.socket_id;
+                    // A UDP socket in CLOSE without a port is not bound.
+                    if id.source_port != 0 && header.inode != 0 {
+                        all.push(Bound {
+                            proto,
+                            address: id.source_address,
+                            port: id.source_port,
+                            inode: header.inode,
+                            uid: header.uid,
+                        });
+                    }
+                });
+                match dumped {
+                    // UDP needs the `udp_diag` module, TCP only
+                    // `inet_diag`: a kernel without it still shows TCP.
+                    Err(e) if proto == Proto::Udp => {
+                        tracing::debug!("no UDP sockets from sock_diag: {e}");
+                    }
+                    r => r?,
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// One dump of `protocol` sockets of `family` in `states`, each
+    /// reply's header and attributes handed to `each`.
+    fn dump(
+        &mut self,
+        family: u8,
+        protocol: u8,
+        states: StateFlags,
+        mut each: impl FnMut(&InetResponseHeader, &[u8]),
+    ) -> std::io::Result<()> {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let socket_id = if family == AF_INET {
@@ -213,9 +279,9 @@ impl SockDiag {
             header,
             SockDiagMessage::InetRequest(InetRequest {
                 family,
-                protocol: IPPROTO_TCP,
+                protocol,
                 extensions: ExtensionFlags::empty(),
-                states: StateFlags::LISTEN,
+                states,
                 socket_id,
             })
             .into(),
@@ -251,19 +317,7 @@ impl SockDiag {
                             .ok_or_else(|| bad("a short sock_diag message".into()))?;
                         let header = InetResponseHeader::parse(head)
                             .map_err(|e| bad(format!("a sock_diag message: {e}")))?;
-                        let v6only = NlasIterator::new(nlas).flatten().any(|nla| {
-                            nla.kind() == INET_DIAG_SKV6ONLY && nla.value().first() == Some(&1)
-                        });
-                        let id = &header.socket_id;
-                        table.push((
-                            id.source_port,
-                            Listener {
-                                address: id.source_address,
-                                v6only,
-                                queued: header.recv_queue,
-                                backlog: header.send_queue,
-                            },
-                        ));
+                        each(&header, nlas);
                     }
                     _ => {}
                 }
@@ -276,6 +330,34 @@ impl SockDiag {
             }
         }
     }
+}
+
+/// The protocol of a [`Bound`] socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A TCP listener or a bound UDP socket, as `ss -lntue` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub proto: Proto,
+    pub address: IpAddr,
+    pub port: u16,
+    /// The socket's inode: `/proc/PID/fd/N` links to `socket:[inode]`.
+    pub inode: u32,
+    /// The uid that created it.
+    pub uid: u32,
 }
 
 fn bad(what: String) -> std::io::Error {
@@ -365,5 +447,37 @@ mod tests {
         drop(listener);
         let table = diag.listening_tcp().unwrap();
         assert!(table.accepts(&[addr]).is_err());
+    }
+
+    /// The real kernel table again, with inodes: a TCP listener and a
+    /// bound UDP socket of this process, each under its own inode, and a
+    /// connected UDP socket left out (it is not listening).
+    #[test]
+    fn bound_sockets_come_with_their_protocol_inode_and_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(udp.local_addr().unwrap()).unwrap();
+        let inode_of = |fd: i32| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .unwrap()
+                .ino() as u32
+        };
+        use std::os::fd::AsRawFd;
+        let all = SockDiag::open().unwrap().bound().unwrap();
+        let find = |port: u16, proto: Proto| {
+            all.iter()
+                .find(|b| b.port == port && b.proto == proto)
+                .cloned()
+        };
+        let t = find(tcp.local_addr().unwrap().port(), Proto::Tcp).expect("the TCP listener");
+        assert_eq!(t.inode, inode_of(tcp.as_raw_fd()));
+        assert_eq!(t.address, IpAddr::from(Ipv4Addr::LOCALHOST));
+        assert_eq!(t.uid, unsafe { libc::geteuid() });
+        let u = find(udp.local_addr().unwrap().port(), Proto::Udp).expect("the UDP socket");
+        assert_eq!(u.inode, inode_of(udp.as_raw_fd()));
+        assert_eq!(u.address, IpAddr::from(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(find(client.local_addr().unwrap().port(), Proto::Udp), None);
     }
 }

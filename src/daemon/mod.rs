@@ -14,6 +14,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod notify;
 pub mod pidfd;
+pub mod ports;
 pub mod projects;
 pub mod service;
 pub mod store;

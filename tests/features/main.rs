@@ -10,6 +10,7 @@ mod common;
 // One line per feature module (kept sorted).
 mod history;
 mod live;
+mod ports;
 mod project;
 mod terminal;
 mod track;

@@ -19,7 +19,7 @@ use crate::daemon::launch::ShimPool;
 use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::RunId;
 use crate::daemon::systemd::{ScopeProps, Systemd};
-use crate::daemon::{exits, launch, track};
+use crate::daemon::{exits, launch, ports, track};
 use crate::shim::{ExitRecord, LaunchSpec};
 
 pub type Fut<T> = BoxFuture<'static, T>;
@@ -134,6 +134,18 @@ pub trait Cgroups: Send + Sync {
     }
 }
 
+/// Which process listens where ([`ports`]).
+pub trait Ports: Send + Sync {
+    /// One refresh: each scope's PIDs are read from its control group
+    /// (the `String`). `None` while the previous refresh still runs, or
+    /// when the socket table cannot be read.
+    fn refresh(
+        &self,
+        scopes: Vec<(ports::Scope, String)>,
+        wanted: Vec<ports::Wanted>,
+    ) -> Fut<Option<ports::Found>>;
+}
+
 pub trait Clock: Send + Sync {
     /// Microseconds since the Unix epoch.
     fn now_us(&self) -> u64;
@@ -146,6 +158,7 @@ pub struct Host {
     pub launcher: Arc<dyn Launcher>,
     pub cgroups: Arc<dyn Cgroups>,
     pub clock: Arc<dyn Clock>,
+    pub ports: Arc<dyn Ports>,
 }
 
 impl Host {
@@ -169,12 +182,50 @@ impl Host {
                 systemd,
                 exits_dir: Arc::new(exits_dir),
             }),
+            ports: Arc::new(RealPorts {
+                fs: cgroups.clone(),
+                scanner: Arc::new(Mutex::new(ports::Scanner::new("/proc"))),
+            }),
             cgroups: Arc::new(RealCgroups {
                 fs: cgroups,
                 sampler: Arc::new(Mutex::new(Sampler::from_rlimit())),
             }),
             clock: Arc::new(SystemClock),
         }
+    }
+}
+
+struct RealPorts {
+    fs: Option<Arc<CgroupFs>>,
+    /// Held by the refresh running; the next waits for none.
+    scanner: Arc<Mutex<ports::Scanner>>,
+}
+
+impl Ports for RealPorts {
+    fn refresh(
+        &self,
+        scopes: Vec<(ports::Scope, String)>,
+        wanted: Vec<ports::Wanted>,
+    ) -> Fut<Option<ports::Found>> {
+        let fs = self.fs.clone();
+        let scanner = self.scanner.clone();
+        Box::pin(blocking(None, move || {
+            // A refresh slower than the tick: skip this one.
+            let mut scanner = scanner.try_lock().ok()?;
+            let scopes: Vec<ports::Scope> = scopes
+                .into_iter()
+                .map(|(mut s, cg)| {
+                    if let Some(fs) = &fs {
+                        s.pids = fs.read_procs(&cg).unwrap_or_default();
+                    }
+                    s
+                })
+                .collect();
+            scanner
+                .refresh(&scopes, &wanted)
+                .inspect_err(|e| tracing::debug!("reading the socket table: {e}"))
+                .ok()
+        }))
     }
 }
 

@@ -245,6 +245,8 @@ pub(super) enum Fact {
     /// CPU time of running processes, read off the actor by the tick.
     Sampled(Vec<(ProcessId, RunId, Option<u64>)>),
     /// All usage of running processes, read by the tick when history is on.
+    /// What a refresh of the listening sockets found.
+    PortsFound(crate::daemon::ports::Found),
     HistorySampled(Vec<(ProcessId, RunId, Option<crate::daemon::cgroup::Usage>)>),
     Prune,
     /// A Track whose target was read from `/proc` off the actor.

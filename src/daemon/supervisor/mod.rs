@@ -13,7 +13,8 @@
 //! the `*Matching` calls, [`reconcile`] adoption at agent start, [`usage`]
 //! cgroup sampling and the client's view, [`history`] usage history,
 //! [`upkeep`] storage resync and retention, [`tracking`] Track/Untrack of
-//! processes corral did not start, [`health`] health checks. [`host`] puts
+//! processes corral did not start, [`health`] health checks, [`listening`]
+//! the ports processes listen on and who holds those of ended ones. [`host`] puts
 //! systemd, launching, cgroups and the clock behind traits, so [`tests`]
 //! drive the actor in-process under paused time. This file: start-up and
 //! dispatch.
@@ -22,6 +23,7 @@ mod ending;
 mod health;
 mod history;
 mod host;
+mod listening;
 mod live;
 mod local_checks;
 mod messages;
@@ -369,12 +371,14 @@ impl Supervisor {
                 } else {
                     self.sample_cpu();
                 }
+                self.sample_ports();
                 if self.store.failing() {
                     self.resync().await;
                 }
             }
             Fact::Sampled(samples) => self.apply_cpu_samples(samples),
             Fact::HistorySampled(samples) => self.record_history(samples),
+            Fact::PortsFound(found) => self.ports_found(found),
             Fact::StartChecked {
                 spec,
                 config,

@@ -11,10 +11,10 @@ use tokio::time::Instant;
 
 use super::policy::Backoff;
 use super::Reply;
-use crate::api::State;
+use crate::api::{ListenPort, PortHolder, State};
 use crate::daemon::cgroup::Usage;
 use crate::daemon::pidfd::Pidfd;
-use crate::daemon::store::{ProcessConfig, ProcessId, ProcessRecord, RunRecord};
+use crate::daemon::store::{ProcessConfig, ProcessId, ProcessRecord, RunId, RunRecord};
 
 /// What to do once a requested stop has completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,13 @@ pub struct Proc {
     pub oom_kills: u32,
     /// The current run's health check, while it runs.
     pub health: Option<super::health::HealthRun>,
+    /// The sockets the last refresh found, and of which run: the current
+    /// run's are `ListenPorts`; the last run's are ports it expects.
+    pub listening: Option<(RunId, Vec<ListenPort>)>,
+    /// The last non-empty `listening`, kept after the run ends.
+    pub last_ports: Vec<ListenPort>,
+    /// While not running: who holds the ports it expects (`PortHolders`).
+    pub port_holders: Vec<PortHolder>,
 }
 
 impl Proc {
@@ -123,6 +130,9 @@ impl Proc {
             sampled: Sampled::default(),
             oom_kills: rec.oom_kills,
             health: None,
+            listening: None,
+            last_ports: Vec::new(),
+            port_holders: Vec::new(),
         }
     }
 

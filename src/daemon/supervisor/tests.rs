@@ -157,6 +157,19 @@ impl Launcher for Fake {
     }
 }
 
+/// The actor's tests read no socket table.
+struct NoPorts;
+
+impl host::Ports for NoPorts {
+    fn refresh(
+        &self,
+        _: Vec<(crate::daemon::ports::Scope, String)>,
+        _: Vec<crate::daemon::ports::Wanted>,
+    ) -> Fut<Option<crate::daemon::ports::Found>> {
+        Box::pin(std::future::ready(None))
+    }
+}
+
 impl Cgroups for Fake {
     fn populated(&self, cg: String) -> Fut<bool> {
         Box::pin(std::future::ready(lock(&self.0.populated).contains(&cg)))
@@ -249,6 +262,7 @@ async fn bed_with(
         launcher: fake.clone(),
         cgroups: fake,
         clock: Arc::new(TestClock(tokio::time::Instant::now())),
+        ports: Arc::new(NoPorts),
     };
     let (ev_tx, events) = mpsc::unbounded_channel();
     let (handle, _task, tx) = spawn(settings, store, host, ev_tx).await.unwrap();

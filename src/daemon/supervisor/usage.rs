@@ -178,6 +178,15 @@ impl Supervisor {
                         .collect()
                 })
                 .unwrap_or_default(),
+            listen_ports: match &p.listening {
+                Some((run, ports)) if active && *run == p.run.id => ports.clone(),
+                _ => Vec::new(),
+            },
+            port_holders: if active {
+                Vec::new()
+            } else {
+                p.port_holders.clone()
+            },
         })
     }
 }
