@@ -276,6 +276,34 @@ fn up_starts_in_order_on_conditions_and_a_second_up_changes_nothing() {
     let shown = agent.ctl_ok(&["logs", "-w", "shop", "--grep", "ready"]);
     assert_eq!(shown.trim(), "db     | db ready");
 
+    // The API's port shows in list; a process that wants it names the API.
+    let api_id = ps["api"]["id"].as_str().unwrap().to_string();
+    let want = serde_json::json!([{"proto": "tcp", "address": "127.0.0.1", "port": p.api_port}]);
+    wait_for(LIMIT, "the API's port in list --json", || {
+        (agent.get(&api_id)["ports"] == want).then_some(())
+    });
+    let port = p.api_port.to_string();
+    let clash = agent.start_cmd(&[
+        "--name",
+        "clash",
+        "--restart",
+        "no",
+        "-e",
+        &format!("PORT={port}"),
+        "--",
+        "python3",
+        "-c",
+        "import os, socket; socket.socket().bind(('127.0.0.1', int(os.environ['PORT'])))",
+    ]);
+    agent.wait_state(&clash, "failed", LIMIT);
+    let holder = format!("api (id {api_id}, workspace shop)");
+    wait_for(LIMIT, "status to name the port's holder", || {
+        let page = agent.ctl_ok(&["status", &clash]);
+        page.contains(&format!("port {port} held by {holder}"))
+            .then_some(())
+    });
+    agent.ctl_ok(&["rm", &clash]);
+
     // A second up: nothing to do, no event.
     let before = p.event_count(&agent);
     assert_eq!(
