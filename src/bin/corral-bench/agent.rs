@@ -20,6 +20,7 @@ use corral::api::{self, ManagerProxy};
 pub struct Bins {
     pub corrald: PathBuf,
     pub shim: PathBuf,
+    pub corralctl: PathBuf,
     /// This program (the stamp child and the one-shot client).
     pub bench: PathBuf,
 }

@@ -16,6 +16,7 @@ mod agent;
 mod chart;
 mod history;
 mod probe;
+mod project;
 mod report;
 mod sys;
 mod terminal;
@@ -57,7 +58,7 @@ struct Args {
     /// Directory holding corrald and corral-shim (default: next to this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Run only these sections (start, storm, exit, restart, track, terminal, footprint).
+    /// Run only these sections (start, storm, exit, restart, track, project, terminal, footprint).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the footprint process counts (e.g. 0,1000), for profiling.
@@ -299,9 +300,10 @@ async fn run(args: Args) -> Result<()> {
     let bins = Bins {
         corrald: bin_dir.join("corrald"),
         shim: bin_dir.join("corral-shim"),
+        corralctl: bin_dir.join("corralctl"),
         bench: exe,
     };
-    for b in [&bins.corrald, &bins.shim] {
+    for b in [&bins.corrald, &bins.shim, &bins.corralctl] {
         if !b.exists() {
             bail!(
                 "{} not found (build with cargo build --release --bins)",
@@ -341,9 +343,11 @@ async fn run(args: Args) -> Result<()> {
     };
     let wants = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
 
-    if ["start", "storm", "exit", "restart", "track", "terminal"]
-        .iter()
-        .any(|s| wants(s))
+    if [
+        "start", "storm", "exit", "restart", "track", "project", "terminal",
+    ]
+    .iter()
+    .any(|s| wants(s))
     {
         let agent = Agent::start(
             &b.bins,
@@ -377,6 +381,11 @@ async fn run(args: Args) -> Result<()> {
                 let busy = sys::Busy::new();
                 b.track_latency().await?;
                 b.busy_note("5 track", &busy);
+            }
+            if wants("project") {
+                let busy = sys::Busy::new();
+                b.project_up().await?;
+                b.busy_note("6 project", &busy);
             }
             if wants("terminal") {
                 let busy = sys::Busy::new();
@@ -448,6 +457,8 @@ fn set_targets(rep: &mut Report, plan: &Plan) {
     rep.target("exit.detect", "p99 <= 20 ms", p99, 20.0);
     rep.target("exit.kill9", "p99 <= 20 ms", p99, 20.0);
     rep.target("track.tree20", "p99 < 50 ms", p99, 50.0);
+    // Issue 12 item 8: `up` of an unchanged 20-process project.
+    rep.target("project.up_noop_cli", "median < 50 ms", median, 50.0);
     // Issue 13 item 7 asks for none: an idle session costs nothing.
     rep.target("terminal.idle", "0 ticks", max, 0.0);
     let big = plan.counts.last().copied().unwrap_or(0);
