@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::store::Store;
 use super::supervisor::{Access, Command, Error, Event, Handle, RunAs};
-use crate::api::{Filter, Health, ProcessView, State};
+use crate::api::{Filter, Health, Limits, ProcessView, State};
 use crate::config::Mode;
 use crate::project::{Condition, Instance, Project, Readiness, LABEL_SPEC_HASH};
 
@@ -423,6 +423,8 @@ impl Run {
         steps
     }
 
+    /// Starts the instance; answers its id, and what of its limits this
+    /// host could not apply, if any.
     async fn start(&self, inst: &Instance) -> Result<String, Error> {
         let env: Vec<(String, String)> = self.op.env.clone();
         let spec = self
@@ -430,12 +432,39 @@ impl Run {
             .start_spec(&inst.process, inst.index, &env)
             .map_err(|e| Error::InvalidProject(e.to_string()))?;
         let run_as = self.run_as.clone();
-        self.ask(|reply| Command::Start {
-            spec: Box::new(spec),
-            run_as,
-            reply,
-        })
-        .await
+        let id = self
+            .ask(|reply| Command::Start {
+                spec: Box::new(spec),
+                run_as,
+                reply,
+            })
+            .await?;
+        // The limits a start spec does not carry, set at once after it.
+        let Some(decl) = self.project.processes().get(&inst.process) else {
+            return Ok(id);
+        };
+        let limits = Limits {
+            memory_high: decl.memory_high,
+            cpu_weight: decl.cpu_weight,
+            io_weight: decl.io_weight,
+            ..Limits::default()
+        };
+        if limits == Limits::default() {
+            return Ok(id);
+        }
+        let (target, access) = (id.clone(), self.access);
+        match self
+            .ask(|reply| Command::SetLimits {
+                id: target,
+                access,
+                limits,
+                reply,
+            })
+            .await
+        {
+            Ok(()) => Ok(id),
+            Err(e) => Ok(format!("{id}; its limits were not applied: {e}")),
+        }
     }
 
     async fn restart(&self, v: &ProcessView) -> Result<(), Error> {

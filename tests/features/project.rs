@@ -466,9 +466,10 @@ depends_on = ["app"]
     assert!(!out.status.success());
     let shown = text(&out.stdout);
     let line = |name: &str| {
+        // The last: a `waiting` line may come first.
         let l = shown
             .lines()
-            .find(|l| l.split_whitespace().next() == Some(name))
+            .rfind(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_else(|| panic!("no line for {name}: {shown}"));
         l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
     };
@@ -519,4 +520,60 @@ fn a_bad_file_is_refused_with_its_line_and_key_before_anything_starts() {
     write("[processes.a]\ncommand = \"true\"\nenv_file = \"missing.env\"\n");
     refused("missing.env");
     assert!(agent.list(&[]).is_empty(), "something started");
+}
+
+#[test]
+fn a_log_line_makes_a_process_ready_for_its_dependents() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let file = dir.path().join("corral.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+workspace = "logready"
+[processes.server]
+command = "echo booting; while [ ! -e {gate} ]; do sleep 0.02; done; echo ready in 12 ms; exec sleep 1000"
+health = {{ log = "ready in \\d+ ms" }}
+[processes.client]
+command = "sleep 1000"
+depends_on = {{ server = "healthy" }}
+"#,
+            gate = gate.display()
+        ),
+    )
+    .unwrap();
+    let mut up = Command::new(bin("corralctl"))
+        .args(["up", "-f", &file.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("corralctl up");
+    // "booting" matches nothing: the client waits.
+    wait_for(LIMIT, "the server to boot", || {
+        let ps = agent.list(&["-w", "logready"]);
+        let server = ps.iter().find(|p| p["name"] == "server")?;
+        let id = server["id"].as_str()?;
+        let out = agent.ctl_ok(&["logs", id]);
+        out.contains("booting").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        agent.list(&["-w", "logready"]).len(),
+        1,
+        "client started early"
+    );
+    std::fs::write(&gate, b"").unwrap();
+    let status = up.wait().expect("up");
+    assert!(status.success());
+    let names: Vec<String> = agent
+        .list(&["-w", "logready"])
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["server", "client"]);
 }
