@@ -30,7 +30,7 @@ use super::store::Store;
 use super::supervisor::{Access, Command, Error, Event, Handle, RunAs};
 use crate::api::{Filter, Health, Limits, ProcessView, State};
 use crate::config::Mode;
-use crate::project::{Condition, Instance, Project, Readiness, LABEL_SPEC_HASH};
+use crate::project::{Condition, Instance, Project, Readiness, LABEL_PROJECT, LABEL_SPEC_HASH};
 
 /// How often a `log` readiness rereads its dependency's output.
 const LOG_POLL: Duration = Duration::from_millis(200);
@@ -384,7 +384,32 @@ impl Run {
                 }
             }
         }
+        if self.op.names.is_empty() {
+            self.orphans(&mut steps).await;
+        }
         steps
+    }
+
+    /// Reports (does not stop) processes this file started that it no
+    /// longer declares, as `docker compose` warns of orphans.
+    async fn orphans(&self, steps: &mut Vec<Step>) {
+        let Ok(all) = self.project.order(&[]) else {
+            return;
+        };
+        let declared: BTreeSet<&str> = all.iter().map(|i| i.name.as_str()).collect();
+        let file = self.project.path().display().to_string();
+        let Ok(views) = self.processes().await else {
+            return;
+        };
+        for v in views {
+            if v.labels.get(LABEL_PROJECT) == Some(&file) && !declared.contains(v.name.as_str()) {
+                let detail = format!(
+                    "id {}: no longer in the file (`corralctl rm {}` removes it)",
+                    v.id, v.id
+                );
+                self.step(steps, &v.name, "orphan", detail);
+            }
+        }
     }
 
     async fn down(&self, instances: &[Instance]) -> Vec<Step> {

@@ -382,6 +382,19 @@ fn an_edit_restarts_that_process_and_its_dependents_and_down_goes_in_reverse() {
     let ps = p.processes(&agent);
     assert_eq!(ps["db"]["id"], before["db"]["id"]);
     assert!(ps.values().all(|v| v["state"] == "running"), "{ps:?}");
+    // A process dropped from the file is reported, not stopped.
+    let text = std::fs::read_to_string(p.file()).unwrap();
+    let cut = text.find("[processes.worker]").unwrap();
+    std::fs::write(p.file(), &text[..cut]).unwrap();
+    assert_eq!(
+        p.steps(&agent, &["up"]),
+        pairs(&[
+            ("db", "unchanged"),
+            ("api", "unchanged"),
+            ("worker", "orphan")
+        ])
+    );
+    std::fs::write(p.file(), &text).unwrap();
 
     // down: dependents first, and they ended first.
     assert_eq!(
