@@ -88,18 +88,33 @@ impl Scanner {
     }
 
     /// Reads the socket table once and answers for `scopes` and `wanted`.
-    pub fn refresh(&mut self, scopes: &[Scope], wanted: &[Wanted]) -> std::io::Result<Found> {
+    /// `pids_of` gives a scope's PIDs (where `pids` is empty); it is
+    /// called only when the sockets or the scopes changed since the last
+    /// refresh — reading a thousand `cgroup.procs` files every tick would
+    /// cost more than everything else the tick does.
+    pub fn refresh(
+        &mut self,
+        scopes: &[Scope],
+        wanted: &[Wanted],
+        pids_of: &dyn Fn(&Scope) -> Vec<u32>,
+    ) -> std::io::Result<Found> {
         let diag = match self.diag.take() {
             Some(d) => d,
             None => SockDiag::open()?,
         };
         let diag = self.diag.insert(diag);
         let bound = diag.bound().inspect_err(|_| self.diag = None)?;
-        Ok(self.answer(&bound, scopes, wanted))
+        Ok(self.answer(&bound, scopes, wanted, pids_of))
     }
 
     /// The mapping of `bound` (one dump) to processes.
-    fn answer(&mut self, bound: &[Bound], scopes: &[Scope], wanted: &[Wanted]) -> Found {
+    fn answer(
+        &mut self,
+        bound: &[Bound],
+        scopes: &[Scope],
+        wanted: &[Wanted],
+        pids_of: &dyn Fn(&Scope) -> Vec<u32>,
+    ) -> Found {
         let mut inodes: Vec<u32> = bound.iter().map(|b| b.inode).collect();
         inodes.sort_unstable();
         inodes.dedup();
@@ -108,7 +123,14 @@ impl Scanner {
         if inodes != self.last_inodes || keys != self.last_scopes {
             self.owners.clear();
             for s in scopes {
-                for &pid in &s.pids {
+                let read;
+                let pids = if s.pids.is_empty() {
+                    read = pids_of(s);
+                    &read
+                } else {
+                    &s.pids
+                };
+                for &pid in pids {
                     for_each_socket(&self.proc_root, pid, |inode| {
                         if inodes.binary_search(&inode).is_ok() {
                             self.owners.entry(inode).or_insert((s.id, pid));
@@ -290,7 +312,9 @@ mod tests {
         );
         let pid = std::process::id();
         let mut s = Scanner::new("/proc");
-        let found = s.refresh(&[scope(vec![pid], me())], &[]).unwrap();
+        let found = s
+            .refresh(&[scope(vec![pid], me())], &[], &|s| s.pids.clone())
+            .unwrap();
         let (id, run, ports) = &found.listening[0];
         assert_eq!((*id, *run), (ProcessId(4), RunId(9)));
         for (proto, port) in [("tcp", t), ("udp", u)] {
@@ -308,7 +332,9 @@ mod tests {
             ports: vec![(Proto::Tcp, t), (Proto::Tcp, 1)],
         };
         let found = s
-            .refresh(&[scope(vec![pid], me())], &[wanted(me())])
+            .refresh(&[scope(vec![pid], me())], &[wanted(me())], &|s| {
+                s.pids.clone()
+            })
             .unwrap();
         let holder = |found: &Found| found.holders[0].1.clone();
         assert_eq!(
@@ -320,7 +346,9 @@ mod tests {
             }]
         );
         // Not supervised: found by the walk of /proc.
-        let found = s.refresh(&[], &[wanted(me())]).unwrap();
+        let found = s
+            .refresh(&[], &[wanted(me())], &|s| s.pids.clone())
+            .unwrap();
         let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
         assert_eq!(
             holder(&found)[0].description,
@@ -328,7 +356,9 @@ mod tests {
         );
         // Another user's, supervised or not: no PID, no name.
         for scopes in [vec![], vec![scope(vec![pid], me())]] {
-            let found = s.refresh(&scopes, &[wanted(me() + 1)]).unwrap();
+            let found = s
+                .refresh(&scopes, &[wanted(me() + 1)], &|s| s.pids.clone())
+                .unwrap();
             let h = &holder(&found)[0];
             assert_eq!(
                 (h.pid, h.description.as_str()),
@@ -338,7 +368,9 @@ mod tests {
         // Once closed, nobody holds it and the scope lists it no more.
         drop(tcp);
         let found = s
-            .refresh(&[scope(vec![pid], me())], &[wanted(me())])
+            .refresh(&[scope(vec![pid], me())], &[wanted(me())], &|s| {
+                s.pids.clone()
+            })
             .unwrap();
         assert!(holder(&found).is_empty());
         assert!(!found.listening[0]

@@ -212,17 +212,19 @@ impl Ports for RealPorts {
         Box::pin(blocking(None, move || {
             // A refresh slower than the tick: skip this one.
             let mut scanner = scanner.try_lock().ok()?;
-            let scopes: Vec<ports::Scope> = scopes
+            let (scopes, cgs): (Vec<ports::Scope>, std::collections::HashMap<_, _>) = scopes
                 .into_iter()
-                .map(|(mut s, cg)| {
-                    if let Some(fs) = &fs {
-                        s.pids = fs.read_procs(&cg).unwrap_or_default();
-                    }
-                    s
+                .map(|(s, cg)| {
+                    let id = s.id;
+                    (s, (id, cg))
                 })
-                .collect();
+                .unzip();
+            let pids_of = |s: &ports::Scope| match (&fs, cgs.get(&s.id)) {
+                (Some(fs), Some(cg)) => fs.read_procs(cg).unwrap_or_default(),
+                _ => Vec::new(),
+            };
             scanner
-                .refresh(&scopes, &wanted)
+                .refresh(&scopes, &wanted, &pids_of)
                 .inspect_err(|e| tracing::debug!("reading the socket table: {e}"))
                 .ok()
         }))
