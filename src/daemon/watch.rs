@@ -571,8 +571,11 @@ impl Watcher {
         }
     }
 
-    /// Restarts the process, if it still runs with the same label (a
-    /// process stopped meanwhile is not started again).
+    /// Restarts the process, if it still runs with the same label: one
+    /// stopped meanwhile is not started again, one (re)starting already
+    /// runs the changed files. A Stop landing between the look and the
+    /// Restart is the one window left (the supervisor has no conditional
+    /// restart); the next `up` or `stop` settles it.
     async fn restart(&self, path: &str) {
         let id = self.id.clone();
         let view = self
