@@ -2,7 +2,7 @@
 //! up`, restarted once (one new run) after a burst of changes in a directory made after
 //! it started (new directories get watches), with the cause among its
 //! events; a changed file under an ignore glob or outside the globs
-//! restarts nothing.
+//! restarts nothing; an agent killed and started again watches again.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -37,11 +37,11 @@ fn watch_restarts(agent: &Agent, id: &str) -> usize {
 }
 
 #[test]
-fn a_watched_change_restarts_once_and_ignored_ones_do_not() {
+fn a_watched_change_restarts_once_ignored_ones_do_not_and_a_new_agent_watches_too() {
     if !testbed_available() {
         return;
     }
-    let agent = Agent::start();
+    let mut agent = Agent::start();
     let dir = tempfile::Builder::new()
         .prefix("corral-watch.")
         .tempdir()
@@ -102,4 +102,18 @@ watch_debounce = "200ms"
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(watch_restarts(&agent, &id), 1);
+
+    // The watch is in the process's labels: an agent restarted (killed,
+    // even) watches again. It watches a moment after it serves, so the
+    // change is made again until a new run shows.
+    agent.kill(libc::SIGKILL);
+    agent.spawn();
+    let mut n = 0;
+    wait_for(LIMIT, "app to restart after the agent did", || {
+        if n % 100 == 0 {
+            std::fs::write(nested.join("b.txt"), n.to_string()).unwrap();
+        }
+        n += 1;
+        running_since(&agent).filter(|s| *s != second)
+    });
 }
