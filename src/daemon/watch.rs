@@ -455,6 +455,7 @@ impl Watcher {
         let read = async {
             // Moved in: the reader ending drops it, which ends the restarts.
             let changes_tx = changes_tx;
+            let mut overflowed = false;
             let first = self.walk(walk(), String::new(), false).await;
             self.took(first, &mut dirs, &budget, &changes_tx, &warned)
                 .await;
@@ -467,10 +468,14 @@ impl Watcher {
                     }
                 };
                 if event.mask.contains(EventMask::Q_OVERFLOW) {
-                    tracing::warn!(
-                        process = self.id,
-                        "too many file changes at once; some were missed"
-                    );
+                    // Once: a tree that overflows the queue does it often.
+                    if !overflowed {
+                        overflowed = true;
+                        tracing::warn!(
+                            process = self.id,
+                            "too many file changes at once; some were missed"
+                        );
+                    }
                     continue;
                 }
                 let wd = event.wd.get_watch_descriptor_id();
