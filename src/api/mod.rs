@@ -25,7 +25,10 @@ pub use lifecycle::{ExitReason, Health, OnUnhealthy, ProbeKind, RestartMode, Sta
 pub use live::{workspace_path, Limits, Pressure, WorkspaceView, NO_LIMIT, WORKSPACE_INTERFACE};
 pub use ports::{ListenPort, PortHolder};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};
-pub use spec::{wire_len, Filter, StartSpec, MAX_ARGS, MAX_LABEL_LEN, MAX_PATH_LEN, MAX_PAYLOAD};
+pub use spec::{
+    wire_len, Filter, StartSpec, MAX_ARGS, MAX_LABEL_LEN, MAX_LABEL_VALUE_LEN, MAX_PATH_LEN,
+    MAX_PAYLOAD,
+};
 pub(crate) use view::process_properties;
 pub use view::{cpu_percent_known, ProcessJson, ProcessView, Property, PROPERTIES, UNSET};
 pub use wire::WireValue;

@@ -4,7 +4,7 @@
 //! shutdown signal. Supervised processes live in their own scopes and
 //! keep running after the agent exits. The supervisor's events go to
 //! each of their consumers (bus objects, service status, desktop
-//! notifications) through [`tee`].
+//! notifications, file watches) through [`tee`].
 
 pub mod bus;
 pub mod cgroup;
@@ -21,6 +21,7 @@ pub mod store;
 pub mod supervisor;
 pub mod systemd;
 pub mod track;
+pub mod watch;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
@@ -225,6 +226,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let store_for_projects = store.clone();
+    let store_for_watch = store.clone();
     let (handle, mut actor) =
         supervisor::start(settings, store, systemd, gone_rx, events_tx).await?;
     let auth = bus::Auth::new(&conn, config.mode)
@@ -264,6 +266,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         let logs = config.state_dir.join("logs");
         tokio::spawn(notify::run(conn.clone(), logs, notify_rx));
     }
+    let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();
+    consumers.push(watch_tx);
+    tokio::spawn(watch::run(handle.clone(), store_for_watch, watch_rx));
     tokio::spawn(tee(events_rx, consumers));
     tokio::spawn(bus::publish_events(conn.clone(), ctx, bus_rx));
     tokio::spawn(service::report_status(handle.clone(), status_rx));

@@ -10,12 +10,15 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::api::{HealthCheck, OnUnhealthy, ProbeKind, RestartMode, StartSpec};
+use crate::api::{
+    HealthCheck, OnUnhealthy, ProbeKind, RestartMode, StartSpec, MAX_LABEL_VALUE_LEN,
+};
 use crate::config::{parse_duration, parse_size};
 
 use super::env::read_env_file;
 use super::error::{KeyPath, Result, Source};
 use super::file::{Command, Condition, DependsOn, Quota, RawHealth, RawProcess, Size};
+use super::watch::{WatchLabel, LABEL_WATCH};
 
 /// Most copies of one process.
 pub const MAX_INSTANCES: u32 = 64;
@@ -79,6 +82,18 @@ pub struct Watch {
     pub paths: Vec<String>,
     pub ignore: Vec<String>,
     pub debounce_ms: u64,
+}
+
+impl Watch {
+    /// What the `corral.watch` label of a process in `cwd` carries.
+    pub fn label(&self, cwd: &str) -> WatchLabel {
+        WatchLabel {
+            base: cwd.to_string(),
+            paths: self.paths.clone(),
+            ignore: self.ignore.clone(),
+            debounce_ms: self.debounce_ms,
+        }
+    }
 }
 
 impl ProcessDecl {
@@ -319,6 +334,7 @@ pub fn resolve(
         None => (None, None),
         Some(h) => health(src, &keys.of("health"), h)?,
     };
+    let watch = watch(src, keys, raw, &cwd)?;
     Ok(ProcessDecl {
         name: name.to_string(),
         command,
@@ -343,7 +359,7 @@ pub fn resolve(
         tty: raw.tty,
         health,
         readiness,
-        watch: watch(src, keys, raw)?,
+        watch,
     })
 }
 
@@ -467,8 +483,9 @@ fn health(
     Ok((Some(check), None))
 }
 
-/// `watch`, `watch_ignore`, `watch_debounce`: globs must compile.
-fn watch(src: &Source<'_>, keys: &Keys, raw: &RawProcess) -> Result<Option<Watch>> {
+/// `watch`, `watch_ignore`, `watch_debounce`: globs must compile and be
+/// relative to `cwd`, and the whole must fit the `corral.watch` label.
+fn watch(src: &Source<'_>, keys: &Keys, raw: &RawProcess, cwd: &str) -> Result<Option<Watch>> {
     let Some(paths) = &raw.watch else {
         let stray = [
             ("watch_ignore", raw.watch_ignore.is_some()),
@@ -482,7 +499,14 @@ fn watch(src: &Source<'_>, keys: &Keys, raw: &RawProcess) -> Result<Option<Watch
     let ignore = raw.watch_ignore.clone().unwrap_or_default();
     for (field, globs) in [("watch", paths), ("watch_ignore", &ignore)] {
         for (i, g) in globs.iter().enumerate() {
-            globset::Glob::new(g).map_err(|e| src.error(&keys.of(field).index(i), e))?;
+            let at = keys.of(field).index(i);
+            // Changed paths are matched relative to `cwd`: these could
+            // never match.
+            if g.starts_with('/') || g.split('/').any(|part| part == "..") {
+                let msg = format!("'{g}' must be relative to the process's cwd, inside it");
+                return Err(src.error(&at, msg));
+            }
+            super::watch::glob(g).map_err(|e| src.error(&at, e))?;
         }
     }
     let debounce_ms = match &raw.watch_debounce {
@@ -494,11 +518,20 @@ fn watch(src: &Source<'_>, keys: &Keys, raw: &RawProcess) -> Result<Option<Watch
             )
         })?,
     };
-    Ok(Some(Watch {
+    let w = Watch {
         paths: paths.clone(),
         ignore,
         debounce_ms,
-    }))
+    };
+    let len = w.label(cwd).encode().len();
+    if len > MAX_LABEL_VALUE_LEN {
+        let msg = format!(
+            "the watch settings take {len} bytes as the `{LABEL_WATCH}` label, \
+             more than {MAX_LABEL_VALUE_LEN}: use fewer or shorter globs"
+        );
+        return Err(src.error(&keys.of("watch"), msg));
+    }
+    Ok(Some(w))
 }
 
 /// Maps a message of `StartSpec::validate` (which names the D-Bus key)

@@ -258,9 +258,11 @@ process_keys! {
     persistent: bool,
     /// Run on a pseudo-terminal.
     tty: bool,
-    /// Globs (relative to `cwd`) whose changes restart the process.
+    /// Globs (relative to `cwd`; `*` stays in a directory, `**` crosses
+    /// them) whose changes restart the process. `.git`, `target` and
+    /// `node_modules` only when a glob names them.
     watch: Vec<String>,
-    /// Globs whose changes are ignored.
+    /// Globs whose changes are ignored (over `watch`).
     watch_ignore: Vec<String>,
     /// Quiet time after a change before restarting; default 300ms.
     watch_debounce: String,

@@ -7,7 +7,8 @@
 //!
 //! Submodules: `file` the raw serde format (and the JSON Schema), `decl`
 //! one process resolved, `env` `.env` files, `graph` dependency order,
-//! `error` errors and their places, [`import`] other formats → corral.toml.
+//! `error` errors and their places, [`import`] other formats → corral.toml,
+//! [`watch`] the `corral.watch` label the agent's file watcher reads.
 
 mod decl;
 mod env;
@@ -15,6 +16,7 @@ mod error;
 pub mod file;
 mod graph;
 pub mod import;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -226,7 +228,8 @@ impl Project {
 
     /// The spec of `process`'s instance `index`, with `inherited` (the
     /// caller's environment) under the declared variables. Labeled with
-    /// the project file and [`Project::spec_hash`].
+    /// the project file and [`Project::spec_hash`], and with the watch
+    /// settings ([`watch::LABEL_WATCH`]) if it has them.
     pub fn start_spec(
         &self,
         process: &str,
@@ -262,6 +265,10 @@ impl Project {
             ),
             (LABEL_SPEC_HASH.to_string(), self.hash(d, index)),
         ]);
+        if let Some(w) = &d.watch {
+            spec.labels
+                .insert(watch::LABEL_WATCH.to_string(), w.label(&d.cwd).encode());
+        }
         spec
     }
 

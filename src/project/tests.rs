@@ -73,6 +73,12 @@ fn a_three_process_file_gives_the_expected_specs() {
             (LABEL_SPEC_HASH.to_string(), p.spec_hash(name, i).unwrap()),
         ])
     };
+    // The worker watches files: the agent learns what from its label.
+    let mut worker_labels = labels("worker", 0);
+    worker_labels.insert(
+        watch::LABEL_WATCH.into(),
+        format!(r#"{{"base":"{root}","paths":["src/**/*.rs"],"ignore":[],"debounce_ms":300}}"#),
+    );
     let env = |kv: &[&str]| kv.iter().map(|s| s.to_string()).collect::<Vec<_>>();
 
     let db = p.start_spec("db", 0, &inherited()).unwrap();
@@ -150,7 +156,7 @@ fn a_three_process_file_gives_the_expected_specs() {
         // worker.env wins over .env; `env` over both and over [defaults].
         environment: env(&["CORRAL_INSTANCE=0", "LOG=debug", "PORT=1", "SECRET=s2"]),
         workspace: Some("shop".into()),
-        labels: labels("worker", 0),
+        labels: worker_labels,
         restart: Some("always".into()),
         persistent: Some(true),
         tty: Some(true),
@@ -219,6 +225,9 @@ fn each_error_names_its_line_and_key() {
         (format!("{a}health = {{ interval = \"1s\" }}\n"), 3, "processes.a.health", "needs one of tcp, http, exec, log, notify"),
         (format!("{a}watch = [\"ok/*\", \"a/[b\"]\n"), 3, "processes.a.watch[1]", "unclosed character class"),
         (format!("{a}watch_debounce = \"1s\"\n"), 3, "processes.a.watch_debounce", "needs `watch`"),
+        (format!("{a}watch = [\"/etc/*\"]\n"), 3, "processes.a.watch[0]", "'/etc/*' must be relative to the process's cwd"),
+        (format!("{a}watch = [\"x\"]\nwatch_ignore = [\"../y\"]\n"), 4, "processes.a.watch_ignore[0]", "must be relative"),
+        (format!("{a}watch = [{}]\n", vec!["\"src/**/a-rather-long-glob-of-files.rs\""; 120].join(", ")), 3, "processes.a.watch", "as the `corral.watch` label, more than 4096: use fewer or shorter globs"),
         ("[processes.\"a/b\"]\ncommand = \"x\"\n".into(), 1, "processes.a/b", "process name 'a/b' contains '/'"),
         ("[processes.\"a\\u0007\"]\ncommand = \"x\"\n".into(), 1, "processes.a\u{7}", "Name: contains a control character"),
         (format!("{a}instances = 2\n[processes.a-1]\ncommand = \"y\"\n"), 4, "processes.a-1", "instance name 'a-1' is also one of process 'a'"),
@@ -319,6 +328,17 @@ fn spec_hash_is_stable_and_follows_what_is_declared() {
         other.spec_hash("web", 0).unwrap(),
         p.spec_hash("web", 0).unwrap()
     );
+    // The watch settings are part of it: `up` restarts a process whose
+    // watch changed, so its label is current.
+    let watched = |extra: &str| {
+        Project::parse(&format!("{text}watch = [\"src/**\"]\n{extra}"), path)
+            .unwrap()
+            .spec_hash("web", 0)
+            .unwrap()
+    };
+    assert_ne!(watched(""), p.spec_hash("web", 0).unwrap());
+    assert_ne!(watched("watch_debounce = \"1s\"\n"), watched(""));
+    assert_ne!(watched("watch_ignore = [\"*.log\"]\n"), watched(""));
     // The caller's environment is not part of it.
     let label = |env: &[(String, String)]| {
         p.start_spec("web", 0, env).unwrap().labels[LABEL_SPEC_HASH].clone()

@@ -14,3 +14,4 @@ mod ports;
 mod project;
 mod terminal;
 mod track;
+mod watch;
