@@ -83,6 +83,7 @@ impl Scratch {
             user: None,
             journal: None,
             tty: false,
+            notify: false,
         }
     }
 
