@@ -96,9 +96,7 @@ pub trait Launcher: Send + Sync {
     /// Every run with a record present.
     fn pending_exits(&self) -> Fut<Vec<RunId>>;
     /// What the command of a `Notify` run last said, if anything.
-    fn read_notify(&self, _run: RunId) -> Fut<Option<NotifyRecord>> {
-        Box::pin(async { None })
-    }
+    fn read_notify(&self, run: RunId) -> Fut<Option<NotifyRecord>>;
 }
 
 /// Reads of cgroup files (`None`/false where unknown).

@@ -6,12 +6,11 @@
 //! on disk while the run lives, so an agent restarted meanwhile reads it
 //! again when it adopts the run.
 
+use super::proc::Proc;
 use super::Supervisor;
 use crate::api::NotifyState;
 use crate::daemon::store::RunId;
 use crate::shim::protocol::NotifyPhase;
-
-use super::proc::Proc;
 
 impl Supervisor {
     /// Reads the notify record of `run` and takes it in if `run` is the
