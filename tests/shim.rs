@@ -17,6 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use corral::logfile::{read_lines, LogLine};
+use corral::shim::protocol::{notify_path, NotifyPhase, NotifyRecord};
 use corral::shim::{Credentials, ExitRecord, LaunchSpec};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_corral-shim");
@@ -83,6 +84,7 @@ impl Scratch {
             user: None,
             journal: None,
             tty: false,
+            notify: false,
         }
     }
 
@@ -266,6 +268,54 @@ fn logs_output_and_records_exit_code() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o007, 0, "log dir is world-accessible: {mode:o}");
+}
+
+/// Notify mode: the child finds the shim's socket in `NOTIFY_SOCKET`
+/// (replacing an inherited one), what it says there (a passed fd
+/// notwithstanding) lands in the notify record next to the exit record,
+/// and nothing is written there once the run has ended.
+#[test]
+fn notify_child_speaks_through_the_socket_into_the_record() {
+    let scratch = Scratch::new();
+    let gate = scratch.path().join("gate");
+    let speaker = format!(
+        "import array, os, socket, time\n\
+         addr = os.environ['NOTIFY_SOCKET']\n\
+         addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0]))]\n\
+         s.sendmsg([b'STATUS=one'], fds, 0, addr)\n\
+         s.sendto(b'READY=1\\nSTATUS=two', addr)\n\
+         while not os.path.exists({gate:?}): time.sleep(0.01)\n\
+         s.sendto(b'STATUS=three', addr)\n"
+    );
+    let mut spec = scratch.spec(&["python3", "-c", &speaker]);
+    spec.notify = true;
+    spec.env.push("NOTIFY_SOCKET=/run/elsewhere/notify".into());
+    let mut shim = Shim::spawn();
+    let reply = shim.launch(&spec);
+    assert!(reply.starts_with("ok "), "{reply}");
+    let path = notify_path(&scratch.exit_file());
+    let said = wait_for("the notify record", || {
+        NotifyRecord::read(&path)
+            .ok()
+            .filter(|r| r.phase == NotifyPhase::Ready)
+    });
+    assert_eq!(
+        said,
+        NotifyRecord {
+            run: 34,
+            phase: NotifyPhase::Ready,
+            status: "two".into()
+        }
+    );
+    fs::write(&gate, b"").unwrap();
+    let record = scratch.wait_exit_record();
+    assert_eq!(record.code, 0, "{:?}", scratch.lines());
+    assert_eq!(shim.wait().code(), Some(0));
+    // `three` was sent while the child lived; it is kept or not, but the
+    // record is whole and of this run.
+    assert_eq!(NotifyRecord::read(&path).unwrap().run, 34);
 }
 
 /// PTY mode: the child sits on a terminal in its own session with TERM

@@ -120,6 +120,22 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// Where a `Notify` process stands in the sd_notify(3) protocol
+    /// (`NotifyState`): empty for other processes and while not running.
+    NotifyState {
+        None = "",
+        /// Running, `READY=1` not yet received in this run.
+        Waiting = "waiting",
+        /// `READY=1` received.
+        Ready = "ready",
+        /// `RELOADING=1`, until the next `READY=1`.
+        Reloading = "reloading",
+        /// `STOPPING=1`.
+        Stopping = "stopping",
+    }
+}
+
+wire_enum! {
     /// How a health check probes (`HealthCheck.Type`).
     ProbeKind {
         Exec = "exec",

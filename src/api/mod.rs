@@ -21,7 +21,7 @@ mod wire;
 pub use error::Error;
 pub use health::{HealthCheck, HealthResult, StatusRange, HEALTH_RESULTS_KEPT};
 pub use history::{HistoryRow, HISTORY_MAX_POINTS};
-pub use lifecycle::{ExitReason, Health, OnUnhealthy, ProbeKind, RestartMode, State};
+pub use lifecycle::{ExitReason, Health, NotifyState, OnUnhealthy, ProbeKind, RestartMode, State};
 pub use live::{workspace_path, Limits, Pressure, WorkspaceView, NO_LIMIT, WORKSPACE_INTERFACE};
 pub use ports::{ListenPort, PortHolder};
 pub use proxy::{EventRow, LogRow, ManagerProxy, ProcessProxy, ProcessStateChangedStream};

@@ -126,6 +126,9 @@ start_spec! {
     tty: Option<bool> = "Tty",
     /// A health check (see `api::HealthCheck`).
     health_check: Option<super::HealthCheck> = "HealthCheck",
+    /// The command speaks sd_notify(3) on `NOTIFY_SOCKET` (README
+    /// "Readiness"): `NotifyState` is `waiting` until it sends `READY=1`.
+    notify: Option<bool> = "Notify",
 }
 
 /// How a spec field travels: an unset option or an empty list or map is
@@ -480,6 +483,7 @@ mod tests {
             persistent: Some(true),
             user: Some("alice".into()),
             tty: Some(true),
+            notify: Some(true),
             health_check: Some(crate::api::HealthCheck {
                 kind: crate::api::ProbeKind::Tcp,
                 command: vec![],
@@ -503,7 +507,7 @@ mod tests {
         assert_eq!(
             sent.join("|"),
             "CPUQuota d|CleanEnvironment b|Command as|Environment as|\
-             HealthCheck a{sv}|Labels a{ss}|MemoryMax t|Name s|Persistent b|Restart s|RestartDelayMaxMs t|\
+             HealthCheck a{sv}|Labels a{ss}|MemoryMax t|Name s|Notify b|Persistent b|Restart s|RestartDelayMaxMs t|\
              RestartDelayMs t|RestartLimit u|RestartLimitIntervalSec u|\
              RestartResetSec u|Session s|TasksMax t|Tty b|User s|WorkingDirectory s|Workspace s"
         );
@@ -819,6 +823,7 @@ mod tests {
                         restart_limit: limit,
                         restart_limit_interval_sec: secs,
                         tty: flag,
+                        notify: flag,
                     }
                 })
         }

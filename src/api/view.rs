@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use zbus::zvariant::{OwnedValue, Value};
 
-use super::{Health, HealthResult, ListenPort, PortHolder, State, WireValue};
+use super::{Health, HealthResult, ListenPort, NotifyState, PortHolder, State, WireValue};
 
 // The table names its types from the crate root: it is expanded in the
 // proxy and the agent's bus module too.
@@ -72,6 +72,12 @@ pub struct ProcessView {
     pub listen_ports: Vec<ListenPort>,
     /// While not running: who holds the ports it expects to use.
     pub port_holders: Vec<PortHolder>,
+    /// A `Notify` process's readiness in its current run; `None` (empty
+    /// on the wire) for other processes and while not running.
+    pub notify_state: NotifyState,
+    /// The last `STATUS=` a `Notify` process sent in its current run
+    /// (at most 1 KiB, no control characters).
+    pub status_text: String,
 }
 
 /// The properties of `org.corral.Supervisor1.Process`, one row each.
@@ -129,6 +135,8 @@ macro_rules! process_properties {
             health_results:     Vec<crate::api::HealthResult> = "HealthResults", "health_results",  Vec::new(),      always,            false;
             listen_ports:       Vec<crate::api::ListenPort> = "ListenPorts",  "ports",             Vec::new(),      always,            true;
             port_holders:       Vec<crate::api::PortHolder> = "PortHolders",  "port_holders",      Vec::new(),      always,            true;
+            notify_state:       crate::api::NotifyState  = "NotifyState",      "notify_state",      crate::api::NotifyState::None, set, true;
+            status_text:        String                   = "StatusText",       "status_text",       String::new(),   set,               true;
         }
     };
 }
@@ -267,6 +275,8 @@ mod tests {
                 pid: 0,
                 description: "another user's process".into(),
             }],
+            notify_state: NotifyState::Ready,
+            status_text: "serving".into(),
         }
     }
 
@@ -300,7 +310,8 @@ mod tests {
             OOMKills u oom_kills *|Pressure a{sd} pressure|Tty b tty|\
             Tracked b tracked *|Health s health *|\
             HealthResults a(tbs) health_results|ListenPorts a(ssq) ports *|\
-            PortHolders a(qus) port_holders *";
+            PortHolders a(qus) port_holders *|NotifyState s notify_state *|\
+            StatusText s status_text *";
         let v = sample();
         // The top-level keys, in the order they are written.
         let json = serde_json::to_value(ProcessJson(&v)).unwrap();

@@ -240,6 +240,9 @@ pub struct StartArgs {
     /// Run on a pseudo-terminal, to attach to later (`corralctl attach`).
     #[arg(long, short = 't')]
     pub tty: bool,
+    /// The command reports readiness with sd_notify (READY=1, STATUS=...) on $NOTIFY_SOCKET.
+    #[arg(long)]
+    pub notify: bool,
     /// System agent only: run as this user (name or uid); root, or an admin after authentication.
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,

@@ -298,6 +298,18 @@ fn when(us: u64, now_us: u64) -> String {
 }
 
 /// The `status` page, modelled on `systemctl status`.
+/// The `Ready` line of a `Notify` process; none for others.
+fn ready_text(state: crate::api::NotifyState) -> Option<&'static str> {
+    use crate::api::NotifyState;
+    match state {
+        NotifyState::None => None,
+        NotifyState::Waiting => Some("waiting (no READY=1 yet)"),
+        NotifyState::Ready => Some("yes"),
+        NotifyState::Reloading => Some("reloading"),
+        NotifyState::Stopping => Some("stopping"),
+    }
+}
+
 pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us: u64) -> String {
     let mut fields: Vec<(&str, String)> = Vec::new();
     let state = if v.state.is_active() {
@@ -403,6 +415,12 @@ pub fn status_page(v: &ProcessView, events: &[EventRow], logs: &[LogRow], now_us
         }
         fields.push(("Health", h));
     }
+    if let Some(ready) = ready_text(v.notify_state) {
+        fields.push(("Ready", ready.into()));
+    }
+    if !v.status_text.is_empty() {
+        fields.push(("Status", sanitize(&v.status_text)));
+    }
     if v.started_at != 0 {
         fields.push(("Started", when(v.started_at, now_us)));
     }
@@ -474,6 +492,8 @@ mod tests {
                 port("udp", "127.0.0.1", 5433),
             ],
             port_holders: vec![],
+            notify_state: crate::api::NotifyState::None,
+            status_text: String::new(),
         }
     }
 
@@ -714,6 +734,18 @@ mod tests {
             page.contains("Ports: tcp 0.0.0.0:3000, tcp [::]:3000, udp 127.0.0.1:5433\n"),
             "{page}"
         );
+        assert!(
+            !page.contains("Ready:") && !page.contains("Status:"),
+            "{page}"
+        );
+        let mut v = view();
+        v.notify_state = crate::api::NotifyState::Waiting;
+        v.status_text = "warming \u{1b}[2J".into();
+        let page = status_page(&v, &[], &[], 10_000_000);
+        assert!(page.contains("Ready: waiting (no READY=1 yet)\n"), "{page}");
+        assert!(!page.contains('\u{1b}'), "{page}");
+        v.notify_state = crate::api::NotifyState::Ready;
+        assert!(status_page(&v, &[], &[], 10_000_000).contains("Ready: yes\n"));
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub fn build_spec(args: &StartArgs, caller: &Caller) -> Result<StartSpec, String
         .map(|d| seconds_up("--restart-reset", d))
         .transpose()?;
     spec.tty = args.tty.then_some(true);
+    spec.notify = args.notify.then_some(true);
     spec.user = args.run_as.clone();
     spec.health_check = health_check(&args.health)?;
     Ok(spec)
@@ -308,6 +309,7 @@ mod tests {
             "1500ms",
             "--persistent",
             "-t",
+            "--notify",
             "--run-as",
             "alice",
             "--health-http",
@@ -345,6 +347,7 @@ mod tests {
         assert_eq!(spec.restart_reset_sec, Some(2));
         assert_eq!(spec.persistent, Some(true));
         assert_eq!(spec.tty, Some(true));
+        assert_eq!(spec.notify, Some(true));
         assert_eq!(spec.user.as_deref(), Some("alice"));
         assert_eq!(spec.environment, ["A=1"]);
         assert_eq!(spec.clean_environment, Some(true));

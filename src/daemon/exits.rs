@@ -2,8 +2,11 @@
 //! file per ended run): watching the directory with inotify so an exit is
 //! noticed within milliseconds, and reading / deleting records. A record
 //! is deleted only after its exit is committed to SQLite, so an exit that
-//! happens while corrald is down is found at the next start. The record
-//! format and file names belong to `crate::shim::protocol`.
+//! happens while corrald is down is found at the next start. The same
+//! directory holds the notify records of `Notify` runs
+//! (`<run id>.notify`: what the command last said over sd_notify), seen
+//! by the same watch. The record formats and file names belong to
+//! `crate::shim::protocol`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +14,7 @@ use futures_util::StreamExt;
 use inotify::{EventMask, Inotify, WatchMask};
 use tokio::sync::mpsc;
 
-use crate::shim::protocol::{self, ExitRecord};
+use crate::shim::protocol::{self, ExitRecord, NotifyRecord};
 
 /// Path of the record of `run`.
 pub fn record_path(dir: &Path, run: u64) -> PathBuf {
@@ -31,11 +34,27 @@ pub fn read(dir: &Path, run: u64) -> Option<ExitRecord> {
     }
 }
 
-/// Deletes the record of `run` and the space the shim reserved for it.
+/// Reads the notify record of `run`, if its shim has written one.
+pub fn read_notify(dir: &Path, run: u64) -> Option<NotifyRecord> {
+    match NotifyRecord::read(&protocol::notify_path(&record_path(dir, run))) {
+        Ok(rec) => Some(rec),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!("unreadable notify record for run {run}: {e}");
+            None
+        }
+    }
+}
+
+/// Deletes the records of `run` (exit and notify) and the space the
+/// shim reserved for them.
 pub fn remove(dir: &Path, run: u64) {
     let record = record_path(dir, run);
-    let _ = std::fs::remove_file(&record);
-    let _ = std::fs::remove_file(protocol::record_tmp_path(&record));
+    let notify = protocol::notify_path(&record);
+    for path in [&record, &notify] {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(protocol::record_tmp_path(path));
+    }
 }
 
 /// Run ids of every record present (start-up scan).
@@ -48,14 +67,30 @@ pub fn pending(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// Sent instead of a run id when the kernel's event queue overflowed:
-/// the receiver must rescan the directory.
-pub const RESCAN: u64 = u64::MAX;
+/// What the watch saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The exit record of this run appeared.
+    Exit(u64),
+    /// The notify record of this run was (re)written.
+    Notify(u64),
+    /// The kernel's event queue overflowed: the receiver must rescan.
+    Rescan,
+}
 
-/// Watches `dir` and sends the run id of every record renamed into it.
-/// The watch is set up before this returns, so no record written after
-/// the call is missed.
-pub fn watch(dir: &Path, tx: mpsc::UnboundedSender<u64>) -> std::io::Result<()> {
+impl Seen {
+    /// What a file of this name renamed into the directory is.
+    fn of(name: &std::ffi::OsStr) -> Option<Seen> {
+        protocol::record_run(name)
+            .map(Seen::Exit)
+            .or_else(|| protocol::notify_run(name).map(Seen::Notify))
+    }
+}
+
+/// Watches `dir` and sends what every record renamed into it is. The
+/// watch is set up before this returns, so no record written after the
+/// call is missed.
+pub fn watch(dir: &Path, tx: mpsc::UnboundedSender<Seen>) -> std::io::Result<()> {
     let inotify = Inotify::init()?;
     inotify.watches().add(dir, WatchMask::MOVED_TO)?;
     let mut stream = inotify.into_event_stream(vec![0u8; 4096])?;
@@ -63,13 +98,13 @@ pub fn watch(dir: &Path, tx: mpsc::UnboundedSender<u64>) -> std::io::Result<()> 
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(ev) if ev.mask.contains(EventMask::Q_OVERFLOW) => {
-                    if tx.send(RESCAN).is_err() {
+                    if tx.send(Seen::Rescan).is_err() {
                         break;
                     }
                 }
                 Ok(ev) => {
-                    if let Some(run) = ev.name.and_then(|n| protocol::record_run(&n)) {
-                        if tx.send(run).is_err() {
+                    if let Some(seen) = ev.name.and_then(|n| Seen::of(&n)) {
+                        if tx.send(seen).is_err() {
                             break;
                         }
                     }
@@ -105,9 +140,15 @@ mod tests {
         rec.write_atomic(&record_path(dir.path(), 34)).unwrap();
         ExitRecord::reserve(&record_path(dir.path(), 35)).unwrap();
         std::fs::write(dir.path().join("034"), b"").unwrap();
+        // Run 34 spoke sd_notify too; its record is no exit record.
+        let said = NotifyRecord::new(34);
+        said.write_atomic(&protocol::notify_path(&record_path(dir.path(), 34)))
+            .unwrap();
         assert_eq!(pending(dir.path()), vec![34]);
         assert_eq!(read(dir.path(), 34), Some(rec));
         assert_eq!(read(dir.path(), 35), None);
+        assert_eq!(read_notify(dir.path(), 34), Some(said));
+        assert_eq!(read_notify(dir.path(), 35), None);
 
         remove(dir.path(), 34);
         remove(dir.path(), 35);
@@ -117,6 +158,16 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["034"]);
+    }
+
+    #[test]
+    fn seen_names_what_was_renamed_in() {
+        use std::ffi::OsStr;
+        assert_eq!(Seen::of(OsStr::new("34")), Some(Seen::Exit(34)));
+        assert_eq!(Seen::of(OsStr::new("34.notify")), Some(Seen::Notify(34)));
+        for other in ["34.tmp", "34.notify.tmp", "x"] {
+            assert_eq!(Seen::of(OsStr::new(other)), None, "{other}");
+        }
     }
 
     /// A record is never read through a symlink: the exits directory is

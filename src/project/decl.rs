@@ -28,7 +28,7 @@ const DEFAULT_DEBOUNCE_MS: u64 = 300;
 
 /// A process as declared, resolved: what `start_spec` and `spec_hash`
 /// read, and the keys a `StartSpec` cannot carry (`memory_high`,
-/// `cpu_weight`, `io_weight`, `readiness`, `watch`, `depends_on`) for the
+/// `cpu_weight`, `io_weight`, a `log` readiness, `watch`, `depends_on`) for the
 /// caller to act on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessDecl {
@@ -61,7 +61,8 @@ pub struct ProcessDecl {
     /// A `tcp`, `http` or `exec` probe.
     pub health: Option<HealthCheck>,
     /// A `log` or `notify` check: when the process counts as ready
-    /// (`healthy` for `depends_on`); no API key carries it.
+    /// (`healthy` for `depends_on`). `notify` travels as the `Notify`
+    /// spec key (the agent shows `NotifyState`); no API key carries `log`.
     pub readiness: Option<Readiness>,
     pub watch: Option<Watch>,
 }
@@ -152,6 +153,7 @@ impl ProcessDecl {
             persistent: self.persistent,
             tty: self.tty,
             health_check: self.health.clone(),
+            notify: (self.readiness == Some(Readiness::Notify)).then_some(true),
             ..StartSpec::default()
         }
     }

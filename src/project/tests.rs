@@ -40,6 +40,7 @@ env = { LOG = "debug" }
 persistent = true
 tty = true
 watch = ["src/**/*.rs"]
+health = { notify = true }
 "#;
 
 /// A project dir with the shop's env files; returns (dir, file path).
@@ -160,9 +161,12 @@ fn a_three_process_file_gives_the_expected_specs() {
         restart: Some("always".into()),
         persistent: Some(true),
         tty: Some(true),
+        // sd_notify readiness is the agent's to see: the `Notify` key.
+        notify: Some(true),
         ..StartSpec::default()
     };
     assert_eq!(worker, want_worker);
+    assert_eq!(p.processes()["worker"].readiness, Some(Readiness::Notify));
     assert_eq!(
         p.processes()["worker"].watch,
         Some(Watch {

@@ -100,6 +100,7 @@ mod tests {
             user: None,
             journal,
             tty: false,
+            notify: false,
         }
     }
 

@@ -7,7 +7,7 @@
 //! `child` starts, waits for and records the child; `output` logs its
 //! pipes; `tty` runs it on a pseudo-terminal and serves that to attached
 //! clients ([`terminal`] is their protocol); `journal` copies the lines
-//! to the journal when asked.
+//! to the journal when asked; `notify` serves sd_notify(3) when asked.
 //!
 //! The shim must stay tiny and single-purpose: std, libc, serde_json and
 //! `crate::logfile` only — no tokio, zbus or tracing. One shim lives next
@@ -21,6 +21,7 @@
 
 mod child;
 mod journal;
+mod notify;
 mod oom;
 mod output;
 pub mod protocol;
@@ -162,7 +163,7 @@ fn reply(control: &UnixStream, reply: &LaunchReply) {
 }
 
 /// Everything after `go`: start the child, answer, log, record the exit.
-fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
+fn run(mut spec: LaunchSpec, control: UnixStream) -> i32 {
     let mut log = Log::new(&spec);
     // Claim the disk space of the exit record now: if the state disk fills
     // up while the command runs, its exit can still be recorded.
@@ -198,6 +199,25 @@ fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
         Some(Ok(listener)) => Some(listener),
         None => None,
     };
+    let notify = if spec.notify {
+        match notify::Listener::open() {
+            Ok(listener) => {
+                // Ours replaces one the command would otherwise inherit
+                // from whoever started corrald.
+                spec.env.retain(|e| !e.starts_with("NOTIFY_SOCKET="));
+                spec.env
+                    .push(format!("NOTIFY_SOCKET={}", listener.address()));
+                Some(listener)
+            }
+            Err(e) => {
+                let note = format!("notify socket not served (never ready): {e}");
+                log.push(b's', now_us(), note.as_bytes());
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut child = match child::spawn_child(&spec, pty.as_ref().map(|p| &p.slave)) {
         Ok(child) => child,
         Err(e) => return spawn_failed(e, &mut log, &spec, &control),
@@ -212,6 +232,17 @@ fn run(spec: LaunchSpec, control: UnixStream) -> i32 {
     log.push(b's', now_us(), format!("started pid {pid}").as_bytes());
     log.flush();
 
+    if let Some(listener) = notify {
+        // SAFETY: getuid cannot fail.
+        let uid = spec
+            .user
+            .as_ref()
+            .map_or(unsafe { libc::getuid() }, |u| u.uid);
+        if let Err(e) = listener.serve(spec.run, spec.exit_file.clone(), uid) {
+            let note = format!("notify socket not read (never ready): {e}");
+            log.push(b's', now_us(), note.as_bytes());
+        }
+    }
     let waiter = Waiter::start(pid, spec.run, spec.exit_file.clone());
     match pty {
         Some(tty::Pty { master, slave }) => {

@@ -311,6 +311,7 @@ mod tests {
             user: None,
             journal: None,
             tty: false,
+            notify: false,
         })
     }
 

@@ -17,6 +17,10 @@
 //!    [`record_tmp_path`] and renames it to the spec's `exit_file`, which
 //!    corrald names `<exits dir>/<run id>` ([`record_path`]), so a reader
 //!    woken by the rename always sees a whole record.
+//! 5. With `notify` in the spec, each time what the command said over
+//!    `NOTIFY_SOCKET` changes, the shim writes a [`NotifyRecord`] the same
+//!    way, to `<exits dir>/<run id>.notify` ([`notify_path`]); corrald's
+//!    watch of the directory sees it as it sees exit records.
 //!
 //! Line decoders take the line as read, with its `\n`: a line without one
 //! was cut short by the peer closing. Decoders return an error for any
@@ -108,6 +112,11 @@ pub struct LaunchSpec {
     /// pipes, and serve it on [`crate::shim::terminal::socket_path`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
+    /// Serve the sd_notify(3) protocol to the command (`shim::notify`):
+    /// `NOTIFY_SOCKET` in its environment, what it says in a
+    /// [`NotifyRecord`] at [`notify_path`] of `exit_file`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify: bool,
 }
 
 /// What the journal entries of one process carry besides the line:
@@ -339,10 +348,126 @@ pub fn record_run(file_name: &OsStr) -> Option<u64> {
     (run.to_string() == name).then_some(run)
 }
 
+/// Where the command stands in the sd_notify(3) protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyPhase {
+    /// Nothing said yet (or only `STATUS=`): not ready.
+    Waiting,
+    /// `READY=1`.
+    Ready,
+    /// `RELOADING=1`, until the next `READY=1`.
+    Reloading,
+    /// `STOPPING=1`.
+    Stopping,
+}
+
+/// Longest `STATUS=` text kept, in bytes (cut at a character boundary).
+pub const MAX_STATUS_BYTES: usize = 1024;
+
+/// Largest notify record read: a status of `MAX_STATUS_BYTES` escaped as
+/// JSON (6 bytes a character at worst) and the fields around it.
+const MAX_NOTIFY_RECORD: u64 = 8 * 1024;
+
+/// What the command of one run last said over `NOTIFY_SOCKET`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyRecord {
+    pub run: u64,
+    pub phase: NotifyPhase,
+    /// The last `STATUS=`, control characters removed, at most
+    /// [`MAX_STATUS_BYTES`].
+    pub status: String,
+}
+
+impl NotifyRecord {
+    /// A run that has said nothing yet.
+    pub fn new(run: u64) -> Self {
+        NotifyRecord {
+            run,
+            phase: NotifyPhase::Waiting,
+            status: String::new(),
+        }
+    }
+
+    /// Writes the record to a temp file and renames it to `path`, as
+    /// [`ExitRecord::write_atomic`] does (a reader never sees half).
+    pub fn write_atomic(&self, path: &Path) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec(self).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        let tmp = record_tmp_path(path);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.write_all(&bytes)?;
+        drop(file);
+        fs::rename(&tmp, path)
+    }
+
+    /// Reads a record written by `write_atomic` (not through a symlink,
+    /// and no more than a record can hold).
+    pub fn read(path: &Path) -> io::Result<Self> {
+        let mut bytes = Vec::new();
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?
+            .take(MAX_NOTIFY_RECORD)
+            .read_to_end(&mut bytes)?;
+        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Suffix of a notify record's file name.
+const NOTIFY_SUFFIX: &str = ".notify";
+
+/// Where the notify record of the run whose exit record is `record`
+/// lives: `<record>.notify`, next to it.
+pub fn notify_path(record: &Path) -> PathBuf {
+    let mut path = record.as_os_str().to_owned();
+    path.push(NOTIFY_SUFFIX);
+    PathBuf::from(path)
+}
+
+/// The run whose notify record has this file name (as `notify_path`
+/// names it); `None` for anything else, its temp file included.
+pub fn notify_run(file_name: &OsStr) -> Option<u64> {
+    let name = file_name.to_str()?.strip_suffix(NOTIFY_SUFFIX)?;
+    record_run(OsStr::new(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn notify_record_names_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = notify_path(&record_path(dir.path(), 34));
+        assert_eq!(path, dir.path().join("34.notify"));
+        assert_eq!(notify_run(path.file_name().unwrap()), Some(34));
+        for other in ["34", "34.notify.tmp", "034.notify", ".notify", "x.notify"] {
+            assert_eq!(notify_run(OsStr::new(other)), None, "{other:?}");
+        }
+        // A notify record is never taken for an exit record.
+        assert_eq!(record_run(path.file_name().unwrap()), None);
+        let rec = NotifyRecord {
+            run: 34,
+            phase: NotifyPhase::Ready,
+            status: "serving \"x\"".into(),
+        };
+        rec.write_atomic(&path).unwrap();
+        assert_eq!(NotifyRecord::read(&path).unwrap(), rec);
+        assert!(!dir.path().join("34.notify.tmp").exists());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{\"run\":34,\"phase\":\"ready\",\"status\":\"serving \\\"x\\\"\"}\n"
+        );
+    }
 
     #[test]
     fn reply_wire_format() {
@@ -505,6 +630,7 @@ mod tests {
                             workspace: format!("w\n{log_files}"),
                         }),
                         tty: run % 5 == 0,
+                        notify: run % 7 == 0,
                     }
                 },
             )

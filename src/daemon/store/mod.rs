@@ -123,6 +123,10 @@ pub struct ProcessConfig {
     /// Runs on a pseudo-terminal (`Tty`), attachable.
     #[serde(default)]
     pub tty: bool,
+    /// Speaks sd_notify(3) (`Notify`): `NotifyState` says whether it is
+    /// ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify: bool,
 }
 
 impl ProcessConfig {
@@ -867,6 +871,7 @@ mod tests {
             credentials: None,
             login_env: None,
             tty: false,
+            notify: false,
             tracked: false,
             health: None,
         }

@@ -20,6 +20,7 @@ use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::RunId;
 use crate::daemon::systemd::{ScopeProps, Systemd};
 use crate::daemon::{exits, launch, ports, track};
+use crate::shim::protocol::NotifyRecord;
 use crate::shim::{ExitRecord, LaunchSpec};
 
 pub type Fut<T> = BoxFuture<'static, T>;
@@ -94,6 +95,8 @@ pub trait Launcher: Send + Sync {
     fn remove_exit(&self, run: RunId) -> Fut<()>;
     /// Every run with a record present.
     fn pending_exits(&self) -> Fut<Vec<RunId>>;
+    /// What the command of a `Notify` run last said, if anything.
+    fn read_notify(&self, run: RunId) -> Fut<Option<NotifyRecord>>;
 }
 
 /// Reads of cgroup files (`None`/false where unknown).
@@ -409,6 +412,11 @@ impl Launcher for RealLauncher {
         Box::pin(blocking(vec![], move || {
             exits::pending(&dir).into_iter().map(RunId).collect()
         }))
+    }
+
+    fn read_notify(&self, run: RunId) -> Fut<Option<NotifyRecord>> {
+        let dir = self.exits_dir.clone();
+        Box::pin(blocking(None, move || exits::read_notify(&dir, run.0)))
     }
 }
 

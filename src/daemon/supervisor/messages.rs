@@ -224,6 +224,8 @@ pub(super) enum Fact {
     /// An exit record appeared (inotify), or every record must be looked
     /// at again (`None`: the watch overflowed).
     ExitRecorded(Option<RunId>),
+    /// The notify record of a run was (re)written (inotify).
+    NotifyRecorded(RunId),
     ScopeGone(String),
     StopDone {
         id: ProcessId,

@@ -14,7 +14,8 @@
 //! cgroup sampling and the client's view, [`history`] usage history,
 //! [`upkeep`] storage resync and retention, [`tracking`] Track/Untrack of
 //! processes corral did not start, [`health`] health checks, [`listening`]
-//! the ports processes listen on and who holds those of ended ones. [`host`] puts
+//! the ports processes listen on and who holds those of ended ones,
+//! [`readiness`] what `Notify` processes say over sd_notify. [`host`] puts
 //! systemd, launching, cgroups and the clock behind traits, so [`tests`]
 //! drive the actor in-process under paused time. This file: start-up and
 //! dispatch.
@@ -29,6 +30,7 @@ mod local_checks;
 mod messages;
 mod policy;
 mod proc;
+mod readiness;
 mod reconcile;
 mod starting;
 mod stopping;
@@ -121,8 +123,10 @@ pub async fn start(
         cgroups,
     );
     let (handle, task, tx) = spawn(settings, store, host, events).await?;
-    forward(exit_rx, tx.clone(), |run| {
-        Fact::ExitRecorded((run != exits::RESCAN).then_some(RunId(run)))
+    forward(exit_rx, tx.clone(), |seen| match seen {
+        exits::Seen::Exit(run) => Fact::ExitRecorded(Some(RunId(run))),
+        exits::Seen::Rescan => Fact::ExitRecorded(None),
+        exits::Seen::Notify(run) => Fact::NotifyRecorded(RunId(run)),
     });
     forward(gone, tx, Fact::ScopeGone);
     Ok((handle, task))
@@ -360,7 +364,18 @@ impl Supervisor {
                 for run in self.host.launcher.pending_exits().await {
                     self.exit_recorded(run).await;
                 }
+                // Notify records are lost in an overflow as well.
+                let runs: Vec<RunId> = self
+                    .procs
+                    .values()
+                    .filter(|p| p.config.notify && p.state().is_active())
+                    .map(|p| p.run.id)
+                    .collect();
+                for run in runs {
+                    self.notify_recorded(run, true).await;
+                }
             }
+            Fact::NotifyRecorded(run) => self.notify_recorded(run, true).await,
             Fact::ExitRecorded(Some(run)) => self.exit_recorded(run).await,
             Fact::ScopeGone(unit) => self.scope_gone(unit).await,
             Fact::StopDone { id, run, result } => self.stop_done(id, run, result).await,

@@ -105,6 +105,9 @@ pub struct Proc {
     pub last_ports: Vec<ListenPort>,
     /// While not running: who holds the ports it expects (`PortHolders`).
     pub port_holders: Vec<PortHolder>,
+    /// What a `Notify` process last said over sd_notify, and in which run
+    /// (`readiness`).
+    pub notified: Option<crate::shim::protocol::NotifyRecord>,
 }
 
 impl Proc {
@@ -133,6 +136,7 @@ impl Proc {
             listening: None,
             last_ports: Vec::new(),
             port_holders: Vec::new(),
+            notified: None,
         }
     }
 

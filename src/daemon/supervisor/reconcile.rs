@@ -213,5 +213,7 @@ impl Supervisor {
                 }
             }
         }
+        // What it said while the agent was away is on disk.
+        self.notify_recorded(run, false).await;
     }
 }

@@ -221,6 +221,7 @@ impl Supervisor {
             credentials: run_as.credentials.clone(),
             login_env: run_as.login_env.clone(),
             tty: spec.tty == Some(true),
+            notify: spec.notify == Some(true),
             tracked: false,
             health: spec.health_check.clone(),
         })
@@ -250,6 +251,7 @@ impl Supervisor {
                 workspace: p.workspace.clone(),
             }),
             tty: p.config.tty,
+            notify: p.config.notify,
         };
         let props = ScopeProps {
             description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
@@ -325,6 +327,10 @@ impl Supervisor {
                         Ok(_) => Ok(id.to_string()),
                         Err(e) => Err(Error::Storage(e.to_string())),
                     });
+                }
+                if self.procs.get(&id).is_some_and(|p| p.config.notify) {
+                    // It may have spoken before it counted as running.
+                    self.notify_recorded(run, true).await;
                 }
                 if launching.early_exit {
                     self.exit_recorded(run).await;
@@ -545,6 +551,7 @@ mod tests {
                 workspace: "\u{1}".repeat(crate::api::MAX_LABEL_LEN),
             }),
             tty: true,
+            notify: true,
         };
         let line = launch.to_line().unwrap();
         assert!(

@@ -17,6 +17,7 @@ use crate::api::{ExitReason, Filter, ProcessView, StartSpec, State};
 use crate::daemon::cgroup::Usage;
 use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::{Change, Db, NewProcess, RunChange};
+use crate::shim::protocol::{NotifyPhase, NotifyRecord};
 use crate::shim::ExitRecord;
 
 /// A PID no process can have (above the kernel's pid_max limit), so a
@@ -31,6 +32,8 @@ struct World {
     launches: Mutex<Vec<(String, RunId)>>,
     stops: Mutex<Vec<String>>,
     exits: Mutex<HashMap<RunId, ExitRecord>>,
+    /// Notify records the shims of `Notify` runs wrote.
+    notified: Mutex<HashMap<RunId, NotifyRecord>>,
     run_of: Mutex<HashMap<String, RunId>>,
     populated: Mutex<HashSet<String>>,
     live: Mutex<Vec<(String, String)>>,
@@ -50,6 +53,7 @@ impl World {
             launches: Mutex::default(),
             stops: Mutex::default(),
             exits: Mutex::default(),
+            notified: Mutex::default(),
             run_of: Mutex::default(),
             populated: Mutex::default(),
             live: Mutex::default(),
@@ -153,6 +157,12 @@ impl Launcher for Fake {
     fn pending_exits(&self) -> Fut<Vec<RunId>> {
         Box::pin(std::future::ready(
             lock(&self.0.exits).keys().copied().collect(),
+        ))
+    }
+
+    fn read_notify(&self, run: RunId) -> Fut<Option<NotifyRecord>> {
+        Box::pin(std::future::ready(
+            lock(&self.0.notified).get(&run).cloned(),
         ))
     }
 }
@@ -345,6 +355,18 @@ impl Bed {
         self.fact(Fact::ExitRecorded(Some(run))).await;
     }
 
+    /// The command of `run` says something over sd_notify and the watcher
+    /// reports the record.
+    async fn notify(&self, run: RunId, phase: NotifyPhase, status: &str) {
+        let rec = NotifyRecord {
+            run: run.0,
+            phase,
+            status: status.into(),
+        };
+        lock(&self.world.notified).insert(run, rec);
+        self.fact(Fact::NotifyRecorded(run)).await;
+    }
+
     /// Polls until `id` is in `state` (bounded; time is virtual).
     async fn wait_state(&self, id: &str, state: State) -> ProcessView {
         for _ in 0..1000 {
@@ -390,6 +412,41 @@ impl Bed {
         }
         panic!("launch {n} never began");
     }
+}
+
+/// Readiness belongs to a run: what the current run says shows, a record
+/// of another run is ignored, and a restarted process starts over at
+/// `waiting` with no status.
+#[tokio::test(start_paused = true)]
+async fn notify_state_follows_the_current_run_and_starts_over_with_the_next() {
+    use crate::api::NotifyState;
+    let bed = bed().await;
+    let mut s = spec("always", 0);
+    s.notify = Some(true);
+    let id = bed.start(s).await.unwrap();
+    let notified = |v: ProcessView| (v.notify_state, v.status_text);
+    let waiting = (NotifyState::Waiting, String::new());
+    assert_eq!(notified(bed.get(&id).await.unwrap()), waiting);
+    let run = lock(&bed.world.launches)[0].1;
+    bed.notify(run, NotifyPhase::Waiting, "warming").await;
+    let warming = (NotifyState::Waiting, "warming".to_string());
+    assert_eq!(notified(bed.get(&id).await.unwrap()), warming);
+    // A run that is not (or no longer) this process's current one.
+    bed.notify(RunId(run.0 + 1000), NotifyPhase::Ready, "not mine")
+        .await;
+    assert_eq!(notified(bed.get(&id).await.unwrap()), warming);
+    bed.notify(run, NotifyPhase::Ready, "serving").await;
+    let ready = (NotifyState::Ready, "serving".to_string());
+    assert_eq!(notified(bed.get(&id).await.unwrap()), ready);
+
+    bed.exit(run, 1).await;
+    bed.launches_begun(2).await;
+    let v = bed.wait_state(&id, State::Running).await;
+    assert_eq!(notified(v), waiting);
+
+    let plain = bed.start(spec("no", 0)).await.unwrap();
+    let none = (NotifyState::None, String::new());
+    assert_eq!(notified(bed.get(&plain).await.unwrap()), none);
 }
 
 #[tokio::test(start_paused = true)]

@@ -187,6 +187,8 @@ impl Supervisor {
             } else {
                 p.port_holders.clone()
             },
+            notify_state: super::readiness::notify_state(p),
+            status_text: super::readiness::status_text(p),
         })
     }
 }
