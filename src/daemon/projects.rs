@@ -13,9 +13,9 @@
 //!
 //! An instance starts only once each of its dependencies meets its
 //! condition (`started`, `healthy`, `completed-successfully`); the wait
-//! is woken by the supervisor's events, not by polling — except a `log`
-//! readiness, which rereads the dependency's newest output lines every
-//! [`LOG_POLL`]. A dependency that fails (or cannot meet its condition any
+//! is woken by the supervisor's events (an sd_notify `READY=1` among
+//! them), not by polling — except a `log` readiness, which rereads the
+//! dependency's newest output lines every [`LOG_POLL`]. A dependency that fails (or cannot meet its condition any
 //! more) holds its dependents, with the reason, instead of starting them.
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::store::Store;
 use super::supervisor::{Access, Command, Error, Event, Handle, RunAs};
-use crate::api::{Filter, Health, Limits, ProcessView, State};
+use crate::api::{Filter, Health, Limits, NotifyState, ProcessView, State};
 use crate::config::Mode;
 use crate::project::{Condition, Instance, Project, Readiness, LABEL_PROJECT, LABEL_SPEC_HASH};
 
@@ -578,9 +578,17 @@ impl Run {
                 .ok_or("is not running (no such process)")?;
             let verdict = match (&pattern, readiness) {
                 (Some(re), _) => self.log_ready(&view, re).await,
-                (None, Some(Readiness::Notify)) if cond == Condition::Healthy => Verdict::Never(
-                    "has a notify readiness, which this agent cannot wait for yet".into(),
-                ),
+                (None, Some(Readiness::Notify)) if cond == Condition::Healthy => {
+                    // Running, then `READY=1` (sd_notify) of this run.
+                    match condition(&view, Condition::Started) {
+                        Verdict::Met if view.state != State::Running => {
+                            Verdict::Never("exited".into())
+                        }
+                        Verdict::Met if view.notify_state == NotifyState::Ready => Verdict::Met,
+                        Verdict::Met => Verdict::Wait,
+                        other => other,
+                    }
+                }
                 _ => condition(&view, cond),
             };
             match verdict {

@@ -240,10 +240,20 @@ fn up_starts_in_order_on_conditions_and_a_second_up_changes_nothing() {
     );
     let ps = p.processes(&agent);
     // api started only after db listened, worker after api.
-    let db_ready = logs(&agent, &ps["db"], "db ready");
+    // The time db became healthy (its event), which api waited for.
+    let db_id = ps["db"]["id"].as_str().unwrap();
+    let events = agent.ctl_ok(&["--json", "events", db_id]);
+    let healthy = serde_json::from_str::<Vec<Json>>(&events)
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["kind"] == "health" && e["detail"].as_str().unwrap_or("").contains("-> healthy")
+        })
+        .and_then(|e| e["time_us"].as_u64())
+        .unwrap_or_else(|| panic!("no health event of db: {events}"));
     assert!(
-        started_at(&ps["api"]) >= db_ready,
-        "api before db was ready"
+        started_at(&ps["api"]) >= healthy,
+        "api started before db was healthy"
     );
     assert!(started_at(&ps["worker"]) >= started_at(&ps["api"]));
     // The .env file reached the API.
@@ -589,4 +599,62 @@ depends_on = {{ server = "healthy" }}
         .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["server", "client"]);
+}
+
+#[test]
+fn an_sd_notify_ready_makes_a_process_ready_for_its_dependents() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let file = dir.path().join("corral.toml");
+    let server = format!(
+        "import os, socket, time\n\
+         while not os.path.exists('{gate}'):\n    time.sleep(0.02)\n\
+         addr = os.environ['NOTIFY_SOCKET']\n\
+         addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendto(b'READY=1', addr)\n\
+         time.sleep(1000)\n",
+        gate = gate.display()
+    );
+    std::fs::write(dir.path().join("server.py"), server).unwrap();
+    std::fs::write(
+        &file,
+        r#"
+workspace = "notifyready"
+[processes.server]
+command = ["python3", "server.py"]
+health = { notify = true }
+[processes.client]
+command = "sleep 1000"
+depends_on = { server = "healthy" }
+"#,
+    )
+    .unwrap();
+    let mut up = Command::new(bin("corralctl"))
+        .args(["up", "-f", &file.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("corralctl up");
+    let server_id = wait_for(LIMIT, "the server to run", || {
+        let ps = agent.list(&["-w", "notifyready"]);
+        let s = ps.iter().find(|p| p["name"] == "server")?;
+        (s["state"] == "running").then(|| s["id"].as_str().unwrap().to_string())
+    });
+    assert_eq!(agent.get(&server_id)["notify_state"], "waiting");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        agent.list(&["-w", "notifyready"]).len(),
+        1,
+        "client started early"
+    );
+    std::fs::write(&gate, b"").unwrap();
+    let status = up.wait().expect("up");
+    assert!(status.success());
+    assert_eq!(agent.get(&server_id)["notify_state"], "ready");
+    assert_eq!(agent.list(&["-w", "notifyready"]).len(), 2);
 }
