@@ -3,13 +3,35 @@
 //! off the actor by the host ([`crate::daemon::ports`]), applied here as
 //! `ListenPorts` and `PortHolders`, announced when they change.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::{Fact, Msg, Supervisor};
 use crate::api::{ListenPort, ProbeKind};
 use crate::daemon::listeners::Proto;
 use crate::daemon::ports::{Found, Scope, Wanted};
 use crate::daemon::store::ProcessConfig;
 
+/// How often the ports are refreshed at most, besides right after a
+/// process started or ended: a socket dump with every listener of the
+/// machine and a thousand records built each second would cost more than
+/// the rest of a 1 s tick, for a table that seldom changes.
+const PORTS_EVERY: Duration = Duration::from_secs(5);
+
 impl Supervisor {
+    /// At a tick: refreshes the ports when due.
+    pub(super) fn ports_tick(&mut self) {
+        let stale = self
+            .ports_refreshed
+            .is_none_or(|t| t.elapsed() >= PORTS_EVERY);
+        if self.ports_due || stale {
+            self.ports_due = false;
+            self.ports_refreshed = Some(Instant::now());
+            self.sample_ports();
+        }
+    }
+
     /// Starts a refresh; its findings come back as `Fact::PortsFound`.
     pub(super) fn sample_ports(&self) {
         let scopes: Vec<(Scope, String)> = self

@@ -86,6 +86,10 @@ struct Supervisor {
     local_checks: local_checks::LocalChecks,
     /// History: ticks read but not yet written (see `history::WRITE_EVERY`).
     history_pending: Vec<(u64, Vec<crate::daemon::store::Sample>)>,
+    /// Ports: when the last refresh began, and whether a process started
+    /// or ended since (see `listening::PORTS_EVERY`).
+    ports_refreshed: Option<tokio::time::Instant>,
+    ports_due: bool,
 }
 
 /// Starts the actor on the real host: reconciles the store with systemd
@@ -157,6 +161,8 @@ async fn spawn(
         tx: tx.clone(),
         rolled_until: 0,
         history_pending: Vec::new(),
+        ports_refreshed: None,
+        ports_due: false,
     };
     sup.load_workspace_limits().await?;
     sup.reconcile().await?;
@@ -386,7 +392,7 @@ impl Supervisor {
                 } else {
                     self.sample_cpu();
                 }
-                self.sample_ports();
+                self.ports_tick();
                 if self.store.failing() {
                     self.resync().await;
                 }
@@ -447,6 +453,9 @@ impl Supervisor {
     /// (the same as now when only other properties changed).
     fn changed(&mut self, id: ProcessId, old: State) {
         if let Some(view) = self.view(id) {
+            // A process that started or ended: its ports (or who holds
+            // them) change now, not at the next periodic refresh.
+            self.ports_due |= view.state != old;
             self.publish(Event::Changed { view, old });
         }
     }
