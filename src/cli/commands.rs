@@ -34,7 +34,7 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// Writes to stdout, flushing at once so `logs -f` output is not held in
 /// a buffer. A closed pipe comes back as an error (never a panic, as
 /// `println!` would), which ends the command quietly.
-fn emit(text: &str) -> Result<()> {
+pub(super) fn emit(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())

@@ -4,7 +4,6 @@
 //! it (`ProjectStep`) and the outcome.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
@@ -12,6 +11,7 @@ use serde::Serialize;
 use zbus::zvariant::Value;
 
 use super::args::{DownArgs, ImportArgs, ProjectArgs};
+use super::commands::emit;
 use super::error::{Bus, CliError, Result};
 use crate::api::ManagerProxy;
 use crate::project::{import, Project};
@@ -63,10 +63,7 @@ pub async fn up(
     let project = check(&file)?;
     // The caller's environment, under the file's own: what `corralctl
     // start` gives a command (PATH above all).
-    let env: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
-        .filter(|e| !e.contains('\0'))
-        .collect();
+    let env = super::spec::environment(&super::spec::Caller::current().env, false, &[]);
     let options = HashMap::from([("Environment".to_string(), Value::from(env))]);
     run(manager, bus, json, &project, |m| {
         Box::pin(async move { m.up(&file_str(&file), &a.names, options).await })
@@ -144,7 +141,7 @@ async fn run<'a>(
                         continue;
                     }
                     let step = (args.process.to_string(), args.action.to_string(), args.detail.to_string());
-                    print(&line(&step))?;
+                    emit(&line(&step))?;
                     shown.push(step);
                 }
             }
@@ -162,10 +159,10 @@ async fn run<'a>(
             .collect();
         let text = serde_json::to_string_pretty(&rows)
             .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
-        print(&format!("{text}\n"))?;
+        emit(&format!("{text}\n"))?;
     } else {
         for s in steps.iter().filter(|s| !shown.contains(s)) {
-            print(&line(s))?;
+            emit(&line(s))?;
         }
     }
     let failed = steps
@@ -178,13 +175,6 @@ async fn run<'a>(
     Ok(())
 }
 
-fn print(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(CliError::Output)
-}
-
 /// `import PROCFILE`: a corral.toml on standard output or in `-o FILE`.
 pub fn import(a: &ImportArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.procfile)
@@ -192,14 +182,14 @@ pub fn import(a: &ImportArgs) -> Result<()> {
     let toml = import::procfile(&text, a.workspace.as_deref())
         .map_err(|e| CliError::Usage(format!("{}: {e}", a.procfile.display())))?;
     match &a.output {
-        None => print(&toml),
+        None => emit(&toml),
         Some(out) => {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(out)
                 .map_err(|e| CliError::Usage(format!("{}: {e}", out.display())))?;
-            f.write_all(toml.as_bytes()).map_err(CliError::Output)
+            std::io::Write::write_all(&mut f, toml.as_bytes()).map_err(CliError::Output)
         }
     }
 }

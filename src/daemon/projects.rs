@@ -364,12 +364,9 @@ impl Run {
                     };
                     self.replace(&v, inst)
                         .await
-                        .map(|id| ("restarted", format!("id {id} ({why})")))
+                        .map(|detail| ("restarted", format!("{detail} ({why})")))
                 }
-                None => self
-                    .start(inst)
-                    .await
-                    .map(|id| ("started", format!("id {id}"))),
+                None => self.start(inst).await.map(|detail| ("started", detail)),
             };
             match result {
                 Ok((action, detail)) => {
@@ -448,13 +445,12 @@ impl Run {
         steps
     }
 
-    /// Starts the instance; answers its id, and what of its limits this
-    /// host could not apply, if any.
+    /// Starts the instance; answers the step's detail: its id, and what
+    /// of its limits this host could not apply, if any.
     async fn start(&self, inst: &Instance) -> Result<String, Error> {
-        let env: Vec<(String, String)> = self.op.env.clone();
         let spec = self
             .project
-            .start_spec(&inst.process, inst.index, &env)
+            .start_spec(&inst.process, inst.index, &self.op.env)
             .map_err(|e| Error::InvalidProject(e.to_string()))?;
         let run_as = self.run_as.clone();
         let id = self
@@ -465,31 +461,31 @@ impl Run {
             })
             .await?;
         // The limits a start spec does not carry, set at once after it.
-        let Some(decl) = self.project.processes().get(&inst.process) else {
-            return Ok(id);
-        };
-        let limits = Limits {
-            memory_high: decl.memory_high,
-            cpu_weight: decl.cpu_weight,
-            io_weight: decl.io_weight,
-            ..Limits::default()
+        let limits = match self.project.processes().get(&inst.process) {
+            Some(d) => Limits {
+                memory_high: d.memory_high,
+                cpu_weight: d.cpu_weight,
+                io_weight: d.io_weight,
+                ..Limits::default()
+            },
+            None => Limits::default(),
         };
         if limits == Limits::default() {
-            return Ok(id);
+            return Ok(format!("id {id}"));
         }
         let (target, access) = (id.clone(), self.access);
-        match self
+        let set = self
             .ask(|reply| Command::SetLimits {
                 id: target,
                 access,
                 limits,
                 reply,
             })
-            .await
-        {
-            Ok(()) => Ok(id),
-            Err(e) => Ok(format!("{id}; its limits were not applied: {e}")),
-        }
+            .await;
+        Ok(match set {
+            Ok(()) => format!("id {id}"),
+            Err(e) => format!("id {id}; its limits were not applied: {e}"),
+        })
     }
 
     async fn restart(&self, v: &ProcessView) -> Result<(), Error> {
