@@ -15,6 +15,7 @@
 mod agent;
 mod chart;
 mod history;
+mod peers;
 mod probe;
 mod project;
 mod report;
@@ -58,7 +59,7 @@ struct Args {
     /// Directory holding corrald and corral-shim (default: next to this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Run only these sections (start, storm, exit, restart, track, project, terminal, footprint).
+    /// Run only these sections (start, storm, exit, restart, track, project, terminal, footprint, peers).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the footprint process counts (e.g. 0,1000), for profiling.
@@ -405,6 +406,11 @@ async fn run(args: Args) -> Result<()> {
     }
     if wants("footprint") {
         b.footprint().await?;
+    }
+    if wants("peers") {
+        let busy = sys::Busy::new();
+        b.peers().await?;
+        b.busy_note("8 peers", &busy);
     }
 
     b.rep.duration_s = started.elapsed().as_secs_f64();
