@@ -1,6 +1,7 @@
 //! Section "peers" (issue 14 item 1): corral next to pm2 and supervisord,
 //! each measured in this run on the same rows — start one process, start a
-//! batch, crash → replacement, the daemon's RSS and CPU at 0, 200 (and
+//! batch (one CLI call each, and the tool's batch form), crash →
+//! replacement, the daemon's RSS and CPU at 0, 200 (and
 //! 1,000) processes, status of every process from the CLI, the memory a
 //! tool reports for a process tree against the tree's real PSS, and the
 //! processes a stop leaves behind. The peers are installed by the bench
@@ -143,12 +144,7 @@ fn pids_with(marker: &str) -> Vec<u32> {
             std::fs::read(format!("/proc/{p}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
         })
-        .filter(|&p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
-                .unwrap_or(false)
-        })
+        .filter(|&p| alive(p))
         .collect()
 }
 
@@ -162,9 +158,13 @@ fn sweep(marker: &str) -> usize {
     pids.len()
 }
 
+/// Whether `pid` exists and is not a zombie: an orphan that ended may
+/// wait a while for its reaper.
 fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+        .unwrap_or(false)
 }
 
 /// Waits until every file in `files` holds a start stamp; the latest
@@ -310,19 +310,27 @@ impl Bench {
             }
             down?;
         }
-        let n = self.plan.counts.iter().copied().find(|&n| n > 0).unwrap_or(0);
+        let n = self
+            .plan
+            .counts
+            .iter()
+            .copied()
+            .find(|&n| n > 0)
+            .unwrap_or(0);
         for (row, what) in [
             ("start", "start one → first instruction"),
-            ("fill", "start a batch → all running"),
+            ("each", "start a batch, one call each → all running"),
+            ("fill", "start a batch, batch form → all running"),
             ("restart", "crash → replacement's first instruction"),
             ("status", "status of every process (CLI)"),
         ] {
             let key = |t: &str| match row {
-                    "fill" | "status" => format!("peers.{row}.n{n}.{t}"),
-                    _ => format!("peers.{row}.{t}"),
+                "each" | "fill" | "status" => format!("peers.{row}.n{n}.{t}"),
+                _ => format!("peers.{row}.{t}"),
             };
             let (c, p, s) = (key("corral"), key("pm2"), key("supervisord"));
-            self.rep.ratio(&format!("{what}: corral / pm2"), &c, &p, None);
+            self.rep
+                .ratio(&format!("{what}: corral / pm2"), &c, &p, None);
             self.rep
                 .ratio(&format!("{what}: corral / supervisord"), &c, &s, None);
         }
@@ -412,6 +420,12 @@ impl Bench {
              process_name=one_%(process_num)d\nnumprocs={}\n{quiet}\n",
             self.plan.warmup + self.plan.latency_n
         ));
+        if let Some(n) = self.plan.counts.iter().copied().find(|&n| n > 0) {
+            c.push_str(&format!(
+                "[program:each]\ncommand={bench} {STAMP} {d}/each-%(process_num)d\n\
+                 process_name=each_%(process_num)d\nnumprocs={n}\n{quiet}\n"
+            ));
+        }
         let mut have = 0;
         for &n in self.plan.counts.iter().filter(|&&n| n > 0) {
             c.push_str(&format!(
@@ -457,6 +471,11 @@ impl Bench {
                 }
             }
         }
+        // `pm2 kill` may answer before the God daemon has exited.
+        let t = Instant::now();
+        while alive(p.daemon_pid) && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if alive(p.daemon_pid) && p.tool != Tool::Corral {
             // SAFETY: kill(2) of the daemon this section started.
             unsafe { libc::kill(p.daemon_pid as i32, libc::SIGKILL) };
@@ -487,6 +506,12 @@ impl Bench {
         eprintln!("8 peers: {}: start one", p.tool.key());
         self.peer_start_one(p).await?;
         self.peer_clear(p).await?;
+        let each = self.plan.counts.iter().copied().find(|&n| n > 0);
+        if let Some(n) = each {
+            eprintln!("8 peers: {}: {n} starts, one call each", p.tool.key());
+            self.peer_each(p, n).await?;
+            self.peer_clear(p).await?;
+        }
         eprintln!("8 peers: {}: batches, footprint, status", p.tool.key());
         self.peer_scale(p).await?;
         self.peer_clear(p).await?;
@@ -528,27 +553,7 @@ impl Bench {
         for i in 0..warm + n {
             let file = p.file(&format!("one-{i}"));
             let name = format!("one-{i}");
-            let cmd = match p.tool {
-                Tool::Corral => {
-                    let mut a: Vec<String> =
-                        ["start", "-w", super::WORKSPACE, "--name", &name, "--"]
-                            .map(String::from)
-                            .into();
-                    a.extend(stamp_cmd(&self.bins, &file, Some(0), 0));
-                    p.cmd(a)
-                }
-                Tool::Pm2 => {
-                    let stamp = stamp_cmd(&self.bins, &file, Some(0), 0);
-                    let mut a: Vec<String> = vec!["start".into(), stamp[0].clone()];
-                    a.extend(
-                        ["--name", &name, "--interpreter", "none", "--no-autorestart", "--"]
-                            .map(String::from),
-                    );
-                    a.extend(stamp[1..].iter().cloned());
-                    p.cmd(a)
-                }
-                Tool::Supervisord => p.cmd(["start".to_string(), format!("one:one_{i}")]),
-            };
+            let cmd = self.start_cmd(p, "one", i, Some(0));
             let wall0 = SystemTime::now();
             let r = run(cmd, &format!("{} start", p.tool.key()), true).await;
             if let Err(e) = r {
@@ -570,11 +575,78 @@ impl Bench {
         self.rep.add_latency(
             SEC,
             &key,
-            &format!("{}: start one: {how} → command's first instruction", p.tool.key()),
+            &format!(
+                "{}: start one: {how} → command's first instruction",
+                p.tool.key()
+            ),
             first,
         );
         if !errors.is_empty() {
             self.rep.note_on(&key, &super::errors_note(&errors));
+        }
+        Ok(())
+    }
+
+    /// One CLI call starting the stamp process `{prefix}-{i}`, which
+    /// stamps `{prefix}-{i}` in the tool's directory and exits after
+    /// `exit_after` ms (or sleeps). supervisord starts the program
+    /// `{prefix}:{prefix}_{i}` of its config.
+    fn start_cmd(&self, p: &Peer, prefix: &str, i: usize, exit_after: Option<u64>) -> Command {
+        let name = format!("{prefix}-{i}");
+        let stamp = stamp_cmd(&self.bins, &p.file(&name), exit_after, 0);
+        match p.tool {
+            Tool::Corral => {
+                let mut a: Vec<String> = ["start", "-w", super::WORKSPACE, "--name", &name, "--"]
+                    .map(String::from)
+                    .into();
+                a.extend(stamp);
+                p.cmd(a)
+            }
+            Tool::Pm2 => {
+                let mut a: Vec<String> = vec!["start".into(), stamp[0].clone()];
+                a.extend(["--name", &name, "--interpreter", "none"].map(String::from));
+                if exit_after.is_some() {
+                    a.push("--no-autorestart".into());
+                }
+                a.push("--".into());
+                a.extend(stamp[1..].iter().cloned());
+                p.cmd(a)
+            }
+            Tool::Supervisord => p.cmd(["start".to_string(), format!("{prefix}:{prefix}_{i}")]),
+        }
+    }
+
+    // ---- row 2 (one call each): start a batch by single calls -------------
+
+    async fn peer_each(&mut self, p: &Peer, n: usize) -> Result<()> {
+        let tool = p.tool.key();
+        let files: Vec<PathBuf> = (0..n).map(|i| p.file(&format!("each-{i}"))).collect();
+        let wall0 = SystemTime::now();
+        for i in 0..n {
+            run(
+                self.start_cmd(p, "each", i, None),
+                &format!("{tool} start"),
+                true,
+            )
+            .await?;
+        }
+        let last = wait_all_stamped(&files, Duration::from_secs(300)).await;
+        let key = format!("peers.each.n{n}.{tool}");
+        let how = match p.tool {
+            Tool::Corral => "`corralctl start`",
+            Tool::Pm2 => "`pm2 start`",
+            Tool::Supervisord => "`supervisorctl start`",
+        };
+        self.rep.add(
+            SEC,
+            &key,
+            &format!("{tool}: start {n}, one {how} each, in turn → all running"),
+            "ms",
+            last.map(|ns| wall_ms(wall0, ns)).into_iter().collect(),
+        );
+        if last.is_none() {
+            self.rep
+                .note_on(&key, "not every process stamped within 300 s");
         }
         Ok(())
     }
@@ -586,8 +658,7 @@ impl Bench {
         let mut have = 0;
         for n in self.plan.counts.clone() {
             if n > have {
-                let files: Vec<PathBuf> =
-                    (have..n).map(|i| p.file(&format!("fill-{i}"))).collect();
+                let files: Vec<PathBuf> = (have..n).map(|i| p.file(&format!("fill-{i}"))).collect();
                 let (cmd, how) = self.fill_cmd(p, have, n)?;
                 let wall0 = SystemTime::now();
                 let r = run(cmd, &format!("{tool} batch start"), true).await;
@@ -640,7 +711,10 @@ impl Bench {
             );
             self.rep.note_on(
                 &format!("peers.cpu.n{n}.{tool}"),
-                &format!("{:.0} s window, machine {:.0}% busy", w.secs, w.machine_busy),
+                &format!(
+                    "{:.0} s window, machine {:.0}% busy",
+                    w.secs, w.machine_busy
+                ),
             );
             if n > 0 {
                 self.peer_status(p, n).await?;
@@ -712,8 +786,12 @@ impl Bench {
         for i in 0..self.plan.warmup + samples {
             let t = Instant::now();
             // supervisorctl status exits 3 when any program is not running.
-            let out = run(p.cmd(args), &format!("{tool} status"), p.tool != Tool::Supervisord)
-                .await?;
+            let out = run(
+                p.cmd(args),
+                &format!("{tool} status"),
+                p.tool != Tool::Supervisord,
+            )
+            .await?;
             if i >= self.plan.warmup {
                 times.push(ms(t.elapsed()));
             }
@@ -785,8 +863,7 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(30 + runs as u64);
         let st = loop {
             let st = probe::Stamps::read(&file);
-            if (st.starts.len() >= runs && st.exits.len() + 1 >= runs)
-                || Instant::now() > deadline
+            if (st.starts.len() >= runs && st.exits.len() + 1 >= runs) || Instant::now() > deadline
             {
                 break st;
             }
@@ -801,7 +878,9 @@ impl Bench {
         self.rep.add_latency(
             SEC,
             &key,
-            &format!("{tool}: crash (exit 1 after {life} ms) → replacement's first instruction ({how})"),
+            &format!(
+                "{tool}: crash (exit 1 after {life} ms) → replacement's first instruction ({how})"
+            ),
             gaps,
         );
         if got < n {
@@ -837,7 +916,15 @@ impl Bench {
                 run(p.cmd(a), "corralctl start", true).await?;
             }
             Tool::Pm2 => {
-                let mut a = vec!["start", "sh", "--name", "memtree", "--interpreter", "none", "--"];
+                let mut a = vec![
+                    "start",
+                    "sh",
+                    "--name",
+                    "memtree",
+                    "--interpreter",
+                    "none",
+                    "--",
+                ];
                 a.extend(&tree[1..]);
                 run(p.cmd(a), "pm2 start", true).await?;
             }
@@ -882,7 +969,8 @@ impl Bench {
                     ),
                 );
                 if p.tool == Tool::Corral && bytes == 0.0 {
-                    self.rep.note_on(&key, "0: no memory controller reached corral's scopes here");
+                    self.rep
+                        .note_on(&key, "0: no memory controller reached corral's scopes here");
                 }
             }
             None => {
@@ -918,7 +1006,15 @@ impl Bench {
                 (p.cmd(a), p.cmd(["stop", "stoptree"]), "`corralctl stop`")
             }
             Tool::Pm2 => {
-                let mut a = vec!["start", "sh", "--name", "stoptree", "--interpreter", "none", "--"];
+                let mut a = vec![
+                    "start",
+                    "sh",
+                    "--name",
+                    "stoptree",
+                    "--interpreter",
+                    "none",
+                    "--",
+                ];
                 a.extend(&tree[1..]);
                 (p.cmd(a), p.cmd(["stop", "stoptree"]), "`pm2 stop`")
             }
@@ -930,7 +1026,9 @@ impl Bench {
         };
         run(start, &format!("{tool} start"), true).await?;
         let stamps: Vec<PathBuf> = ["a", "b", "c", "d"].iter().map(|s| mark.join(s)).collect();
-        let up = wait_all_stamped(&stamps, Duration::from_secs(10)).await.is_some();
+        let up = wait_all_stamped(&stamps, Duration::from_secs(10))
+            .await
+            .is_some();
         // The double fork's middle shell ends by itself; wait for the rest.
         let t = Instant::now();
         while pids_with(&m).len() != STOP_TREE && t.elapsed() < Duration::from_secs(5) {
@@ -952,7 +1050,11 @@ impl Bench {
             &key,
             &format!(
                 "of {before} before the stop{}",
-                if up { "" } else { "; not every child stamped in 10 s" }
+                if up {
+                    ""
+                } else {
+                    "; not every child stamped in 10 s"
+                }
             ),
         );
         self.peer_clear(p).await?;
