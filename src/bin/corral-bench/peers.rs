@@ -1,15 +1,15 @@
 //! Section "peers" (issue 14 item 1): corral next to pm2 and supervisord,
 //! each measured in this run on the same rows — start one process, start a
 //! batch (one CLI call each, and the tool's batch form), crash →
-//! replacement, the daemon's RSS and CPU at 0, 200 (and
-//! 1,000) processes, status of every process from the CLI, the memory a
-//! tool reports for a process tree against the tree's real PSS, and the
-//! processes a stop leaves behind. The peers are installed by the bench
-//! itself (npm, a Python venv) into a cache under the target directory and
-//! reused; a peer that cannot be installed is noted and skipped. Each tool
-//! runs with a private daemon (corral: its own corrald; pm2: a fresh
-//! `PM2_HOME`; supervisord: a private config and socket) that is shut down
-//! — and whatever it started swept by PID — before the next one starts.
+//! replacement, the daemon's RSS and CPU at 0, 200 (and 1,000) processes,
+//! status of every process from the CLI, the memory a tool reports for a
+//! process tree against the tree's real PSS, and the processes a stop
+//! leaves behind. The peers are installed by the bench itself (npm, a
+//! Python venv) into a cache under the target directory and reused; a peer
+//! that cannot be installed is noted and skipped. Each tool runs with a
+//! private daemon (corral: its own corrald; pm2: a fresh `PM2_HOME`;
+//! supervisord: a private config and socket) that is shut down — and
+//! whatever it started swept by PID — before the next one starts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -503,6 +503,10 @@ impl Bench {
     async fn peer_rows(&mut self, p: &mut Peer) -> Result<()> {
         std::fs::write(p.file("mem-tree.sh"), MEM_TREE)?;
         std::fs::write(p.file("stop-tree.sh"), STOP_TREE_SH)?;
+        // Footprint first, so "0 processes" is the daemon as it starts.
+        eprintln!("8 peers: {}: batches, footprint, status", p.tool.key());
+        self.peer_scale(p).await?;
+        self.peer_clear(p).await?;
         eprintln!("8 peers: {}: start one", p.tool.key());
         self.peer_start_one(p).await?;
         self.peer_clear(p).await?;
@@ -512,9 +516,6 @@ impl Bench {
             self.peer_each(p, n).await?;
             self.peer_clear(p).await?;
         }
-        eprintln!("8 peers: {}: batches, footprint, status", p.tool.key());
-        self.peer_scale(p).await?;
-        self.peer_clear(p).await?;
         eprintln!("8 peers: {}: crash → replacement", p.tool.key());
         self.peer_restart(p).await?;
         self.peer_clear(p).await?;
@@ -702,6 +703,24 @@ impl Bench {
                 "MB",
                 w.rss_mb.clone(),
             );
+            if p.tool == Tool::Corral && n > 0 {
+                // corral's per-process cost outside the daemon, for a fair
+                // comparison: pm2 and supervisord have no such helper.
+                let shims: Vec<u64> = super::sys::pids_by_comm("corral-shim")
+                    .into_iter()
+                    .filter(|&pid| super::sys::in_corral_scope(pid))
+                    .filter_map(super::sys::read_rollup)
+                    .map(|r| r.pss)
+                    .collect();
+                self.rep.note_on(
+                    &format!("peers.rss.n{n}.{tool}"),
+                    &format!(
+                        "corrald alone; its {} corral-shim processes add {:.1} MB PSS together",
+                        shims.len(),
+                        shims.iter().sum::<u64>() as f64 * 1024.0 / 1e6
+                    ),
+                );
+            }
             self.rep.add(
                 SEC,
                 &format!("peers.cpu.n{n}.{tool}"),
@@ -963,7 +982,11 @@ impl Bench {
                 self.rep.note_on(
                     &key,
                     &format!(
-                        "reported {:.1} MB, the tree's summed PSS {:.1} MB over {procs} processes",
+                        "{} {:.1} MB, the tree's summed PSS {:.1} MB over {procs} processes",
+                        match p.tool {
+                            Tool::Corral => "MemoryCurrent (D-Bus List)",
+                            _ => "pm2 jlist monit.memory",
+                        },
                         bytes / 1e6,
                         real / 1e6
                     ),
