@@ -241,59 +241,24 @@ impl Bench {
     pub(super) async fn peers(&mut self) -> Result<()> {
         eprintln!("8 peers: corral, pm2 {PM2_VERSION} and supervisord {SUPERVISOR_VERSION} on the same rows");
         let cache = cache_dir(&self.bins.corrald);
-        let mut tools = vec![Tool::Corral];
         let pm2_dir = cache.join(format!("pm2-{PM2_VERSION}"));
         let sup_dir = cache.join(format!("supervisor-{SUPERVISOR_VERSION}"));
-        let p = pm2_dir.display().to_string();
-        let pm2_steps = vec![vec![
-            "npm".into(),
-            "install".into(),
-            "--prefix".into(),
-            p.clone(),
-            format!("pm2@{PM2_VERSION}"),
-            "--no-audit".into(),
-            "--no-fund".into(),
-        ]];
-        let s = sup_dir.display().to_string();
-        let sup_steps = vec![
-            vec!["python3".into(), "-m".into(), "venv".into(), s.clone()],
-            vec![
-                format!("{s}/bin/pip"),
-                "install".into(),
-                "--quiet".into(),
-                format!("supervisor=={SUPERVISOR_VERSION}"),
-            ],
-        ];
-        for (tool, dir, steps) in [
-            (Tool::Pm2, &pm2_dir, &pm2_steps),
-            (Tool::Supervisord, &sup_dir, &sup_steps),
-        ] {
-            match install(dir, steps).await {
-                Ok(Some(secs)) => {
-                    self.rep.notes.push(format!(
-                        "8 peers: installed {} into {} in {secs:.1} s",
-                        tool.key(),
-                        dir.display()
-                    ));
-                    tools.push(tool);
-                }
-                Ok(None) => tools.push(tool),
-                Err(e) => self.rep.notes.push(format!(
-                    "8 peers: {} not measured, its install failed: {e:#}",
-                    tool.key()
-                )),
-            }
-        }
+        let mut tools = vec![Tool::Corral];
+        tools.extend(self.install_peers(&pm2_dir, &sup_dir).await);
         for tool in tools {
             let ctl = match tool {
                 Tool::Corral => self.bins.corralctl.clone(),
                 Tool::Pm2 => pm2_dir.join("node_modules/.bin/pm2"),
                 Tool::Supervisord => sup_dir.join("bin/supervisorctl"),
             };
-            let mut peer = match self.peer_up(tool, ctl, &sup_dir).await {
+            let dir = fresh_dir(&format!("corral-bench-peers-{}", tool.key()))?;
+            let peer = match self.peer_up(tool, ctl, dir.clone(), &sup_dir).await {
                 Ok(p) => p,
                 Err(e) if tool == Tool::Corral => return Err(e),
                 Err(e) => {
+                    // A daemon that started has the directory in its argv.
+                    sweep(&dir.display().to_string());
+                    let _ = std::fs::remove_dir_all(&dir);
                     self.rep.notes.push(format!(
                         "8 peers: {} not measured, its daemon did not start: {e:#}",
                         tool.key()
@@ -301,12 +266,13 @@ impl Bench {
                     continue;
                 }
             };
-            let r = self.peer_rows(&mut peer).await;
+            let r = self.peer_rows(&peer).await;
             let down = self.peer_down(peer).await;
             if let Err(e) = r {
-                self.rep
-                    .notes
-                    .push(format!("8 peers: {} rows stopped: {e:#}", tool.key()));
+                self.rep.notes.push(format!(
+                    "8 peers: {}: a row failed and the rows after it were skipped: {e:#}",
+                    tool.key()
+                ));
             }
             down?;
         }
@@ -337,9 +303,64 @@ impl Bench {
         Ok(())
     }
 
-    /// Starts `tool`'s private daemon.
-    async fn peer_up(&mut self, tool: Tool, ctl: PathBuf, sup_dir: &Path) -> Result<Peer> {
-        let dir = fresh_dir(&format!("corral-bench-peers-{}", tool.key()))?;
+    /// Installs pm2 and supervisord unless installed; the ones to measure.
+    async fn install_peers(&mut self, pm2_dir: &Path, sup_dir: &Path) -> Vec<Tool> {
+        let pm2 = pm2_dir.display().to_string();
+        let sup = sup_dir.display().to_string();
+        let pm2_steps = vec![[
+            "npm",
+            "install",
+            "--prefix",
+            &pm2,
+            &format!("pm2@{PM2_VERSION}"),
+            "--no-audit",
+            "--no-fund",
+        ]
+        .map(String::from)
+        .to_vec()];
+        let sup_steps = vec![
+            ["python3", "-m", "venv", &sup].map(String::from).to_vec(),
+            [
+                &format!("{sup}/bin/pip"),
+                "install",
+                "--quiet",
+                &format!("supervisor=={SUPERVISOR_VERSION}"),
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        let mut tools = vec![];
+        for (tool, dir, steps) in [
+            (Tool::Pm2, pm2_dir, pm2_steps),
+            (Tool::Supervisord, sup_dir, sup_steps),
+        ] {
+            match install(dir, &steps).await {
+                Ok(Some(secs)) => {
+                    self.rep.notes.push(format!(
+                        "8 peers: installed {} into {} in {secs:.1} s",
+                        tool.key(),
+                        dir.display()
+                    ));
+                    tools.push(tool);
+                }
+                Ok(None) => tools.push(tool),
+                Err(e) => self.rep.notes.push(format!(
+                    "8 peers: {} not measured, its install failed: {e:#}",
+                    tool.key()
+                )),
+            }
+        }
+        tools
+    }
+
+    /// Starts `tool`'s private daemon, its files in `dir`.
+    async fn peer_up(
+        &mut self,
+        tool: Tool,
+        ctl: PathBuf,
+        dir: PathBuf,
+        sup_dir: &Path,
+    ) -> Result<Peer> {
         let mut peer = Peer {
             tool,
             ctl,
@@ -383,9 +404,9 @@ impl Bench {
                 peer.daemon_pid = child.id().context("supervisord's pid")?;
                 peer.child = Some(child);
                 let t = Instant::now();
-                while !run(peer.cmd(["pid"]), "supervisorctl pid", true)
+                while run(peer.cmd(["pid"]), "supervisorctl pid", true)
                     .await
-                    .is_ok()
+                    .is_err()
                 {
                     if t.elapsed() > Duration::from_secs(30) {
                         bail!(
@@ -500,7 +521,7 @@ impl Bench {
         Ok(())
     }
 
-    async fn peer_rows(&mut self, p: &mut Peer) -> Result<()> {
+    async fn peer_rows(&mut self, p: &Peer) -> Result<()> {
         std::fs::write(p.file("mem-tree.sh"), MEM_TREE)?;
         std::fs::write(p.file("stop-tree.sh"), STOP_TREE_SH)?;
         // Footprint first, so "0 processes" is the daemon as it starts.
