@@ -224,12 +224,14 @@ async fn install(dir: &Path, steps: &[Vec<String>]) -> Result<Option<f64>> {
             .with_context(|| format!("{}: over {} s", step.join(" "), INSTALL_LIMIT.as_secs()))?
             .with_context(|| format!("running {}", step[0]))?;
         if !out.status.success() {
+            // Nothing half-installed is left to look like a cache.
+            let _ = std::fs::remove_dir_all(dir);
             let err = String::from_utf8_lossy(&out.stderr);
             bail!(
                 "{} failed ({}): {}",
                 step.join(" "),
                 out.status,
-                super::tail(err.trim(), 3)
+                super::tail(err.trim(), 2).replace('\n', " | ")
             );
         }
     }
