@@ -484,7 +484,19 @@ fn set_targets(rep: &mut Report, plan: &Plan) {
         "Start reply / systemd-run --scope true",
         "start.reply",
         "baseline.sdrun",
-        Some(("<= 0.5", 0.5)),
+        Some(("<= 0.25 (issue 14)", 0.25)),
+    );
+    rep.ratio(
+        "Start reply / floor (StartTransientUnit of a live PID → job done)",
+        "start.reply",
+        "baseline.floor",
+        Some(("<= 1.5 (issue 14)", 1.5)),
+    );
+    rep.ratio(
+        "restart (delay 0) → first instruction / systemd Restart=always",
+        "restart.first",
+        "baseline.sd_restart",
+        Some(("<= 0.5 (issue 14)", 0.5)),
     );
     rep.ratio(
         "Start → first instruction / systemd-run --scope true",
@@ -574,8 +586,24 @@ impl Bench {
         let mut fork_true = vec![];
         let mut fork_stamp = vec![];
         let mut oneshot = vec![];
+        let mut floor = vec![];
         let mut errors: Vec<String> = vec![];
         let mut checks: Vec<(String, String)> = vec![];
+        // The floor of a race-free start (issue 14): systemd's own work,
+        // through the same code and properties corrald uses — a scope
+        // around a PID that already runs, until its start job is done.
+        let (gone, _gone_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sd = corral::daemon::systemd::Systemd::connect(&self.ctl.conn, gone)
+            .await
+            .context("connecting to the user manager")?;
+        let floor_props = corral::daemon::systemd::ScopeProps {
+            description: "corral-bench floor".into(),
+            slice: "app-corral-bench-floor.slice".into(),
+            limits: Default::default(),
+            slice_limits: None,
+            stop_timeout: Duration::from_secs(3),
+            delegate: false,
+        };
         for i in 0..warm + n {
             let keep = i >= warm;
             // corral: Start from this (connected) client; the command stamps
@@ -611,6 +639,25 @@ impl Bench {
                 Err(e) if keep => errors.push(format!("Start: {}", error_name(&e))),
                 Err(_) => {}
             }
+            // The floor: StartTransientUnit of a live PID → JobRemoved.
+            let mut child = Command::new("sleep")
+                .arg("1000")
+                .stdin(Stdio::null())
+                .spawn()
+                .context("spawning sleep")?;
+            let unit = format!("corral-bench-floor-{i}.scope");
+            let t0 = Instant::now();
+            let r = sd.start_scope(&unit, &[child.id()], &floor_props).await;
+            let dt = ms(t0.elapsed());
+            match r {
+                Ok(()) if keep => floor.push(dt),
+                Ok(()) => {}
+                Err(e) if keep => errors.push(format!("floor StartTransientUnit: {e}")),
+                Err(_) => {}
+            }
+            let _ = sd.stop_unit(&unit, Duration::from_secs(3)).await;
+            let _ = child.kill();
+            let _ = child.wait();
             // systemd-run --scope, as a user runs it.
             let t0 = Instant::now();
             let st = Command::new("systemd-run")
@@ -722,6 +769,12 @@ impl Bench {
             "baseline.sdrun",
             "baseline: systemd-run --user --scope --quiet true (wall)",
             sdrun,
+        );
+        r.add_latency(
+            sec,
+            "baseline.floor",
+            "floor: StartTransientUnit of a live PID → its job done (JobRemoved)",
+            floor,
         );
         r.add_latency(
             sec,
@@ -1039,12 +1092,19 @@ impl Bench {
             if manual.contains(&k) {
                 continue;
             }
-            let exit = st.exits[k - 1] as f64;
-            to_first.push((st.starts[k].0 as f64 - exit) / 1e6);
-            if let Some(at) = running.get(k) {
-                to_signal.push((realtime_ns(*at) as f64 - exit) / 1e6);
+            let exit = st.exits[k - 1];
+            to_first.push((st.starts[k].0 as f64 - exit as f64) / 1e6);
+            // The first running signal after this exit (not the k-th
+            // signal: a run can be announced more than once).
+            if let Some(at) = running
+                .iter()
+                .map(|at| realtime_ns(*at))
+                .find(|&at| at > exit)
+            {
+                to_signal.push((at as f64 - exit as f64) / 1e6);
             }
         }
+        let service = self.systemd_restart(n, warm, life).await;
         let sec = "4 restart";
         self.rep.add_latency(
             sec,
@@ -1058,6 +1118,18 @@ impl Bench {
             "restart (delay 0): exit → running signal at client",
             to_signal,
         );
+        match service {
+            Ok(samples) => self.rep.add_latency(
+                sec,
+                "baseline.sd_restart",
+                "baseline: systemd service, Restart=always, RestartSec=0: exit → next first instruction",
+                samples,
+            ),
+            Err(e) => self
+                .rep
+                .notes
+                .push(format!("systemd Restart=always baseline: {e:#}")),
+        }
         if !stalls.is_empty() {
             self.rep.note_on(
                 "restart.first",
@@ -1079,6 +1151,43 @@ impl Bench {
             );
         }
         Ok(())
+    }
+
+    /// The same failing program as a transient systemd service with
+    /// `Restart=always`, `RestartSec=0`: systemd's own restart, the
+    /// baseline of issue 14's restart target. Returns exit → next run's
+    /// first instruction (ms) of `n` restarts after `warm`.
+    async fn systemd_restart(&self, n: usize, warm: usize, life: u64) -> Result<Vec<f64>> {
+        let file = self.work.join("restart-systemd");
+        let unit = "corral-bench-restart.service";
+        let mut cmd = Command::new("systemd-run");
+        cmd.args(["--user", "--quiet", "--unit", unit])
+            .args(["-p", "Restart=always", "-p", "RestartSec=0"])
+            .args(["-p", "StartLimitIntervalSec=0"])
+            .args(stamp_cmd(&self.bins, &file, Some(life), 1));
+        let st = cmd.stdin(Stdio::null()).status()?;
+        if !st.success() {
+            bail!("systemd-run of the service: {st}");
+        }
+        let runs = warm + n + 1;
+        let t = Instant::now();
+        let st = loop {
+            let st = probe::Stamps::read(&file);
+            if st.starts.len() >= runs || t.elapsed() > Duration::from_secs(120) {
+                break st;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let _ = Command::new("systemctl")
+            .args(["--user", "stop", unit])
+            .status();
+        let samples: Vec<f64> = ((warm + 1)..st.starts.len().min(st.exits.len() + 1))
+            .map(|k| (st.starts[k].0 as f64 - st.exits[k - 1] as f64) / 1e6)
+            .collect();
+        if samples.is_empty() {
+            bail!("no restart of {unit} was stamped");
+        }
+        Ok(samples)
     }
 
     // ---- 5 + 6: footprint at scale, query cost ---------------------------

@@ -403,7 +403,17 @@ impl Supervisor {
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };
-        let unit = systemd::scope_name(&p.name, &id.to_string());
+        // An automatic restart gets a scope of its own name: the previous
+        // run's scope may still be going away (systemd collects an empty
+        // scope a few ms after its last process ends; leftovers are being
+        // stopped), and a start under the same name then failed with
+        // UnitExists and was retried. A client's Restart has waited for
+        // the stop, so it keeps the first name.
+        let unit = if manual {
+            systemd::scope_name(&p.name, &id.to_string())
+        } else {
+            systemd::scope_name(&p.name, &format!("{id}-r{}", p.restarts + 1))
+        };
         let change = RunChange::New {
             unit,
             reset_restarts: manual,
