@@ -1088,11 +1088,10 @@ impl Bench {
             .collect();
         let mut to_first = vec![];
         let mut to_signal = vec![];
-        for k in (warm + 1)..st.starts.len().min(st.exits.len() + 1) {
+        for (k, exit) in st.restarts(warm) {
             if manual.contains(&k) {
                 continue;
             }
-            let exit = st.exits[k - 1];
             to_first.push((st.starts[k].0 as f64 - exit as f64) / 1e6);
             // The first running signal after this exit (not the k-th
             // signal: a run can be announced more than once).
@@ -1181,8 +1180,9 @@ impl Bench {
         let _ = Command::new("systemctl")
             .args(["--user", "stop", unit])
             .status();
-        let samples: Vec<f64> = ((warm + 1)..st.starts.len().min(st.exits.len() + 1))
-            .map(|k| (st.starts[k].0 as f64 - st.exits[k - 1] as f64) / 1e6)
+        let samples: Vec<f64> = st
+            .restarts(warm)
+            .map(|(k, exit)| (st.starts[k].0 as f64 - exit as f64) / 1e6)
             .collect();
         if samples.is_empty() {
             bail!("no restart of {unit} was stamped");

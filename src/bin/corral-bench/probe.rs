@@ -115,6 +115,14 @@ pub struct Stamps {
 }
 
 impl Stamps {
+    /// The runs after the first `warm` whose previous run's exit is
+    /// stamped, as (run index, exit ns of the run before it).
+    pub fn restarts(&self, warm: usize) -> impl Iterator<Item = (usize, u64)> + '_ {
+        ((warm + 1)..self.starts.len().min(self.exits.len() + 1)).map(|k| (k, self.exits[k - 1]))
+    }
+}
+
+impl Stamps {
     /// Parses the complete lines of `text`.
     pub fn parse(text: &str) -> Stamps {
         let mut s = Stamps::default();
