@@ -338,14 +338,21 @@ fn tty_child_runs_on_a_terminal_served_on_a_socket() {
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     let mut client = UnixStream::connect(&socket).unwrap();
     client.set_read_timeout(Some(TIMEOUT)).unwrap();
-    client
-        .write_all(&Frame::Send(b"hi\n".to_vec()).encode())
-        .unwrap();
     let mut decoder = Decoder::default();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
+    let mut sent = false;
     // The shim closes the socket once the child's terminal is gone.
     loop {
+        // Type only once the child has printed its first line: the
+        // terminal echoes input at once, so typing earlier would put the
+        // echo before that line in the log.
+        if !sent && seen.windows(2).any(|w| w == b"\r\n") {
+            client
+                .write_all(&Frame::Send(b"hi\n".to_vec()).encode())
+                .unwrap();
+            sent = true;
+        }
         let n = client.read(&mut buf).unwrap();
         if n == 0 {
             break;
@@ -355,6 +362,7 @@ fn tty_child_runs_on_a_terminal_served_on_a_socket() {
             seen.extend_from_slice(&bytes);
         }
     }
+    assert!(sent, "the child printed no line before its terminal closed");
     let seen = String::from_utf8_lossy(&seen).into_owned();
     assert!(seen.contains("tty xterm-256color\r\n"), "{seen:?}");
     assert!(seen.contains("got:hi\r\n"), "{seen:?}");
