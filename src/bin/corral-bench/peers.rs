@@ -854,6 +854,35 @@ impl Bench {
             }),
             times,
         );
+        if p.tool == Tool::Corral {
+            // Issue 14 item 4: `corralctl list` no slower than systemd's
+            // own listing of the same units (and everything else it runs).
+            let mut times = vec![];
+            for i in 0..self.plan.warmup + samples {
+                let mut cmd = Command::new("systemctl");
+                cmd.args(["--user", "list-units", "--no-pager"]);
+                let t = Instant::now();
+                if let Err(e) = run(cmd, "systemctl --user list-units", true).await {
+                    self.rep.notes.push(format!("baseline not measured: {e:#}"));
+                    return Ok(());
+                }
+                if i >= self.plan.warmup {
+                    times.push(ms(t.elapsed()));
+                }
+            }
+            self.rep.add_latency(
+                SEC,
+                &format!("peers.status.n{n}.systemctl"),
+                &format!("baseline: `systemctl --user list-units` with these {n} scopes (wall)"),
+                times,
+            );
+            self.rep.ratio(
+                &format!("`corralctl list` / `systemctl --user list-units`, {n} processes"),
+                &format!("peers.status.n{n}.corral"),
+                &format!("peers.status.n{n}.systemctl"),
+                Some(("<= 1 (issue 14)", 1.0)),
+            );
+        }
         Ok(())
     }
 
