@@ -20,6 +20,8 @@ use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
 use super::agent::{fresh_dir, wait_stamp, Agent};
+use corral::project::MAX_PROCESSES;
+
 use super::probe::{self, STAMP};
 use super::{list_workspace, measure_window, ms, remove_all, spec, stamp_cmd, wall_ms, Bench};
 
@@ -765,30 +767,54 @@ impl Bench {
         Ok(())
     }
 
+    /// A project file of the stamping processes `range`, in a directory
+    /// of its own (`corral.toml`).
+    fn project_file(&self, p: &Peer, dir: &str, range: std::ops::Range<usize>) -> Result<PathBuf> {
+        let bench = self.bins.bench.display().to_string();
+        let dir = p.file(dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut text = format!("workspace = \"{}\"\n", super::WORKSPACE);
+        for i in range {
+            let f = p.file(&format!("fill-{i}"));
+            text.push_str(&format!(
+                "[processes.fill{i}]\ncommand = [{:?}, {:?}, {:?}]\n",
+                bench,
+                STAMP,
+                f.display().to_string()
+            ));
+        }
+        let file = dir.join("corral.toml");
+        std::fs::write(&file, text)?;
+        Ok(file)
+    }
+
     /// The batch form of each tool starting processes `have..n`.
     fn fill_cmd(&self, p: &Peer, have: usize, n: usize) -> Result<(Command, &'static str)> {
         let bench = self.bins.bench.display().to_string();
         Ok(match p.tool {
-            Tool::Corral => {
+            Tool::Corral if n <= MAX_PROCESSES => {
                 // `up` of a project holding every process so far: what a
                 // user edits and brings up again.
-                let dir = p.file(&format!("project-{n}"));
-                std::fs::create_dir_all(&dir)?;
-                let mut text = format!("workspace = \"{}\"\n", super::WORKSPACE);
-                for i in 0..n {
-                    let f = p.file(&format!("fill-{i}"));
-                    text.push_str(&format!(
-                        "[processes.fill{i}]\ncommand = [{:?}, {:?}, {:?}]\n",
-                        bench,
-                        STAMP,
-                        f.display().to_string()
-                    ));
-                }
-                let file = dir.join("corral.toml");
-                std::fs::write(&file, text)?;
+                let file = self.project_file(p, &format!("project-{n}"), 0..n)?;
                 (
                     p.cmd(["up".as_ref(), "-f".as_ref(), file.as_os_str()]),
                     "`corralctl up` of a project file",
+                )
+            }
+            Tool::Corral => {
+                // A file declares at most MAX_PROCESSES: the new processes
+                // come in files of their own, brought up one after another.
+                let mut c = Command::new("sh");
+                // The paths are arguments, not script text: nothing to quote.
+                c.args(["-c", r#"set -e; for f; do "$0" up -f "$f"; done"#]);
+                c.arg(&p.ctl);
+                for (k, from) in (have..n).step_by(MAX_PROCESSES).enumerate() {
+                    let to = (from + MAX_PROCESSES).min(n);
+                    c.arg(self.project_file(p, &format!("project-{n}-{k}"), from..to)?);
+                }
+                (
+                    c,
+                    "`corralctl up` of project files (at most 256 processes each), in turn",
                 )
             }
             Tool::Pm2 => {
