@@ -93,8 +93,9 @@ struct Args {
 /// The regression gate: (numerator, denominator, limit). Ratios against a
 /// baseline measured in the same run, so a slow or busy machine moves both
 /// sides; each limit is about twice the ratio measured when it was set
-/// (`benches/bench-results-quick.json`), so only a real regression — not
-/// the run-to-run spread — fails it.
+/// (quick runs of `ed4ebd8` and `2c1e293`, the full run in
+/// `benches/bench-results.json`), so only a real regression — not the
+/// run-to-run spread — fails it.
 const GATES: &[(&str, &str, f64)] = &[
     // Start reply / race-free floor: 2.6 at `ed4ebd8`.
     ("start.reply", "baseline.floor", 5.0),
