@@ -256,8 +256,11 @@ fn start_checked_server(agent: &Agent, extra: &[&str]) -> (String, u16) {
         &url,
         "--health-interval",
         "200ms",
+        // Long enough that a server slowed by a busy machine (the VM
+        // tier's emulated CPU shared with other work) still answers in
+        // time; a stopped one fails it all the same.
         "--health-timeout",
-        "300ms",
+        "1s",
         "--health-retries",
         "2",
     ];
