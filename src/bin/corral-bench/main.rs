@@ -1499,15 +1499,7 @@ impl Bench {
                 tokio::time::sleep(gap).await;
             }
             let t = Instant::now();
-            let m = conn
-                .call_method(
-                    Some(api::BUS_NAME),
-                    api::MANAGER_PATH,
-                    Some(api::MANAGER_INTERFACE),
-                    "List",
-                    &(&empty,),
-                )
-                .await?;
+            let m = list_raw_reply(conn).await?;
             list_raw.push(ms(t.elapsed()));
             list_bytes = m.data().len();
             if cold {
@@ -1712,6 +1704,20 @@ impl TcpChecks {
         d.insert("IntervalMs".to_string(), self.interval_ms.into());
         corral::api::HealthCheck::from_dict(d).map_err(anyhow::Error::msg)
     }
+}
+
+/// `List` of everything, the reply left undecoded: what the agent costs
+/// without the client's decoding.
+async fn list_raw_reply(conn: &zbus::Connection) -> zbus::Result<zbus::Message> {
+    let empty: HashMap<String, Value<'static>> = HashMap::new();
+    conn.call_method(
+        Some(api::BUS_NAME),
+        api::MANAGER_PATH,
+        Some(api::MANAGER_INTERFACE),
+        "List",
+        &(&empty,),
+    )
+    .await
 }
 
 /// Starts `n` sleeping processes (with `health`, if any) with `conc`

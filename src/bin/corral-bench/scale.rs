@@ -7,15 +7,14 @@
 //! towards the next step). A note gives the cost per added process
 //! between steps, which is what "linear or better" is read from.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use zbus::zvariant::Value;
 
 use super::agent::Agent;
 use super::{
-    api, error_name, measure_window, ms, remove_all, spec, start_many, tail, Bench, Client,
+    error_name, list_raw_reply, measure_window, ms, remove_all, spec, start_many, tail, Bench,
+    Client,
 };
 
 /// What one step measured (medians).
@@ -140,20 +139,10 @@ impl Bench {
     }
 
     async fn list_times(&mut self, samples: usize) -> Result<Vec<f64>> {
-        let empty: HashMap<String, Value<'static>> = HashMap::new();
         let mut out = Vec::with_capacity(samples);
         for _ in 0..samples {
             let t = Instant::now();
-            self.ctl
-                .conn
-                .call_method(
-                    Some(api::BUS_NAME),
-                    api::MANAGER_PATH,
-                    Some(api::MANAGER_INTERFACE),
-                    "List",
-                    &(&empty,),
-                )
-                .await?;
+            list_raw_reply(&self.ctl.conn).await?;
             out.push(ms(t.elapsed()));
         }
         Ok(out)
