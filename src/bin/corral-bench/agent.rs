@@ -91,14 +91,16 @@ impl Agent {
         std::fs::read_to_string(self.dir.join("corrald.log")).unwrap_or_default()
     }
 
+    /// The agent's SQLite file.
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("state").join("corral.db")
+    }
+
     /// Sizes of the SQLite file and its WAL, bytes.
     pub fn db_sizes(&self) -> (u64, u64) {
         let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let state = self.dir.join("state");
-        (
-            size(state.join("corral.db")),
-            size(state.join("corral.db-wal")),
-        )
+        let db = self.db();
+        (size(db.clone()), size(db.with_extension("db-wal")))
     }
 
     /// SIGTERM, wait (SIGKILL after 15 s), wait for the name to be free,

@@ -1580,7 +1580,7 @@ impl Bench {
     /// from the row size of this run's samples (history is on by default,
     /// so the footprint CPU figures above include its sampling and writes).
     fn history_size(&mut self, agent: &Agent) {
-        let db = agent.dir.join("state").join("corral.db");
+        let db = agent.db();
         match history::measure(&db) {
             Ok(h) if h.rows == 0 => self
                 .rep
@@ -1620,7 +1620,7 @@ impl Bench {
             .collect();
         // This agent's store is fresh, so every event in it is of these
         // processes; counted in the file, since a bus reply is capped.
-        let db = agent.dir.join("state").join("corral.db");
+        let db = agent.db();
         let count_events = || history::events(&db).map(|n| n as usize);
         let mut events = count_events()?;
         let mut rounds = 0;
