@@ -3,7 +3,7 @@
 //! it dies. Owns nothing of the log; see `output` for that.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -211,6 +211,16 @@ pub(super) struct ExitNote {
 /// written the moment the child dies even while grandchildren keep its
 /// pipes open.
 pub(super) enum Waiter {
+    /// The child's pidfd, polled by the output loop beside its pipes: it
+    /// turns readable when the child exits, and it costs no thread — a
+    /// second thread is ~50 KiB of each shim's private memory (its stack
+    /// and its malloc arena), which every supervised process pays.
+    Pidfd {
+        fd: OwnedFd,
+        pid: u32,
+        run: u64,
+        exit_file: PathBuf,
+    },
     /// A thread blocks in waitpid; `wake` becomes readable when it is done.
     Thread {
         notes: mpsc::Receiver<ExitNote>,
@@ -235,6 +245,21 @@ pub(super) const POLL_INTERVAL_MS: libc::c_int = 100;
 
 impl Waiter {
     pub(super) fn start(pid: u32, run: u64, exit_file: PathBuf) -> Self {
+        // SAFETY: pidfd_open(2) takes a PID and flags, no pointers.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if let Ok(fd) = RawFd::try_from(fd) {
+            if fd >= 0 {
+                // SAFETY: the kernel just returned this fd; nothing else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                return Waiter::Pidfd {
+                    fd,
+                    pid,
+                    run,
+                    exit_file,
+                };
+            }
+        }
+        // Kernels before 5.3 have no pidfd_open: a thread waits instead.
         let Ok((wake, mut wake_tx)) = UnixStream::pair() else {
             return Waiter::Poll {
                 pid,
@@ -271,6 +296,7 @@ impl Waiter {
     /// The fd to poll for the exit, if any.
     pub(super) fn fd(&self) -> Option<RawFd> {
         match self {
+            Waiter::Pidfd { fd, .. } => Some(fd.as_raw_fd()),
             Waiter::Thread { wake, .. } => Some(wake.as_raw_fd()),
             _ => None,
         }
@@ -286,6 +312,7 @@ impl Waiter {
     /// Checks for the exit; `woken` says the wake fd polled readable.
     pub(super) fn check(&mut self, woken: bool) -> Option<ExitNote> {
         match self {
+            Waiter::Pidfd { .. } if !woken => None,
             Waiter::Thread {
                 notes,
                 wake,
@@ -318,7 +345,13 @@ impl Waiter {
                     }
                 }
             }
-            Waiter::Poll {
+            Waiter::Pidfd {
+                pid,
+                run,
+                exit_file,
+                ..
+            }
+            | Waiter::Poll {
                 pid,
                 run,
                 exit_file,

@@ -9,13 +9,15 @@
 //! clients ([`terminal`] is their protocol); `journal` copies the lines
 //! to the journal when asked; `notify` serves sd_notify(3) when asked.
 //!
-//! The shim must stay tiny and single-purpose: std, libc, serde_json and
-//! `crate::logfile` only — no tokio, zbus or tracing. One shim lives next
-//! to every supervised process for as long as it runs, so its memory is
-//! paid per process: a single-threaded keeper with a blocking poll loop
-//! (plus one small wait thread) measures ~220 KiB PSS (README, 1000
-//! running), where an async runtime would add its threads, their stacks
-//! and a reactor, all to watch two pipes. `shim_links_no_async_runtime` below enforces the boundary. It
+//! The shim must stay tiny and single-purpose: std, libc, serde_json,
+//! memmap2 and `crate::logfile` only — no tokio, zbus or tracing. One shim
+//! lives next to every supervised process for as long as it runs, so its
+//! memory is paid per process: a single thread with a blocking poll loop
+//! over its pipes and the child's pidfd, and a read buffer whose pages are
+//! resident only once output arrives, measures ~170 KiB PSS (BENCHMARK.md,
+//! 1000 running), where an async runtime would add its threads, their
+//! stacks and a reactor, all to watch two pipes.
+//! `shim_links_no_async_runtime` below enforces the boundary. It
 //! must never panic either, since nobody would see the message (its
 //! stderr is /dev/null).
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::child::{ExitNote, Waiter, POLL_INTERVAL_MS};
-use super::output::{log_exit, pollfd, Log, Source, EXIT_DRAIN_ROUNDS, READ_BUF};
+use super::output::{log_exit, pollfd, read_buffer, Log, Source, EXIT_DRAIN_ROUNDS};
 use super::terminal::{Decoder, Frame, SCROLLBACK};
 
 /// Window size of the terminal until a client sends its own.
@@ -386,7 +386,7 @@ pub(super) fn serve(
         to_child: Vec::new(),
     };
     let mut source = Source::terminal(File::from(master));
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = read_buffer();
     let mut exit: Option<ExitNote> = None;
     let mut exit_logged = false;
     let mut drain_rounds = 0u32;
