@@ -717,3 +717,54 @@ fn io_bytes_come_from_io_stat_where_the_io_controller_is_delegated() {
     gate.open();
     agent.wait_state(&id, "exited", T);
 }
+
+/// The logout warning: a user who does not linger is told, once per login
+/// session (a stamp in `$XDG_RUNTIME_DIR`), that `--persistent` processes
+/// end at logout; `list` gives it from the records it just listed.
+#[test]
+fn list_warns_once_that_persistent_processes_end_at_logout() {
+    need_testbed!();
+    let agent = Agent::start();
+    let id = agent.start_cmd(&["--persistent", "--name", "db", "--", "sleep", "300"]);
+    agent.wait_state(&id, "running", T);
+    let runtime = tempfile::tempdir().unwrap();
+    let list = || {
+        run(Command::new(bin("corralctl"))
+            .arg("list")
+            .env("XDG_RUNTIME_DIR", runtime.path()))
+    };
+    let user = text(&run(Command::new("id").arg("-un")).stdout)
+        .trim()
+        .to_string();
+    let lingers = std::path::Path::new("/var/lib/systemd/linger")
+        .join(&user)
+        .exists();
+    let first = list();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("db"),
+        "{}",
+        text(&first.stdout)
+    );
+    let warning = format!("1 persistent process(es) will be stopped when you log out, because lingering is off for {user}");
+    if lingers {
+        assert!(
+            !text(&first.stderr).contains("lingering"),
+            "{}",
+            text(&first.stderr)
+        );
+        return;
+    }
+    assert!(
+        text(&first.stderr).contains(&warning),
+        "{:?}",
+        text(&first.stderr)
+    );
+    let again = list();
+    assert!(again.status.success());
+    assert!(
+        !text(&again.stderr).contains("lingering"),
+        "{:?}",
+        text(&again.stderr)
+    );
+}

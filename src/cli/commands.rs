@@ -76,6 +76,10 @@ struct Ctx {
     conn: Connection,
     manager: ManagerProxy<'static>,
     json: bool,
+    /// The last unfiltered `List` of this command, for the linger check
+    /// after `list`, which would otherwise ask for every record again
+    /// (it doubled `corralctl list`'s time).
+    all: std::sync::Mutex<Option<Vec<ProcessView>>>,
 }
 
 impl Ctx {
@@ -109,6 +113,7 @@ impl Ctx {
             conn,
             manager,
             json,
+            all: std::sync::Mutex::new(None),
         })
     }
 
@@ -135,6 +140,13 @@ impl Ctx {
             .map_err(self.call_err())?;
         let mut views: Vec<ProcessView> = records.into_iter().map(ProcessView::from_dict).collect();
         views.sort_by_key(|v| (v.id.parse::<u64>().unwrap_or(u64::MAX), v.id.clone()));
+        let unfiltered =
+            filter.workspace.is_none() && filter.session.is_none() && filter.state.is_none();
+        if unfiltered {
+            if let Ok(mut all) = self.all.lock() {
+                *all = Some(views.clone());
+            }
+        }
         Ok(views)
     }
 
@@ -266,7 +278,12 @@ async fn warn_linger(ctx: &Ctx) {
     let Some(due) = linger::due() else {
         return;
     };
-    if let Ok(views) = ctx.list(&Filter::default()).await {
+    let known = ctx.all.lock().ok().and_then(|mut all| all.take());
+    let views = match known {
+        Some(views) => Ok(views),
+        None => ctx.list(&Filter::default()).await,
+    };
+    if let Ok(views) = views {
         if let Some(warning) = due.warning(&views) {
             let _ = writeln!(std::io::stderr(), "corralctl: {warning}");
         }
