@@ -311,6 +311,18 @@ fn every_error_name_is_reachable_with_real_bad_input() {
         ),
         ("Logs sut 999 10 0", "no process with id '999'"),
         ("List a{sv} 1 State s zombie", "State: 'zombie'"),
+        (
+            "List a{sv} 1 Keys as 2 Id Bogus",
+            "Keys: unknown key 'Bogus'",
+        ),
+        (
+            "List a{sv} 1 Keys s Id",
+            "Keys: expected an array of strings",
+        ),
+        (
+            "StopMatching a{sv} 2 Workspace s w Keys as 1 Id",
+            "unknown filter key 'Keys'",
+        ),
         ("StopMatching a{sv} 0", "Workspace or Session is required"),
     ];
     for (call, message) in cases {
@@ -767,4 +779,31 @@ fn list_warns_once_that_persistent_processes_end_at_logout() {
         "{:?}",
         text(&again.stderr)
     );
+}
+
+/// `List`'s `Keys` option: each record carries the keys asked for and no
+/// other; without it, every property and `Path`.
+#[tokio::test(flavor = "current_thread")]
+async fn list_carries_only_the_keys_asked_for() {
+    need_testbed!();
+    let agent = Agent::start();
+    let id = agent.start_cmd(&["--name", "k", "--", "sleep", "300"]);
+    agent.wait_state(&id, "running", T);
+    let conn = zbus::Connection::session().await.unwrap();
+    let mgr = corral::api::ManagerProxy::new(&conn).await.unwrap();
+    let keys = zbus::zvariant::Value::from(vec!["Id", "State", "Path"]);
+    let some = mgr
+        .list(std::collections::HashMap::from([(
+            "Keys".to_string(),
+            keys,
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(some.len(), 1);
+    let mut got: Vec<&str> = some[0].keys().map(String::as_str).collect();
+    got.sort();
+    assert_eq!(got, ["Id", "Path", "State"]);
+    assert_eq!(<&str>::try_from(&some[0]["Id"]).unwrap(), id);
+    let all = mgr.list(std::collections::HashMap::new()).await.unwrap();
+    assert_eq!(all[0].len(), corral::api::PROPERTIES.len() + 1);
 }

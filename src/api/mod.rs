@@ -30,7 +30,9 @@ pub use spec::{
     MAX_PAYLOAD,
 };
 pub(crate) use view::process_properties;
-pub use view::{cpu_percent_known, ProcessJson, ProcessView, Property, PROPERTIES, UNSET};
+pub use view::{
+    cpu_percent_known, ProcessJson, ProcessView, Property, RecordKeys, PATH_KEY, PROPERTIES, UNSET,
+};
 pub use wire::WireValue;
 
 /// Well-known bus name the agent owns, on the session bus (`--user`) or

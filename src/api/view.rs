@@ -212,12 +212,76 @@ fn take<T: WireValue>(d: &mut HashMap<String, OwnedValue>, key: &str) -> Option<
 impl ProcessView {
     /// The `a{sv}` record of `List`: every property, plus `Path`.
     pub fn to_dict(&self) -> HashMap<String, Value<'static>> {
+        self.to_dict_keys(&RecordKeys::default())
+    }
+
+    /// The `List` record with only the keys `keys` selects.
+    pub fn to_dict_keys(&self, keys: &RecordKeys) -> HashMap<String, Value<'static>> {
         let mut d: HashMap<String, Value<'static>> = PROPERTIES
             .iter()
-            .map(|p| (p.name.to_string(), (p.get)(self)))
+            .enumerate()
+            .filter(|(i, _)| keys.has(*i))
+            .map(|(_, p)| (p.name.to_string(), (p.get)(self)))
             .collect();
-        d.insert("Path".into(), super::process_path(&self.id).into());
+        if keys.has(PROPERTIES.len()) {
+            d.insert(PATH_KEY.into(), super::process_path(&self.id).into());
+        }
         d
+    }
+}
+
+/// The record key beside the properties: the process's object path.
+pub const PATH_KEY: &str = "Path";
+
+/// Which keys a `List` record carries (its `Keys` option): all of them by
+/// default. A client showing a few columns asks for those only, so
+/// neither side builds, sends and decodes the other thirty-odd values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordKeys {
+    /// By index into [`PROPERTIES`], then `Path`; `None` is every key.
+    wanted: Option<Vec<bool>>,
+}
+
+impl RecordKeys {
+    /// At most this many names in a `Keys` option (twice the keys there
+    /// are: repeats are allowed, a flood is not).
+    pub const MAX_NAMES: usize = 2 * (PROPERTIES.len() + 1);
+
+    /// The keys named; an unknown name is an error that lists the known.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<RecordKeys, String> {
+        if names.len() > Self::MAX_NAMES {
+            return Err(format!(
+                "Keys: {} names, more than {}",
+                names.len(),
+                Self::MAX_NAMES
+            ));
+        }
+        let mut wanted = vec![false; PROPERTIES.len() + 1];
+        for name in names {
+            let name = name.as_ref();
+            let i = PROPERTIES
+                .iter()
+                .position(|p| p.name == name)
+                .or((name == PATH_KEY).then_some(PROPERTIES.len()))
+                .ok_or_else(|| {
+                    let known: Vec<&str> = PROPERTIES.iter().map(|p| p.name).collect();
+                    format!(
+                        "Keys: unknown key '{}' (known: {}, {PATH_KEY})",
+                        name.escape_debug(),
+                        known.join(", ")
+                    )
+                })?;
+            wanted[i] = true;
+        }
+        Ok(RecordKeys {
+            wanted: Some(wanted),
+        })
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.wanted
+            .as_ref()
+            .is_none_or(|w| w.get(i).copied().unwrap_or(false))
     }
 }
 
@@ -289,6 +353,25 @@ mod tests {
             .map(|(k, val)| (k, val.try_into_owned().unwrap()))
             .collect();
         assert_eq!(ProcessView::from_dict(owned), v);
+    }
+
+    #[test]
+    fn a_record_carries_only_the_keys_asked_for() {
+        let v = sample();
+        let keys = RecordKeys::from_names(&["Id", "State", "Path", "State"]).unwrap();
+        let d = v.to_dict_keys(&keys);
+        let mut got: Vec<&str> = d.keys().map(String::as_str).collect();
+        got.sort();
+        assert_eq!(got, ["Id", "Path", "State"]);
+        assert_eq!(v.to_dict().len(), PROPERTIES.len() + 1);
+        let err = RecordKeys::from_names(&["Id", "Nope\n"]).unwrap_err();
+        assert!(
+            err.starts_with("Keys: unknown key 'Nope\\n' (known: Id, Name,"),
+            "{err}"
+        );
+        let flood = vec!["Id"; RecordKeys::MAX_NAMES + 1];
+        assert!(RecordKeys::from_names(&flood).is_err());
+        assert!(RecordKeys::from_names(&vec!["Id"; RecordKeys::MAX_NAMES]).is_ok());
     }
 
     /// The D-Bus names and types, the JSON keys (in their order) and what

@@ -78,7 +78,8 @@ struct Ctx {
     json: bool,
     /// The last unfiltered `List` of this command, for the linger check
     /// after `list`, which would otherwise ask for every record again
-    /// (it doubled `corralctl list`'s time).
+    /// (it doubled `corralctl list`'s time). Its records may hold only
+    /// some keys; they hold `State` and `Persistent`, which the check uses.
     all: std::sync::Mutex<Option<Vec<ProcessView>>>,
 }
 
@@ -133,11 +134,17 @@ impl Ctx {
     }
 
     async fn list(&self, filter: &Filter) -> Result<Vec<ProcessView>> {
-        let records = self
-            .manager
-            .list(filter.to_dict())
-            .await
-            .map_err(self.call_err())?;
+        self.list_keys(filter, &[]).await
+    }
+
+    /// `List` records with only `keys` (every key when empty); keys not
+    /// asked for take their absent values.
+    async fn list_keys(&self, filter: &Filter, keys: &[&str]) -> Result<Vec<ProcessView>> {
+        let mut dict = filter.to_dict();
+        if !keys.is_empty() {
+            dict.insert("Keys".into(), keys.to_vec().into());
+        }
+        let records = self.manager.list(dict).await.map_err(self.call_err())?;
         let mut views: Vec<ProcessView> = records.into_iter().map(ProcessView::from_dict).collect();
         views.sort_by_key(|v| (v.id.parse::<u64>().unwrap_or(u64::MAX), v.id.clone()));
         let unfiltered =
@@ -411,10 +418,14 @@ fn list_filter(a: &ListArgs) -> Filter {
 }
 
 async fn list(ctx: &Ctx, a: &ListArgs) -> Result<()> {
-    let views = ctx.list(&list_filter(a)).await?;
     if ctx.json {
+        let views = ctx.list(&list_filter(a)).await?;
         emit_json(&views.iter().map(ProcessJson).collect::<Vec<_>>())
     } else {
+        // The table shows fewer than half of the record's keys: ask for those only.
+        let views = ctx
+            .list_keys(&list_filter(a), render::LIST_TABLE_KEYS)
+            .await?;
         emit(&render::list_table(&views, now_us()))
     }
 }

@@ -23,6 +23,8 @@ use std::io::Write;
 use clap::Parser;
 
 use error::CliError;
+/// The keys `corralctl list` asks `List` for (the benchmark times them).
+pub use render::LIST_TABLE_KEYS;
 
 /// The `corralctl` command line as clap builds it, for the man page and
 /// completion generator (`corral-gen`).

@@ -120,6 +120,28 @@ fn uptime(v: &ProcessView, now_us: u64) -> Option<String> {
         .then(|| format_duration(now_us.saturating_sub(v.started_at) / 1_000_000))
 }
 
+/// The `List` keys [`list_table`] reads (its `Keys` option), and
+/// `Persistent` for the logout warning given after it.
+pub const LIST_TABLE_KEYS: &[&str] = &[
+    "Id",
+    "Name",
+    "Workspace",
+    "State",
+    "ExitReason",
+    "ExitSignal",
+    "ExitCode",
+    "NextRestartAt",
+    "Health",
+    "MainPID",
+    "MemoryCurrent",
+    "CPUPercent",
+    "CPUUsageNSec",
+    "StartedAt",
+    "ListenPorts",
+    "Command",
+    "Persistent",
+];
+
 /// `list` as an aligned table, in the order given.
 pub fn list_table(views: &[ProcessView], now_us: u64) -> String {
     let rows: Vec<Vec<String>> = views
@@ -640,6 +662,38 @@ mod tests {
         v.state = State::Stopped;
         v.next_restart_at = 0;
         assert_eq!(state_text(&v), "stopped");
+    }
+
+    /// The table drawn from records holding only [`LIST_TABLE_KEYS`] is
+    /// the table drawn from whole records: the keys cover every column.
+    #[test]
+    fn the_list_table_keys_cover_every_column() {
+        let keys = crate::api::RecordKeys::from_names(LIST_TABLE_KEYS).unwrap();
+        let mut exited = view();
+        exited.id = "8".into();
+        exited.state = State::Failed;
+        exited.exit_signal = 9;
+        exited.next_restart_at = 5;
+        exited.persistent = true;
+        exited.health = crate::api::Health::Unhealthy;
+        let whole = [view(), exited];
+        let partial: Vec<ProcessView> = whole
+            .iter()
+            .map(|v| {
+                let d = v
+                    .to_dict_keys(&keys)
+                    .into_iter()
+                    .map(|(k, val)| (k, val.try_into_owned().unwrap()))
+                    .collect();
+                ProcessView::from_dict(d)
+            })
+            .collect();
+        assert_ne!(partial[1], whole[1], "the keys should be a subset");
+        assert_eq!(partial[1].persistent, whole[1].persistent);
+        assert_eq!(
+            list_table(&partial, 9_000_000),
+            list_table(&whole, 9_000_000)
+        );
     }
 
     #[test]

@@ -1494,6 +1494,7 @@ impl Bench {
         let empty: HashMap<String, Value<'static>> = HashMap::new();
         let (mut list_raw, mut list, mut gmo_raw, mut gmo) = (vec![], vec![], vec![], vec![]);
         let (mut list_bytes, mut gmo_bytes, mut listed, mut objects) = (0, 0, 0, 0);
+        let (mut keys_raw, mut keys_bytes) = (vec![], 0);
         for _ in 0..samples {
             if cold {
                 tokio::time::sleep(gap).await;
@@ -1502,6 +1503,13 @@ impl Bench {
             let m = list_raw_reply(conn).await?;
             list_raw.push(ms(t.elapsed()));
             list_bytes = m.data().len();
+            if cold {
+                tokio::time::sleep(gap).await;
+            }
+            let t = Instant::now();
+            let m = list_raw_reply_keys(conn, corral::cli::LIST_TABLE_KEYS).await?;
+            keys_raw.push(ms(t.elapsed()));
+            keys_bytes = m.data().len();
             if cold {
                 tokio::time::sleep(gap).await;
             }
@@ -1544,6 +1552,19 @@ impl Bench {
             &format!("query.list_raw.{kind}"),
             &format!("List of {n}, {what}, reply undecoded (interval {interval} s)"),
             list_raw,
+        );
+        r.add_latency(
+            sec,
+            &format!("query.list_keys_raw.{kind}"),
+            &format!(
+                "List of {n} with corralctl list's {} keys, {what}, undecoded (interval {interval} s)",
+                corral::cli::LIST_TABLE_KEYS.len()
+            ),
+            keys_raw,
+        );
+        r.note_on(
+            &format!("query.list_keys_raw.{kind}"),
+            &format!("reply {:.0} KB", keys_bytes as f64 / 1e3),
         );
         r.add_latency(
             sec,
@@ -1709,13 +1730,24 @@ impl TcpChecks {
 /// `List` of everything, the reply left undecoded: what the agent costs
 /// without the client's decoding.
 async fn list_raw_reply(conn: &zbus::Connection) -> zbus::Result<zbus::Message> {
-    let empty: HashMap<String, Value<'static>> = HashMap::new();
+    list_raw_reply_keys(conn, &[]).await
+}
+
+/// As [`list_raw_reply`], each record with only `keys` (all when empty).
+async fn list_raw_reply_keys(
+    conn: &zbus::Connection,
+    keys: &[&str],
+) -> zbus::Result<zbus::Message> {
+    let mut filter: HashMap<String, Value<'_>> = HashMap::new();
+    if !keys.is_empty() {
+        filter.insert("Keys".into(), keys.to_vec().into());
+    }
     conn.call_method(
         Some(api::BUS_NAME),
         api::MANAGER_PATH,
         Some(api::MANAGER_INTERFACE),
         "List",
-        &(&empty,),
+        &(&filter,),
     )
     .await
 }

@@ -246,6 +246,17 @@ fn track_options(mut dict: HashMap<String, OwnedValue>) -> Result<StartSpec, Err
     StartSpec::from_dict(dict).map_err(Error::InvalidArgument)
 }
 
+/// `List`'s `Keys` option (`as`), taken out of its filter: which keys
+/// each record carries (every key when absent).
+fn record_keys(dict: &mut HashMap<String, OwnedValue>) -> Result<api::RecordKeys, Error> {
+    let Some(value) = dict.remove("Keys") else {
+        return Ok(api::RecordKeys::default());
+    };
+    let names = Vec::<String>::try_from(value)
+        .map_err(|_| Error::InvalidArgument("Keys: expected an array of strings (as)".into()))?;
+    api::RecordKeys::from_names(&names).map_err(Error::InvalidArgument)
+}
+
 fn filter(dict: HashMap<String, OwnedValue>) -> Result<Filter, Error> {
     Filter::from_dict(dict).map_err(Error::InvalidArgument)
 }
@@ -332,8 +343,9 @@ impl Manager {
     async fn list(
         &self,
         #[zbus(header)] hdr: Header<'_>,
-        filter_dict: HashMap<String, OwnedValue>,
+        mut filter_dict: HashMap<String, OwnedValue>,
     ) -> Result<Vec<HashMap<String, Value<'static>>>, Error> {
+        let keys = record_keys(&mut filter_dict)?;
         let filter = filter(filter_dict)?;
         let caller = self.ctx.auth.caller(&hdr).await?;
         let access = self.ctx.auth.access(&caller).await;
@@ -347,7 +359,10 @@ impl Manager {
             })
             .await
             .ok_or_else(gone)?;
-        Ok(fit_list(views).iter().map(|v| v.to_dict()).collect())
+        Ok(fit_list(views)
+            .iter()
+            .map(|v| v.to_dict_keys(&keys))
+            .collect())
     }
 
     /// StopMatching(a{sv} filter) -> as
