@@ -8,7 +8,12 @@
 //! this). Open files are bounded: at most half the soft `RLIMIT_NOFILE`
 //! (corrald raises it to the hard limit at start), the other half left to
 //! pidfds, sockets, the database and logs; cgroups past that budget are
-//! read by path on every tick, as before.
+//! read by path. Past it or not, every sampled cgroup's last reading is
+//! remembered, so the quiet shortcuts below cost no file at all: when
+//! each cgroup kept six files (a budget of 1,666 cgroups at a hard limit
+//! of 20,000), the cgroups past it were read in full, six opens each,
+//! every second, and the agent's CPU per process doubled past ~1,700
+//! processes (BENCHMARK.md, scaling curve).
 //!
 //! A cgroup's CPU time counts its descendants', so the history tick first
 //! reads the parent of the sampled cgroups (a workspace's slice): when
@@ -26,13 +31,16 @@ const FILES_PER_CGROUP: usize = 6;
 /// before they are read in full again.
 const QUIET_TICKS: u64 = 10;
 
-/// The kept-open files of the sampled cgroups, by control group path.
+/// What the tick remembers of the sampled cgroups, by control group path:
+/// their last readings, and their files kept open within the budget.
 /// hashbrown's map for `entry_ref` (one lookup per cgroup and tick, the
 /// key cloned only when inserted) and its foldhash hasher: the paths are
 /// the agent's own unit names, not a client's keys.
 #[derive(Debug)]
 pub struct Sampler {
     kept: HashMap<String, Entry>,
+    /// Entries of `kept` that hold files.
+    with_files: usize,
     /// The parents of the sampled cgroups, read once a tick.
     parents: HashMap<String, Parent>,
     /// Cgroups whose files may be kept open at once.
@@ -42,7 +50,8 @@ pub struct Sampler {
 
 #[derive(Debug, Default)]
 struct Entry {
-    files: Kept,
+    /// Its files, kept open within the budget; `None` past it (read by path).
+    files: Option<Kept>,
     /// The last tick that listed the cgroup.
     tick: u64,
     /// The history tick's last full reading, and the tick it was made.
@@ -73,6 +82,7 @@ impl Sampler {
     pub fn with_budget(max_files: usize) -> Sampler {
         Sampler {
             kept: HashMap::new(),
+            with_files: 0,
             parents: HashMap::new(),
             max_kept: max_files / FILES_PER_CGROUP,
             tick: 0,
@@ -112,7 +122,7 @@ impl Sampler {
     /// the budget; past it, or when it cannot be read, `None`).
     fn parent_quiet(&mut self, fs: &CgroupFs, parent: &str) -> Option<u64> {
         let tick = self.tick;
-        let room = self.kept.len() + self.parents.len() < self.max_kept;
+        let room = self.with_files + self.parents.len() < self.max_kept;
         let p = if room {
             self.parents.entry_ref(parent).or_default()
         } else {
@@ -142,10 +152,10 @@ impl Sampler {
                 ..fs.history_usage_but_cpu_with(cg, None)?
             })
         };
-        // Past the budget: nothing remembered, a full read.
         let Some(entry) = self.entry(cg, true) else {
             return by_path();
         };
+        let had_files = entry.files.is_some();
         // Its parent used no CPU since its CPU time was last known: nor did it.
         if let (Some(since), Some((last, at))) = (quiet_since, entry.last) {
             if entry.verified >= since && tick - at < QUIET_TICKS {
@@ -155,9 +165,13 @@ impl Sampler {
         }
         match history_read_kept(fs, cg, entry, tick) {
             Ok(u) => Ok(u),
-            Err(_) => {
-                self.kept.remove(cg);
-                by_path()
+            Err(e) => {
+                self.forget(cg);
+                if had_files {
+                    by_path()
+                } else {
+                    Err(e)
+                }
             }
         }
     }
@@ -191,19 +205,37 @@ impl Sampler {
         out
     }
 
-    /// Closes the files of the cgroups this tick did not list.
+    /// Forgets the cgroups this tick did not list, closing their files.
     fn close_unlisted(&mut self) {
         let tick = self.tick;
         self.kept.retain(|_, e| e.tick == tick);
+        self.with_files = self.kept.values().filter(|e| e.files.is_some()).count();
         self.parents.retain(|_, p| p.tick == tick);
     }
 
-    /// The kept files of `cg`; a tick (`listed`) first keeps them if the
-    /// budget allows, and marks them listed.
+    /// Forgets `cg`, closing its files.
+    fn forget(&mut self, cg: &str) {
+        if let Some(e) = self.kept.remove(cg) {
+            if e.files.is_some() {
+                self.with_files -= 1;
+            }
+        }
+    }
+
+    /// What is remembered of `cg`; a tick (`listed`) first remembers it —
+    /// with kept files if the budget allows — and marks it listed.
     fn entry(&mut self, cg: &str, listed: bool) -> Option<&mut Entry> {
         let tick = self.tick;
-        let entry = if listed && self.kept.len() < self.max_kept {
-            self.kept.entry_ref(cg).or_default()
+        let entry = if listed {
+            let room = self.with_files + self.parents.len() < self.max_kept;
+            let with_files = &mut self.with_files;
+            self.kept.entry_ref(cg).or_insert_with(|| {
+                *with_files += usize::from(room);
+                Entry {
+                    files: room.then(Kept::default),
+                    ..Entry::default()
+                }
+            })
         } else {
             self.kept.get_mut(cg)?
         };
@@ -223,13 +255,13 @@ impl Sampler {
         listed: bool,
         read: impl Fn(&CgroupFs, &str, Option<&mut Kept>) -> Result<T>,
     ) -> Result<T> {
-        let Some(entry) = self.entry(cg, listed) else {
+        let Some(files) = self.entry(cg, listed).and_then(|e| e.files.as_mut()) else {
             return read(fs, cg, None);
         };
-        match read(fs, cg, Some(&mut entry.files)) {
+        match read(fs, cg, Some(files)) {
             Ok(v) => Ok(v),
             Err(_) => {
-                self.kept.remove(cg);
+                self.forget(cg);
                 read(fs, cg, None)
             }
         }
@@ -238,14 +270,14 @@ impl Sampler {
     /// Cgroups whose files are kept open.
     #[cfg(test)]
     fn kept(&self) -> usize {
-        self.kept.len()
+        self.kept.values().filter(|e| e.files.is_some()).count()
     }
 }
 
 /// The history tick's read of `cg` through its kept files: the CPU time,
 /// then the rest unless the cgroup was quiet (see `tick_usage`).
 fn history_read_kept(fs: &CgroupFs, cg: &str, entry: &mut Entry, tick: u64) -> Result<Usage> {
-    let cpu = fs.cpu_nsec_with(cg, Some(&mut entry.files))?;
+    let cpu = fs.cpu_nsec_with(cg, entry.files.as_mut())?;
     entry.verified = tick;
     if let Some((last, at)) = entry.last {
         if cpu.is_some() && last.cpu_usage_nsec == cpu && tick - at < QUIET_TICKS {
@@ -254,7 +286,7 @@ fn history_read_kept(fs: &CgroupFs, cg: &str, entry: &mut Entry, tick: u64) -> R
     }
     let usage = Usage {
         cpu_usage_nsec: cpu,
-        ..fs.history_usage_but_cpu_with(cg, Some(&mut entry.files))?
+        ..fs.history_usage_but_cpu_with(cg, entry.files.as_mut())?
     };
     entry.last = Some((usage, tick));
     Ok(usage)
@@ -340,15 +372,26 @@ mod tests {
         let seen: Vec<_> = (0..QUIET_TICKS).map(|_| memory(&mut s)).collect();
         assert_eq!(seen[0], Some(8192), "{seen:?}");
         assert_eq!(seen.last(), Some(&Some(100)), "{seen:?}");
-        // Past the budget nothing is carried over.
+        // Past the budget, read by path, the same: carried over while
+        // quiet, read once it used CPU.
         let mut s = Sampler::with_budget(0);
         assert_eq!(memory(&mut s), Some(100));
+        assert_eq!(s.kept(), 0);
         fs::write(scope.join("memory.current"), "200\n").unwrap();
+        assert_eq!(memory(&mut s), Some(100));
+        fs::write(scope.join("cpu.stat"), "usage_usec 8\n").unwrap();
         assert_eq!(memory(&mut s), Some(200));
     }
 
     #[test]
     fn cgroups_of_a_quiet_parent_are_not_read() {
+        // Within the budget, and past it: room for the parent's files only.
+        quiet_parent(100, 2);
+        quiet_parent(FILES_PER_CGROUP, 0);
+    }
+
+    /// The quiet-parent case with `budget` files; `kept` scopes keep files.
+    fn quiet_parent(budget: usize, kept: usize) {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
         let slice = dir.path().join("w.slice");
@@ -359,7 +402,7 @@ mod tests {
         }
         let scope = slice.join("a.scope");
         let fs = CgroupFs::detect(dir.path()).unwrap();
-        let mut s = Sampler::with_budget(100);
+        let mut s = Sampler::with_budget(budget);
         let a = cgs(&["/w.slice/a.scope"]);
         let cpu = |s: &mut Sampler| s.tick_usage(&fs, &a)[0].as_ref().unwrap().cpu_usage_nsec;
         assert_eq!(cpu(&mut s), Some(5000));
@@ -384,6 +427,7 @@ mod tests {
         let u = s.tick_usage(&fs, &both);
         assert_eq!(u[1].as_ref().unwrap().cpu_usage_nsec, Some(3000));
         assert_eq!(s.parents.len(), 1);
+        assert_eq!(s.kept(), kept);
         s.tick_usage(&fs, &[]);
         assert_eq!(s.parents.len(), 0, "a parent of nothing listed is closed");
     }
