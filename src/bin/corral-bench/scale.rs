@@ -56,8 +56,18 @@ impl Bench {
         agent.stop(&self.ctl.conn).await?;
         self.sigs.take();
         let steps = r?;
-        cleaned?;
+        // The curve was measured whole; a failed clean-up is told beside it.
         self.scale_note(&steps);
+        match cleaned {
+            Ok((n, took)) => self.rep.notes.push(format!(
+                "scale: RemoveMatching of {n} processes took {:.1} s",
+                took.as_secs_f64()
+            )),
+            Err(e) => self
+                .rep
+                .notes
+                .push(format!("scale: removing the processes failed: {e:#}")),
+        }
         Ok(())
     }
 
