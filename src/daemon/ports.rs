@@ -2,9 +2,10 @@
 //! process that is not running expects to use. One socket-table dump
 //! ([`SockDiag::bound`]) a refresh gives every listener's inode; the
 //! `/proc/PID/fd` links (`socket:[INODE]`) of the processes in the
-//! scopes map inodes to processes — re-read only when the set of
-//! listening inodes or of scopes changed since the last refresh, so an
-//! unchanged machine costs one dump. A holder outside corral is found by
+//! scopes map inodes to processes — all of them re-read only when the
+//! set of listening inodes changed since the last refresh, only the new
+//! scopes' when just the set of scopes did, so an unchanged machine
+//! costs one dump and a start the new process's fds. A holder outside corral is found by
 //! a bounded walk of `/proc/*/fd`, once per socket.
 //!
 //! What is said of a holder is what `ss -l` would tell the owner of the
@@ -69,8 +70,8 @@ pub struct Scanner {
     /// The inodes of the last dump (sorted) and the scopes scanned then.
     last_inodes: Vec<u32>,
     last_scopes: Vec<(ProcessId, RunId)>,
-    /// Inode to the supervised process (and the PID) holding it.
-    owners: HashMap<u32, (ProcessId, u32)>,
+    /// Inode to the supervised process (its run, and the PID) holding it.
+    owners: HashMap<u32, (ProcessId, RunId, u32)>,
     /// Inode to the unsupervised process found holding it (PID, name).
     outside: HashMap<u32, Option<(u32, String)>>,
 }
@@ -120,24 +121,32 @@ impl Scanner {
         inodes.dedup();
         let mut keys: Vec<(ProcessId, RunId)> = scopes.iter().map(|s| (s.id, s.run)).collect();
         keys.sort_unstable();
-        if inodes != self.last_inodes || keys != self.last_scopes {
-            self.owners.clear();
-            for s in scopes {
-                let read;
-                let pids = if s.pids.is_empty() {
-                    read = pids_of(s);
-                    &read
-                } else {
-                    &s.pids
-                };
-                for &pid in pids {
-                    for_each_socket(&self.proc_root, pid, |inode| {
-                        if inodes.binary_search(&inode).is_ok() {
-                            self.owners.entry(inode).or_insert((s.id, pid));
-                        }
-                    });
-                }
+        if inodes == self.last_inodes && keys != self.last_scopes {
+            // Only processes came or went (a start, an exit): the scopes
+            // still there hold the sockets they held, so only the new
+            // ones are read — a full pass would read every scope's fds
+            // after each start, thousands of files at thousands of
+            // processes. A socket whose holder went yet still listens
+            // was passed on or shared: who holds it now takes a full pass.
+            let passed_on = self
+                .owners
+                .values()
+                .any(|(id, run, _)| keys.binary_search(&(*id, *run)).is_err());
+            if passed_on {
+                self.owners.clear();
+                self.read_scopes(scopes.iter(), &inodes, pids_of);
+            } else {
+                let last = std::mem::take(&mut self.last_scopes);
+                let new = scopes
+                    .iter()
+                    .filter(|s| last.binary_search(&(s.id, s.run)).is_err());
+                self.read_scopes(new, &inodes, pids_of);
             }
+            self.last_scopes = keys;
+        } else if inodes != self.last_inodes {
+            // A socket opened or closed somewhere: any scope may hold it.
+            self.owners.clear();
+            self.read_scopes(scopes.iter(), &inodes, pids_of);
             self.outside.retain(|i, _| inodes.binary_search(i).is_ok());
             self.last_inodes = inodes;
             self.last_scopes = keys;
@@ -145,7 +154,7 @@ impl Scanner {
 
         let mut by_process: HashMap<ProcessId, Vec<ListenPort>> = HashMap::new();
         for b in bound {
-            if let Some((id, _)) = self.owners.get(&b.inode) {
+            if let Some((id, _, _)) = self.owners.get(&b.inode) {
                 by_process.entry(*id).or_default().push(ListenPort {
                     proto: b.proto.as_str().to_string(),
                     address: b.address.to_string(),
@@ -187,10 +196,36 @@ impl Scanner {
         Found { listening, holders }
     }
 
+    /// Adds the listening sockets (among `inodes`) of the processes of
+    /// `scopes` to the owners; a socket already owned keeps its owner.
+    fn read_scopes<'a>(
+        &mut self,
+        scopes: impl Iterator<Item = &'a Scope>,
+        inodes: &[u32],
+        pids_of: &dyn Fn(&Scope) -> Vec<u32>,
+    ) {
+        for s in scopes {
+            let read;
+            let pids = if s.pids.is_empty() {
+                read = pids_of(s);
+                &read
+            } else {
+                &s.pids
+            };
+            for &pid in pids {
+                for_each_socket(&self.proc_root, pid, |inode| {
+                    if inodes.binary_search(&inode).is_ok() {
+                        self.owners.entry(inode).or_insert((s.id, s.run, pid));
+                    }
+                });
+            }
+        }
+    }
+
     /// Who holds `b`, as the owner `viewer` may be told.
     fn describe(&mut self, b: &Bound, viewer: u32, scopes: &[Scope]) -> (u32, String) {
         const OTHER: &str = "another user's process";
-        if let Some((id, pid)) = self.owners.get(&b.inode) {
+        if let Some((id, _, pid)) = self.owners.get(&b.inode) {
             return match scopes.iter().find(|s| s.id == *id) {
                 Some(s) if s.owner == viewer => (
                     *pid,
@@ -377,5 +412,86 @@ mod tests {
             .2
             .iter()
             .any(|p| p.port == t && p.proto == "tcp"));
+    }
+
+    /// A fixture `/proc`: each PID's fd 3 links to its socket.
+    fn fake_proc(sockets: &[(u32, u32)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (pid, inode) in sockets {
+            let fd = dir.path().join(pid.to_string()).join("fd");
+            std::fs::create_dir_all(&fd).unwrap();
+            std::os::unix::fs::symlink(format!("socket:[{inode}]"), fd.join("3")).unwrap();
+        }
+        dir
+    }
+
+    /// A start or an exit alone reads only the new scopes' fds; a socket
+    /// whose holder went while it still listens is found again with a
+    /// full pass, and a new socket anywhere triggers one too.
+    #[test]
+    fn only_new_scopes_are_read_when_only_the_scopes_changed() {
+        let proc = fake_proc(&[(100, 11), (200, 11), (300, 33)]);
+        let bound = |inodes: &[u32]| -> Vec<Bound> {
+            inodes
+                .iter()
+                .map(|&inode| Bound {
+                    proto: Proto::Tcp,
+                    address: std::net::Ipv4Addr::LOCALHOST.into(),
+                    port: inode as u16,
+                    inode,
+                    uid: me(),
+                })
+                .collect()
+        };
+        // PIDs are read through `pids_of`: process N runs as PID N × 100.
+        let at = |id: u64| Scope {
+            id: ProcessId(id),
+            run: RunId(id),
+            owner: me(),
+            name: format!("p{id}"),
+            workspace: "w".into(),
+            pids: Vec::new(),
+        };
+        let read = std::cell::RefCell::new(Vec::new());
+        let pids_of = |s: &Scope| {
+            read.borrow_mut().push(s.id.0);
+            vec![s.id.0 as u32 * 100]
+        };
+        let ports = |found: &Found| -> Vec<(u64, Vec<u16>)> {
+            found
+                .listening
+                .iter()
+                .map(|(id, _, p)| (id.0, p.iter().map(|p| p.port).collect()))
+                .collect()
+        };
+        let mut s = Scanner::new(proc.path());
+        let mut scopes = vec![at(1)];
+        let found = s.answer(&bound(&[11]), &scopes, &[], &pids_of);
+        assert_eq!(ports(&found), vec![(1, vec![11])]);
+        assert_eq!(read.take(), vec![1]);
+
+        // A start: the new scope is read, the old one not again; the
+        // socket both share stays with its first holder.
+        scopes.push(at(2));
+        let found = s.answer(&bound(&[11]), &scopes, &[], &pids_of);
+        assert_eq!(ports(&found), vec![(1, vec![11]), (2, vec![])]);
+        assert_eq!(read.take(), vec![2]);
+
+        // Its holder exits and the socket still listens: a full pass
+        // finds the process it was passed on to.
+        scopes.remove(0);
+        let found = s.answer(&bound(&[11]), &scopes, &[], &pids_of);
+        assert_eq!(ports(&found), vec![(2, vec![11])]);
+        assert_eq!(read.take(), vec![2]);
+
+        // Nothing changed: nothing read.
+        s.answer(&bound(&[11]), &scopes, &[], &pids_of);
+        assert_eq!(read.take(), Vec::<u64>::new());
+
+        // A new listener: every scope is read again.
+        scopes.push(at(3));
+        let found = s.answer(&bound(&[11, 33]), &scopes, &[], &pids_of);
+        assert_eq!(ports(&found), vec![(2, vec![11]), (3, vec![33])]);
+        assert_eq!(read.take(), vec![2, 3]);
     }
 }
