@@ -153,11 +153,20 @@ pub struct ScopeProps {
 pub struct Systemd {
     proxy: SystemdManagerProxy<'static>,
     jobs: Arc<Mutex<HashMap<String, JobSlot>>>,
+    /// When systemd last finished a job (any job, anyone's): the sign
+    /// that a job of ours waiting past its limit waits in a busy queue.
+    last_done: Arc<Mutex<tokio::time::Instant>>,
 }
 
 /// How long we wait for a job before giving up on it. A scope's start job
 /// takes milliseconds; a stop job takes up to the stop timeout.
 const JOB_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a job may wait at most, however busy systemd is: the manager
+/// runs its jobs one after the other, so a stop behind thousands of
+/// others (`RemoveMatching` of a large workspace) waits past its own
+/// limit while the jobs ahead of it keep finishing.
+const JOB_CEILING: Duration = Duration::from_secs(600);
 
 /// How long one method call to the manager (or the bus daemon, for the
 /// match rules of its signals) may take. systemd answers in milliseconds;
@@ -216,14 +225,18 @@ impl Systemd {
         let sd = Systemd {
             proxy,
             jobs: Arc::new(Mutex::new(HashMap::new())),
+            last_done: Arc::new(Mutex::new(tokio::time::Instant::now())),
         };
         let jobs = sd.jobs.clone();
+        let last_done = sd.last_done.clone();
         let resubscribe = sd.proxy.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     Some(sig) = jobs_stream.next() => {
                         if let Ok(args) = sig.args() {
+                            *last_done.lock().unwrap_or_else(|p| p.into_inner()) =
+                                tokio::time::Instant::now();
                             finish_job(&jobs, args.job.as_str(), args.result.clone());
                         }
                     }
@@ -273,15 +286,15 @@ impl Systemd {
             }
             rx
         };
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(result)) => Ok(result),
-            // The slot stays: other callers may wait for the same job, and
-            // a late JobRemoved just finds a closed channel.
-            _ => Err(Error::JobTimeout {
+        let started = tokio::time::Instant::now();
+        // The slot stays on a timeout: other callers may wait for the
+        // same job, and a late JobRemoved just finds a closed channel.
+        await_job(rx, limit, &self.last_done)
+            .await
+            .ok_or_else(|| Error::JobTimeout {
                 unit: unit.to_string(),
-                secs: limit.as_secs(),
-            }),
-        }
+                secs: started.elapsed().as_secs(),
+            })
     }
 
     /// Creates scope `unit` around `pids` and waits until systemd has moved
@@ -420,6 +433,32 @@ pub fn limit_props(l: &Limits) -> Vec<(&'static str, Value<'static>)> {
         }),
     );
     props
+}
+
+/// The result of a job, given `limit` — extended while systemd keeps
+/// finishing other jobs (each finish allows [`JOB_GRACE`] more), up to
+/// [`JOB_CEILING`]; `None` when no answer came in time.
+async fn await_job(
+    mut rx: oneshot::Receiver<String>,
+    limit: Duration,
+    last_done: &Mutex<tokio::time::Instant>,
+) -> Option<String> {
+    let started = tokio::time::Instant::now();
+    let ceiling = started + JOB_CEILING.max(limit);
+    let mut deadline = started + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, &mut rx).await {
+            Ok(result) => return result.ok(),
+            Err(_) => {
+                let last = *last_done.lock().unwrap_or_else(|p| p.into_inner());
+                let next = (last + JOB_GRACE).min(ceiling);
+                if next <= deadline {
+                    return None;
+                }
+                deadline = next;
+            }
+        }
+    }
 }
 
 fn finish_job(jobs: &Mutex<HashMap<String, JobSlot>>, job: &str, result: String) {
@@ -567,5 +606,53 @@ mod tests {
         let (comp, _) = body.split_once(':').unwrap();
         assert!(comp.len() % 4 == 0, "{comp}");
         assert!(slice_name(&"-".repeat(128)).len() <= 255);
+    }
+
+    /// A job with no answer times out at its limit when systemd finishes
+    /// nothing else; while other jobs keep finishing it waits on (a queue
+    /// of thousands of stops), until [`JOB_GRACE`] after the last one.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_waits_past_its_limit_only_while_systemd_finishes_others() {
+        use tokio::time::{sleep, Instant};
+        let limit = Duration::from_secs(5);
+        let last_done = Arc::new(Mutex::new(Instant::now()));
+        // A quiet manager: the limit, or the grace since the last job.
+        let began = Instant::now();
+        let (_tx, rx) = oneshot::channel::<String>();
+        assert_eq!(await_job(rx, limit, &last_done).await, None);
+        assert_eq!(began.elapsed(), JOB_GRACE);
+        *last_done.lock().unwrap() = Instant::now() - JOB_GRACE;
+        let began = Instant::now();
+        let (_tx, rx) = oneshot::channel::<String>();
+        assert_eq!(await_job(rx, limit, &last_done).await, None);
+        assert_eq!(began.elapsed(), limit);
+
+        // A busy one: others finish every 2 s for 100 s, then ours.
+        let busy = |answer: bool| {
+            let (tx, rx) = oneshot::channel::<String>();
+            let last = last_done.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    sleep(Duration::from_secs(2)).await;
+                    *last.lock().unwrap() = Instant::now();
+                }
+                if answer {
+                    let _ = tx.send("done".into());
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            });
+            rx
+        };
+        let began = Instant::now();
+        assert_eq!(
+            await_job(busy(true), limit, &last_done).await.as_deref(),
+            Some("done")
+        );
+        assert_eq!(began.elapsed(), Duration::from_secs(100));
+        // The others stop finishing at 100 s and ours never does.
+        let began = Instant::now();
+        assert_eq!(await_job(busy(false), limit, &last_done).await, None);
+        assert_eq!(began.elapsed(), Duration::from_secs(100) + JOB_GRACE);
     }
 }
