@@ -52,10 +52,18 @@ impl Db {
                 "INSERT OR REPLACE INTO samples (process_id, tier, at, cpu, memory, tasks, io_read, io_write)
                  VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for (at, s) in ticks
+            // In key order (process, then time): the rows of one process
+            // across the batched ticks land on one leaf page together.
+            // In tick order each tick would touch every process's page
+            // again, and with more processes than the page cache holds
+            // (thousands) every insert read its page back and every page
+            // went to the WAL once per tick.
+            let mut rows: Vec<(u64, &Sample)> = ticks
                 .iter()
                 .flat_map(|(at, rows)| rows.iter().map(move |s| (*at, s)))
-            {
+                .collect();
+            rows.sort_unstable_by_key(|(at, s)| (s.process.0, *at));
+            for (at, s) in rows {
                 insert.execute(params![
                     s.process.0 as i64,
                     at as i64,
