@@ -4,12 +4,15 @@
 //! step it is left to settle, then measured: its RSS and CPU over a
 //! window, `List` of everything back-to-back (reply undecoded), and the
 //! reply time of single `Start` calls (those processes stay and count
-//! towards the next step). A note gives the cost per added process
+//! towards the next step) beside the floor at that size — systemd's own
+//! scope start for a live PID, in the same slice — so that the growth of
+//! a Start is split into systemd's and corrald's. A note gives the cost per added process
 //! between steps, which is what "linear or better" is read from.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use corral::daemon::systemd::{slice_name, ScopeProps, Systemd};
 
 use super::agent::Agent;
 use super::{
@@ -24,6 +27,7 @@ struct Step {
     cpu_s_per_min: f64,
     list_ms: f64,
     start_ms: f64,
+    floor_ms: f64,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -78,6 +82,13 @@ impl Bench {
             clients.push(Client::new().await?);
         }
         let samples = self.plan.scale_samples;
+        // A connection of its own: one subscribes to the manager's
+        // signals once, and section `start` has subscribed `ctl`'s.
+        let own = Client::new().await?;
+        let (gone, _gone_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sd = Systemd::connect(&own.conn, gone)
+            .await
+            .context("connecting to the user manager")?;
         let mut have = 0;
         let mut steps = vec![];
         for &n in counts {
@@ -100,12 +111,14 @@ impl Bench {
             let list = self.list_times(samples).await?;
             let start = self.start_times(samples).await?;
             have += start.len();
+            let floor = self.floor_times(&sd, samples, n).await?;
             let step = Step {
                 n,
                 rss_mb: median(&w.rss_mb),
                 cpu_s_per_min: w.cpu_s_per_min,
                 list_ms: median(&list),
                 start_ms: median(&start),
+                floor_ms: median(&floor),
             };
             let r = &mut self.rep;
             r.add(
@@ -143,9 +156,51 @@ impl Bench {
                 "ms",
                 start,
             );
+            r.add(
+                sec,
+                &format!("scale.floor.n{n}"),
+                &format!("floor (StartTransientUnit of a live PID → job done) with {n} running"),
+                "ms",
+                floor,
+            );
             steps.push(step);
         }
         Ok(steps)
+    }
+
+    /// systemd's part of a Start at this size: a scope around a live PID
+    /// in the processes' own slice (a new unit's cost grows with its
+    /// siblings), until its job is done; each is stopped before the next.
+    async fn floor_times(&mut self, sd: &Systemd, samples: usize, n: usize) -> Result<Vec<f64>> {
+        let props = ScopeProps {
+            description: "corral-bench floor".into(),
+            slice: slice_name(super::WORKSPACE),
+            stop_timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
+        let mut out = Vec::with_capacity(samples);
+        for i in 0..samples {
+            let mut child = std::process::Command::new("sleep")
+                .arg("1000")
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .context("spawning sleep")?;
+            let unit = format!("corral-bench-floor-{n}-{i}.scope");
+            let t = Instant::now();
+            let r = sd.start_scope(&unit, &[child.id()], &props).await;
+            let dt = ms(t.elapsed());
+            match r {
+                Ok(()) => out.push(dt),
+                Err(e) => self
+                    .rep
+                    .notes
+                    .push(format!("scale: a floor start failed: {e}")),
+            }
+            let _ = sd.stop_unit(&unit, Duration::from_secs(3)).await;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(out)
     }
 
     async fn list_times(&mut self, samples: usize) -> Result<Vec<f64>> {
@@ -184,8 +239,8 @@ impl Bench {
         let mut prev: Option<&Step> = None;
         for s in steps {
             let mut line = format!(
-                "  {:>5} processes: RSS {:.1} MB, CPU {:.3} s/min, List {:.1} ms, Start {:.1} ms",
-                s.n, s.rss_mb, s.cpu_s_per_min, s.list_ms, s.start_ms
+                "  {:>5} processes: RSS {:.1} MB, CPU {:.3} s/min, List {:.1} ms, Start {:.1} ms (floor {:.1} ms)",
+                s.n, s.rss_mb, s.cpu_s_per_min, s.list_ms, s.start_ms, s.floor_ms
             );
             if let Some(p) = prev.filter(|p| s.n > p.n) {
                 let k = (s.n - p.n) as f64;
