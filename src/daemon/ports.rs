@@ -5,8 +5,8 @@
 //! scopes map inodes to processes — all of them re-read only when the
 //! set of listening inodes changed since the last refresh, only the new
 //! scopes' when just the set of scopes did, so an unchanged machine
-//! costs one dump and a start the new process's fds. A holder outside corral is found by
-//! a bounded walk of `/proc/*/fd`, once per socket.
+//! costs one dump and a start the new process's fds. A holder outside
+//! corral is found by a bounded walk of `/proc/*/fd`, once per socket.
 //!
 //! What is said of a holder is what `ss -l` would tell the owner of the
 //! process asking: another user's socket is "another user's process",

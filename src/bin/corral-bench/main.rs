@@ -262,6 +262,29 @@ fn wall_ms(from: SystemTime, to_ns: u64) -> f64 {
     (to_ns as f64 - realtime_ns(from) as f64) / 1e6
 }
 
+/// One sample of the floor of a race-free start: systemd's own work for
+/// scope `unit` around a `sleep` that already runs, until its start job
+/// is done (ms); the scope and the `sleep` are gone again afterwards.
+/// The outer error: the `sleep` could not be spawned.
+async fn floor_sample(
+    sd: &corral::daemon::systemd::Systemd,
+    unit: &str,
+    props: &corral::daemon::systemd::ScopeProps,
+) -> Result<Result<f64, corral::daemon::systemd::Error>> {
+    let mut child = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .spawn()
+        .context("spawning sleep")?;
+    let t0 = Instant::now();
+    let r = sd.start_scope(unit, &[child.id()], props).await;
+    let dt = ms(t0.elapsed());
+    let _ = sd.stop_unit(unit, Duration::from_secs(3)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(r.map(|()| dt))
+}
+
 fn spec(command: Vec<String>) -> StartSpec {
     let mut s = StartSpec::new(command);
     s.workspace = Some(WORKSPACE.into());
@@ -736,24 +759,13 @@ impl Bench {
                 Err(_) => {}
             }
             // The floor: StartTransientUnit of a live PID → JobRemoved.
-            let mut child = Command::new("sleep")
-                .arg("1000")
-                .stdin(Stdio::null())
-                .spawn()
-                .context("spawning sleep")?;
             let unit = format!("corral-bench-floor-{i}.scope");
-            let t0 = Instant::now();
-            let r = sd.start_scope(&unit, &[child.id()], &floor_props).await;
-            let dt = ms(t0.elapsed());
-            match r {
-                Ok(()) if keep => floor.push(dt),
-                Ok(()) => {}
+            match floor_sample(&sd, &unit, &floor_props).await? {
+                Ok(dt) if keep => floor.push(dt),
+                Ok(_) => {}
                 Err(e) if keep => errors.push(format!("floor StartTransientUnit: {e}")),
                 Err(_) => {}
             }
-            let _ = sd.stop_unit(&unit, Duration::from_secs(3)).await;
-            let _ = child.kill();
-            let _ = child.wait();
             // systemd-run --scope, as a user runs it.
             let t0 = Instant::now();
             let st = Command::new("systemd-run")

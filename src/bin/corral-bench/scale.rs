@@ -6,8 +6,9 @@
 //! reply time of single `Start` calls (those processes stay and count
 //! towards the next step) beside the floor at that size — systemd's own
 //! scope start for a live PID, in the same slice — so that the growth of
-//! a Start is split into systemd's and corrald's. A note gives the cost per added process
-//! between steps, which is what "linear or better" is read from.
+//! a Start is split into systemd's and corrald's. A note gives the cost
+//! per added process between steps, which is what "linear or better" is
+//! read from.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,8 @@ use corral::daemon::systemd::{slice_name, ScopeProps, Systemd};
 
 use super::agent::Agent;
 use super::{
-    error_name, list_raw_reply, measure_window, ms, remove_all, spec, start_many, tail, Bench,
-    Client,
+    error_name, floor_sample, list_raw_reply, measure_window, ms, remove_all, spec, start_many,
+    tail, Bench, Client,
 };
 
 /// What one step measured (medians).
@@ -180,25 +181,14 @@ impl Bench {
         };
         let mut out = Vec::with_capacity(samples);
         for i in 0..samples {
-            let mut child = std::process::Command::new("sleep")
-                .arg("1000")
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .context("spawning sleep")?;
             let unit = format!("corral-bench-floor-{n}-{i}.scope");
-            let t = Instant::now();
-            let r = sd.start_scope(&unit, &[child.id()], &props).await;
-            let dt = ms(t.elapsed());
-            match r {
-                Ok(()) => out.push(dt),
+            match floor_sample(sd, &unit, &props).await? {
+                Ok(dt) => out.push(dt),
                 Err(e) => self
                     .rep
                     .notes
                     .push(format!("scale: a floor start failed: {e}")),
             }
-            let _ = sd.stop_unit(&unit, Duration::from_secs(3)).await;
-            let _ = child.kill();
-            let _ = child.wait();
         }
         Ok(out)
     }
