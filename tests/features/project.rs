@@ -658,3 +658,76 @@ depends_on = { server = "healthy" }
     assert_eq!(agent.get(&server_id)["notify_state"], "ready");
     assert_eq!(agent.list(&["-w", "notifyready"]).len(), 2);
 }
+
+/// Instances that depend on nothing start together (a few at a time);
+/// the steps still come in the file's order, their dependent starts after
+/// all of them, and an edit of them restarts the dependent too.
+#[test]
+fn independent_instances_start_together_in_order_and_their_dependents_follow() {
+    if !testbed_available() {
+        return;
+    }
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("corral.toml");
+    let write = |command: &str| {
+        let text = format!(
+            r#"
+workspace = "many"
+[processes.many]
+command = "{command}"
+instances = 40
+[processes.after]
+command = "sleep 1000"
+depends_on = ["many"]
+"#
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    let f = file.display().to_string();
+    let up = || -> Vec<(String, String)> {
+        let out = agent.ctl(&["--json", "up", "-f", &f]);
+        assert!(
+            out.status.success(),
+            "up: {}\nagent log:\n{}",
+            text(&out.stderr),
+            agent.log()
+        );
+        let steps: Vec<Json> = serde_json::from_slice(&out.stdout).expect("up --json");
+        steps
+            .iter()
+            .map(|s| {
+                (
+                    s["process"].as_str().unwrap_or_default().to_string(),
+                    s["action"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let expect = |action: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("many-{i}"), action.to_string()))
+            .collect();
+        v.push(("after".into(), action.into()));
+        v
+    };
+
+    write("sleep 1000");
+    assert_eq!(up(), expect("started"));
+    let list = agent.list(&["-w", "many"]);
+    assert_eq!(list.len(), 41, "{list:?}");
+    let at = |name: &str| {
+        list.iter()
+            .find(|p| p["name"] == name)
+            .map(started_at)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let last = (0..40).map(|i| at(&format!("many-{i}"))).max().unwrap();
+    assert!(at("after") >= last, "after started before every many-N");
+    assert!(list.iter().all(|p| p["state"] == "running"), "{list:?}");
+
+    assert_eq!(up(), expect("unchanged"));
+    write("sleep 2000");
+    assert_eq!(up(), expect("restarted"));
+    assert_eq!(agent.list(&["-w", "many"]).len(), 41);
+}
