@@ -647,3 +647,77 @@ fn restart_with_zero_delay_waits_for_the_previous_scope() {
     assert!(!ev.contains("spawn-failed"), "{ev}");
     agent.ctl_ok(&["stop", &id]);
 }
+
+fn user_units(pattern: &str) -> Vec<String> {
+    let out = run(Command::new("systemctl").args([
+        "--user",
+        "list-units",
+        "--plain",
+        "--no-legend",
+        "--state=active",
+        pattern,
+    ]));
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+fn unit_property(unit: &str, prop: &str) -> String {
+    let out = run(Command::new("systemctl").args(["--user", "show", "-P", prop, unit]));
+    text(&out.stdout).trim().to_string()
+}
+
+/// An immediate restart (`RestartDelayMs=0`) runs in the scope made while
+/// the last run ran, where a shim waited, so it does not wait for
+/// systemd; the new run gets its own standby, and a stop leaves no scope
+/// of the process behind.
+#[test]
+fn an_immediate_restart_runs_in_the_scope_made_ahead_and_a_stop_leaves_none() {
+    need_testbed!();
+    let agent = Agent::start();
+    let gate = Gate::new();
+    let id = agent.start_cmd(&[
+        "--restart",
+        "always",
+        "--restart-delay",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        &gate.script(0),
+    ]);
+    let first = agent.wait_state(&id, "running", T);
+    let pattern = format!("app-corral-sh-{id}-s*.scope");
+    let standby = wait_for(T, "a standby scope", || {
+        let units = user_units(&pattern);
+        (units.len() == 1).then(|| units[0].clone())
+    });
+    let standby_cg = unit_property(&standby, "ControlGroup");
+    // Nothing runs in it yet but the shim waiting for the next run.
+    let waiting = cgroup_pids(&standby_cg);
+    assert_eq!(waiting.len(), 1, "{standby}: {waiting:?}");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", waiting[0])).unwrap_or_default();
+    assert_eq!(comm.trim(), "corral-shim");
+    gate.open();
+    let p = wait_for(T, "the restart", || {
+        let p = agent.get(&id);
+        (p["restarts"] == 1 && p["state"] == "running" && p["pid"] != first["pid"]).then_some(p)
+    });
+    assert_eq!(p["unit"], standby.as_str(), "{p}");
+    assert_eq!(p["control_group"], standby_cg.as_str(), "{p}");
+    let pid = p["pid"].as_u64().unwrap_or(0) as u32;
+    assert!(cgroup_pids(&standby_cg).contains(&pid), "{p}");
+    // The run now in it has a standby of its own.
+    wait_for(T, "the next standby scope", || {
+        let mut units = user_units(&pattern);
+        units.retain(|u| *u != standby);
+        (units.len() == 1).then_some(())
+    });
+    agent.ctl_ok(&["stop", &id]);
+    wait_for(T, "no scope of the process left", || {
+        user_units(&format!("app-corral-sh-{id}*.scope"))
+            .is_empty()
+            .then_some(())
+    });
+}

@@ -69,9 +69,11 @@ pub struct Held {
     _child: tokio::process::Child,
 }
 
-/// A shim spawned and waiting on its control socket for a spec.
-struct Spawned {
-    shim_pid: u32,
+/// A shim spawned and waiting on its control socket for a spec. Dropping
+/// it closes the socket: the shim reads end-of-file and exits having run
+/// nothing.
+pub struct Spawned {
+    pub shim_pid: u32,
     control: UnixStream,
     child: tokio::process::Child,
 }
@@ -129,11 +131,7 @@ impl ShimPool {
     /// one alive, else a fresh one.
     pub async fn hold(self: &Arc<Self>, spec: &LaunchSpec) -> Result<Held> {
         let line = spec.to_line()?;
-        let pooled = self.idle().pop();
-        if pooled.is_some() {
-            self.fill();
-        }
-        if let Some(s) = pooled {
+        if let Some(s) = self.take_pooled() {
             match give_spec(s, &line).await {
                 Ok(held) => return Ok(held),
                 // Killed while waiting (by someone else): spawn a new one.
@@ -141,6 +139,30 @@ impl ShimPool {
             }
         }
         give_spec(spawn_shim(&self.shim)?, &line).await
+    }
+
+    /// A shim waiting for a spec, to be given one later: a standby scope
+    /// (`Spawned::hold`).
+    pub fn take(self: &Arc<Self>) -> Result<Spawned> {
+        match self.take_pooled() {
+            Some(s) => Ok(s),
+            None => spawn_shim(&self.shim),
+        }
+    }
+
+    fn take_pooled(self: &Arc<Self>) -> Option<Spawned> {
+        let pooled = self.idle().pop();
+        if pooled.is_some() {
+            self.fill();
+        }
+        pooled
+    }
+}
+
+impl Spawned {
+    /// Gives the waiting shim its spec; it then waits for `go`.
+    pub async fn hold(self, spec: &LaunchSpec) -> Result<Held> {
+        give_spec(self, &spec.to_line()?).await
     }
 }
 

@@ -153,8 +153,22 @@ impl Supervisor {
         let now = Instant::now().into_std();
         let verdict = policy::decide(&p.config.restart, p.state(), uptime, now, &mut p.backoff);
         let run = p.run.id;
+        if !matches!(verdict, Verdict::RestartAfter(_)) {
+            p.standby = None;
+        }
         match verdict {
             Verdict::Stay => {}
+            Verdict::RestartAfter(delay) if delay.is_zero() => {
+                // No timer for an immediate restart: its message round
+                // trip would be on the replacement's path.
+                let now = self.now_us();
+                let detail = "restart now";
+                let _ = self
+                    .store
+                    .call(move |db| db.add_event(id, Some(run), "restart-scheduled", detail, now))
+                    .await;
+                self.relaunch(id, "restart policy", false, vec![]).await;
+            }
             Verdict::RestartAfter(delay) => {
                 let at_us = self
                     .now_us()

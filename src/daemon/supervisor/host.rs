@@ -33,6 +33,27 @@ pub struct LaunchRequest {
     /// A later run of an existing process (its previous scope, same
     /// name, may still be going away).
     pub relaunch: bool,
+    /// The scope made ahead for this run (`unit` is its name): the shim
+    /// waiting in it gets the spec, and no scope is started.
+    pub standby: Option<Standby>,
+}
+
+/// A scope made ahead of a process's next run, with a shim in it waiting
+/// for a spec, so an immediate restart does not wait for systemd (its job
+/// and the kernel's move of a process into a new cgroup, which waits for
+/// an RCU grace period — most of a restart's time before). Dropping it
+/// ends the waiting shim, and systemd collects the emptied scope.
+pub struct Standby {
+    pub unit: String,
+    pub control_group: String,
+    /// What the host needs to use it (the real host: the waiting shim).
+    pub held: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Standby {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standby").field("unit", &self.unit).finish()
+    }
 }
 
 /// A run inside its scope, the command executing.
@@ -89,6 +110,13 @@ pub trait Scopes: Send + Sync {
 /// Launching runs, and the exit records their shims write.
 pub trait Launcher: Send + Sync {
     fn launch(&self, req: LaunchRequest) -> Fut<Result<Launched, Error>>;
+    /// Makes the scope `unit` with a shim waiting in it (`Standby`).
+    fn standby(&self, unit: String, props: ScopeProps) -> Fut<Result<Standby, Error>> {
+        let _ = props;
+        Box::pin(std::future::ready(Err(Error::Systemd(format!(
+            "{unit}: this host makes no standby scopes"
+        )))))
+    }
     /// Where the shim of `run` writes its exit record.
     fn exit_path(&self, run: RunId) -> PathBuf;
     fn read_exit(&self, run: RunId) -> Fut<Option<ExitRecord>>;
@@ -393,6 +421,27 @@ impl Launcher for RealLauncher {
         Box::pin(async move { launch_run(&pool, &sd, req).await })
     }
 
+    fn standby(&self, unit: String, props: ScopeProps) -> Fut<Result<Standby, Error>> {
+        let (pool, sd) = (self.pool.clone(), self.systemd.clone());
+        Box::pin(async move {
+            let spawned = pool.take().map_err(|e| Error::SpawnFailed(e.to_string()))?;
+            let pid = spawned.shim_pid;
+            // On failure `spawned` is dropped: the shim exits unused.
+            sd.start_scope(&unit, &[pid], &props)
+                .await
+                .map_err(|e| Error::Systemd(e.to_string()))?;
+            let control_group = blocking(String::new(), move || {
+                launch::read_control_group(pid).unwrap_or_default()
+            })
+            .await;
+            Ok(Standby {
+                unit,
+                control_group,
+                held: Box::new(spawned),
+            })
+        })
+    }
+
     fn exit_path(&self, run: RunId) -> PathBuf {
         exits::record_path(&self.exits_dir, run.0)
     }
@@ -432,7 +481,23 @@ async fn launch_run(
         spec,
         props,
         relaunch,
+        standby,
     } = req;
+    if let Some(standby) = standby {
+        let control_group = standby.control_group;
+        match standby.held.downcast::<launch::Spawned>() {
+            Ok(spawned) => match spawned.hold(&spec).await {
+                Ok(held) => {
+                    let cg = std::future::ready(control_group);
+                    return released(sd, &unit, &spec, held, cg).await;
+                }
+                // Its shim was killed while it waited: start anew, under
+                // the same name (the retry below waits for it to go).
+                Err(e) => tracing::debug!(unit, "standby scope unusable: {e}"),
+            },
+            Err(_) => tracing::warn!(unit, "standby of another host ignored"),
+        }
+    }
     let held = pool
         .hold(&spec)
         .await
@@ -470,6 +535,19 @@ async fn launch_run(
     let read_cg = blocking(String::new(), move || {
         launch::read_control_group(shim_pid).unwrap_or_default()
     });
+    released(sd, &unit, &spec, held, read_cg).await
+}
+
+/// Releases `held` in its scope (whose cgroup `read_cg` reads meanwhile)
+/// and waits for the command's PID.
+async fn released(
+    sd: &Systemd,
+    unit: &str,
+    spec: &LaunchSpec,
+    held: launch::Held,
+    read_cg: impl std::future::Future<Output = String>,
+) -> Result<Launched, Error> {
+    let shim_pid = held.shim_pid;
     let (control_group, released) = tokio::join!(read_cg, held.release());
     match released {
         Ok(main_pid) => Ok(Launched {
@@ -488,7 +566,7 @@ async fn launch_run(
         ))),
         Err(e) => {
             // The shim is confused or gone; make sure its scope goes too.
-            let _ = sd.stop_unit(&unit, Duration::from_secs(1)).await;
+            let _ = sd.stop_unit(unit, Duration::from_secs(1)).await;
             Err(Error::SpawnFailed(e.to_string()))
         }
     }

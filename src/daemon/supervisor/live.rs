@@ -258,7 +258,10 @@ impl Supervisor {
                 if r.is_ok() {
                     if let Some(p) = self.procs.get_mut(&id) {
                         p.config = config;
+                        // Made with the old limits: make it again.
+                        p.standby = None;
                     }
+                    self.prepare_standby(id);
                 }
                 r
             }

@@ -236,6 +236,13 @@ pub(super) enum Fact {
         id: ProcessId,
         run: RunId,
     },
+    /// A standby scope was made for the next run of `id` (`standby`).
+    StandbyMade {
+        id: ProcessId,
+        /// The limits it was made with.
+        limits: crate::api::Limits,
+        result: Result<super::host::Standby, Error>,
+    },
     Tick,
     /// A Start whose working directory was checked off the actor.
     StartChecked {

@@ -15,7 +15,8 @@
 //! [`upkeep`] storage resync and retention, [`tracking`] Track/Untrack of
 //! processes corral did not start, [`health`] health checks, [`listening`]
 //! the ports processes listen on and who holds those of ended ones,
-//! [`readiness`] what `Notify` processes say over sd_notify. [`host`] puts
+//! [`readiness`] what `Notify` processes say over sd_notify, [`standby`]
+//! the scope of an immediate restart made ahead. [`host`] puts
 //! systemd, launching, cgroups and the clock behind traits, so [`tests`]
 //! drive the actor in-process under paused time. This file: start-up and
 //! dispatch.
@@ -32,6 +33,7 @@ mod policy;
 mod proc;
 mod readiness;
 mod reconcile;
+mod standby;
 mod starting;
 mod stopping;
 mod terminal;
@@ -386,6 +388,7 @@ impl Supervisor {
             Fact::ScopeGone(unit) => self.scope_gone(unit).await,
             Fact::StopDone { id, run, result } => self.stop_done(id, run, result).await,
             Fact::RestartDue { id, run } => self.restart_due(id, run).await,
+            Fact::StandbyMade { id, limits, result } => self.standby_made(id, limits, result),
             Fact::Tick => {
                 if self.cfg.history {
                     self.sample_history();

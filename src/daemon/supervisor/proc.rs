@@ -108,6 +108,10 @@ pub struct Proc {
     /// What a `Notify` process last said over sd_notify, and in which run
     /// (`readiness`).
     pub notified: Option<crate::shim::protocol::NotifyRecord>,
+    /// The next run's scope, made ahead (`standby`).
+    pub standby: Option<super::host::Standby>,
+    /// A standby scope is being made.
+    pub standby_coming: bool,
 }
 
 impl Proc {
@@ -137,6 +141,8 @@ impl Proc {
             last_ports: Vec::new(),
             port_holders: Vec::new(),
             notified: None,
+            standby: None,
+            standby_coming: false,
         }
     }
 

@@ -215,5 +215,8 @@ impl Supervisor {
         }
         // What it said while the agent was away is on disk.
         self.notify_recorded(run, false).await;
+        // The last agent's standby scope ended with it (its shim's socket
+        // closed); this agent makes its own.
+        self.prepare_standby(id);
     }
 }

@@ -253,7 +253,32 @@ impl Supervisor {
             tty: p.config.tty,
             notify: p.config.notify,
         };
-        let props = ScopeProps {
+        let props = self.scope_props(p);
+        let unit = p.run.unit.clone();
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        // The restart that chose the standby's name uses it.
+        let standby = p.standby.take_if(|s| s.unit == unit);
+        let req = LaunchRequest {
+            unit,
+            spec,
+            props,
+            relaunch,
+            standby,
+        };
+        p.launched_at = Instant::now();
+        let launching = self.host.launcher.launch(req);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = launching.await;
+            let _ = tx.send(Msg::Fact(Fact::Launched { id, run, result })).await;
+        });
+    }
+
+    /// The systemd properties of `p`'s scopes.
+    pub(super) fn scope_props(&self, p: &Proc) -> ScopeProps {
+        ScopeProps {
             description: format!("corral {}: {}", p.name, p.config.command.join(" ")),
             slice: match &p.config.credentials {
                 Some(user) => systemd::user_slice_name(user.uid, &p.workspace),
@@ -274,22 +299,7 @@ impl Supervisor {
                 .health
                 .as_ref()
                 .is_some_and(|h| h.kind == crate::api::ProbeKind::Exec),
-        };
-        let req = LaunchRequest {
-            unit: p.run.unit.clone(),
-            spec,
-            props,
-            relaunch,
-        };
-        if let Some(p) = self.procs.get_mut(&id) {
-            p.launched_at = Instant::now();
         }
-        let launching = self.host.launcher.launch(req);
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let result = launching.await;
-            let _ = tx.send(Msg::Fact(Fact::Launched { id, run, result })).await;
-        });
     }
 
     pub(super) async fn launched(
@@ -321,6 +331,7 @@ impl Supervisor {
                     self.watch_tracked(id);
                 }
                 self.start_probing(id);
+                self.prepare_standby(id);
                 // The reply goes out only after the record is committed.
                 for w in launching.waiters {
                     let _ = w.send(match &written {
@@ -411,6 +422,8 @@ impl Supervisor {
         // the stop, so it keeps the first name.
         let unit = if manual {
             systemd::scope_name(&p.name, &id.to_string())
+        } else if let Some(standby) = &p.standby {
+            standby.unit.clone()
         } else {
             systemd::scope_name(&p.name, &format!("{id}-r{}", p.restarts + 1))
         };

@@ -20,6 +20,10 @@ impl Supervisor {
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };
+        if then != AfterStop::Recover {
+            // No automatic restart follows: its scope made ahead goes.
+            p.standby = None;
+        }
         match p.state() {
             State::Starting => {
                 // Let the launch finish (its scope must exist to be

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::host::{Cgroups, Clock, Fut, LaunchRequest, Launched, Launcher, Scopes};
+use super::host::{Cgroups, Clock, Fut, LaunchRequest, Launched, Launcher, Scopes, Standby};
 use super::*;
 use crate::api::{ExitReason, Filter, ProcessView, StartSpec, State};
 use crate::daemon::cgroup::Usage;
 use crate::daemon::pidfd::Pidfd;
 use crate::daemon::store::{Change, Db, NewProcess, RunChange};
+use crate::daemon::systemd::ScopeProps;
 use crate::shim::protocol::{NotifyPhase, NotifyRecord};
 use crate::shim::ExitRecord;
 
@@ -39,6 +40,13 @@ struct World {
     live: Mutex<Vec<(String, String)>>,
     /// The main PID and pidfd the next launch reports (else `NO_PID`).
     next_main: Mutex<Option<(u32, Pidfd)>>,
+    /// Units of the standby scopes made, in order.
+    standbys: Mutex<Vec<String>>,
+    /// Units of the standby scopes launches were given, in order.
+    standbys_used: Mutex<Vec<String>>,
+    /// Held by every standby scope the actor keeps: its count beyond one
+    /// is how many are alive.
+    standby_token: Arc<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,6 +66,9 @@ impl World {
             populated: Mutex::default(),
             live: Mutex::default(),
             next_main: Mutex::default(),
+            standbys: Mutex::default(),
+            standbys_used: Mutex::default(),
+            standby_token: Arc::new(()),
         })
     }
 
@@ -77,6 +88,11 @@ impl World {
 
     fn launch_count(&self) -> usize {
         lock(&self.launches).len()
+    }
+
+    /// Standby scopes made and not dropped.
+    fn standbys_alive(&self) -> usize {
+        Arc::strong_count(&self.standby_token) - 1
     }
 }
 
@@ -119,6 +135,9 @@ impl Launcher for Fake {
         Box::pin(async move {
             let run = RunId(req.spec.run);
             lock(&w.launches).push((req.unit.clone(), run));
+            if let Some(s) = &req.standby {
+                lock(&w.standbys_used).push(s.unit.clone());
+            }
             let mut open = w.launches_open.subscribe();
             let _ = open.wait_for(|o| *o).await;
             if w.fail_launches.load(Ordering::SeqCst) {
@@ -139,6 +158,16 @@ impl Launcher for Fake {
                 pidfd,
             })
         })
+    }
+
+    fn standby(&self, unit: String, _props: ScopeProps) -> Fut<Result<Standby, Error>> {
+        lock(&self.0.standbys).push(unit.clone());
+        let held = Box::new(self.0.standby_token.clone());
+        Box::pin(std::future::ready(Ok(Standby {
+            control_group: cgroup_of(&unit),
+            unit,
+            held,
+        })))
     }
 
     fn exit_path(&self, run: RunId) -> PathBuf {
@@ -625,6 +654,62 @@ async fn two_stops_of_one_process_stop_its_scope_once_and_both_are_answered() {
     second.await.unwrap().unwrap();
     assert_eq!(bed.get(&id).await.unwrap().state, State::Stopped);
     assert_eq!(lock(&bed.world.stops).len(), 1);
+}
+
+/// An immediate restart runs in the scope made while the last run ran;
+/// the next run gets a standby of its own; a stop drops it; a restart
+/// with a delay gets none.
+#[tokio::test(start_paused = true)]
+async fn an_immediate_restart_uses_the_standby_scope_and_a_stop_drops_it() {
+    let bed = bed().await;
+    let id = bed.start(spec("on-failure", 0)).await.unwrap();
+    let world = bed.world.clone();
+    let made = |n: usize| {
+        let world = world.clone();
+        async move {
+            for _ in 0..1000 {
+                if lock(&world.standbys).len() >= n && world.standbys_alive() >= 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("standby {n} never made: {:?}", lock(&world.standbys));
+        }
+    };
+    made(1).await;
+    let first = lock(&bed.world.standbys)[0].clone();
+    assert!(first.ends_with(&format!("-{id}-s1.scope")), "{first}");
+    bed.exit(bed.run_of(&id), 1).await;
+    bed.launches_begun(2).await;
+    let v = bed.wait_state(&id, State::Running).await;
+    assert_eq!(v.restarts, 1);
+    assert_eq!(
+        lock(&bed.world.launches)[1].0,
+        first,
+        "run 2 is in the standby"
+    );
+    assert_eq!(
+        *lock(&bed.world.standbys_used),
+        std::slice::from_ref(&first)
+    );
+    made(2).await;
+    assert_ne!(lock(&bed.world.standbys)[1], first);
+    assert_eq!(bed.world.standbys_alive(), 1);
+    bed.send(|reply| Command::Stop {
+        id: id.clone(),
+        access: Access::All,
+        reply,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(bed.world.standbys_alive(), 0, "a stop drops the standby");
+    // A restart after a delay has time to start its scope: none made.
+    let later = bed.start(spec("always", 1000)).await.unwrap();
+    bed.wait_state(&later, State::Running).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(lock(&bed.world.standbys).len(), 2);
+    assert_eq!(bed.world.standbys_alive(), 0);
 }
 
 #[tokio::test(start_paused = true)]
