@@ -158,18 +158,19 @@ impl Supervisor {
         }
         match verdict {
             Verdict::Stay => {}
-            Verdict::RestartAfter(delay) if delay.is_zero() => {
-                // No timer for an immediate restart: its message round
-                // trip would be on the replacement's path.
+            Verdict::RestartAfter(delay) => {
+                let detail = format!("restart in {} ms", delay.as_millis());
                 let now = self.now_us();
-                let detail = "restart now";
                 let _ = self
                     .store
-                    .call(move |db| db.add_event(id, Some(run), "restart-scheduled", detail, now))
+                    .call(move |db| db.add_event(id, Some(run), "restart-scheduled", &detail, now))
                     .await;
-                self.relaunch(id, "restart policy", false, vec![]).await;
-            }
-            Verdict::RestartAfter(delay) => {
+                if delay.is_zero() {
+                    // No timer for an immediate restart: its message
+                    // round trip would be on the replacement's path.
+                    self.relaunch(id, "restart policy", false, vec![]).await;
+                    return;
+                }
                 let at_us = self
                     .now_us()
                     .saturating_add(delay.as_micros().try_into().unwrap_or(u64::MAX));
@@ -184,12 +185,6 @@ impl Supervisor {
                 };
                 p.pending_restart = Some(PendingRestart { at_us, timer });
                 let state = p.state();
-                let detail = format!("restart in {} ms", delay.as_millis());
-                let now = self.now_us();
-                let _ = self
-                    .store
-                    .call(move |db| db.add_event(id, Some(run), "restart-scheduled", &detail, now))
-                    .await;
                 self.changed(id, state);
             }
             Verdict::CrashLoop => {

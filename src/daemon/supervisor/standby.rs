@@ -16,7 +16,7 @@ use crate::daemon::store::ProcessId;
 use crate::daemon::systemd;
 
 /// Whether `p`'s next automatic restart would start at once.
-pub(super) fn restarts_at_once(p: &Proc) -> bool {
+fn restarts_at_once(p: &Proc) -> bool {
     let r = &p.config.restart;
     r.policy != RestartMode::No && r.delay_ms == 0 && !p.config.tracked
 }
