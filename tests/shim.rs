@@ -1,5 +1,5 @@
 //! Drives the real `corral-shim` binary through its control protocol, the
-//! way corrald does but without systemd: a socketpair end as fd 3, the spec,
+//! way corrald does but without systemd: a socketpair end as stdin, the spec,
 //! `go`, the reply, then the log files and the exit record it leaves.
 //!
 //! Waits are bounded polls (`wait_for`), never a fixed sleep. Every child
@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -114,12 +114,12 @@ struct Shim {
 }
 
 impl Shim {
-    /// Starts the shim with one end of a socketpair as fd 3, as corrald does.
+    /// Starts the shim with one end of a socketpair as stdin, as corrald does.
     fn spawn() -> Self {
-        Self::spawn_with_fd3(true)
+        Self::spawn_with_control(true)
     }
 
-    fn spawn_with_fd3(with_control: bool) -> Self {
+    fn spawn_with_control(with_control: bool) -> Self {
         Self::spawn_from(with_control, || Ok(()))
     }
 
@@ -130,31 +130,21 @@ impl Shim {
         prepare: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
     ) -> Self {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let fd = theirs.as_raw_fd();
         let mut cmd = Command::new(SHIM);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: dup2/fcntl/close are async-signal-safe.
+        // The control socket is the shim's stdin, as corrald passes it.
+        if with_control {
+            cmd.stdin(Stdio::from(OwnedFd::from(theirs)));
+        } else {
+            drop(theirs);
+            cmd.stdin(Stdio::null());
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: the caller's `prepare` runs only async-signal-safe calls.
         unsafe {
-            cmd.pre_exec(move || {
-                if !with_control {
-                    libc::close(3);
-                } else if fd == 3 {
-                    // Already in place; std opened it CLOEXEC.
-                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, 3) < 0 {
-                    // dup2 leaves the new fd without CLOEXEC.
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
             cmd.pre_exec(prepare);
         }
         let proc = cmd.spawn().unwrap();
-        drop(theirs);
+        drop(cmd);
         ours.set_read_timeout(Some(TIMEOUT)).unwrap();
         Shim {
             proc,
@@ -403,6 +393,7 @@ fn child_gets_spec_env_cwd_and_clean_process_state() {
 echo "K=$K"
 echo "HOME=${HOME-unset}"
 if [ -e /proc/self/fd/3 ]; then echo fd3=open; else echo fd3=closed; fi
+echo "stdin=$(readlink /proc/self/fd/0)"
 grep -E '^Sig(Blk|Ign):' /proc/self/status"#,
     ]);
     spec.cwd = cwd.clone();
@@ -420,6 +411,8 @@ grep -E '^Sig(Blk|Ign):' /proc/self/status"#,
     assert_eq!(out[2], "HOME=unset");
     // The control socket must not leak into the child.
     assert_eq!(out[3], "fd3=closed");
+    // The shim's stdin was the control socket; the child's is /dev/null.
+    assert_eq!(out[4], "stdin=/dev/null");
     let mask = |name: &str| {
         let l = out.iter().find(|l| l.starts_with(name)).unwrap();
         u64::from_str_radix(l[name.len()..].trim(), 16).unwrap()
@@ -565,7 +558,7 @@ fn nothing_runs_without_go() {
 
 #[test]
 fn no_control_fd_exits_1() {
-    let mut shim = Shim::spawn_with_fd3(false);
+    let mut shim = Shim::spawn_with_control(false);
     assert_eq!(shim.wait().code(), Some(1));
 }
 

@@ -6,7 +6,7 @@
 //! encoded and decoded by `crate::shim::protocol`; nothing here reads the
 //! shim's output by hand.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::shim::protocol::{self, Go, LaunchReply, LaunchSpec, CONTROL_FD};
+use crate::shim::protocol::{self, Go, LaunchReply, LaunchSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -166,37 +166,25 @@ impl Spawned {
     }
 }
 
-/// Spawns a shim with its control socket on `CONTROL_FD`; it waits there.
+/// Spawns a shim with its control socket as its stdin (`protocol::CONTROL_FD`); it
+/// waits there. Nothing runs between fork and exec, so std spawns it with
+/// `posix_spawn`: a vfork that shares corrald's memory until the exec,
+/// where a fork copied corrald's page tables and then took a copy-on-write
+/// fault for every page corrald wrote while the child lived (a fifth of
+/// corrald's CPU when bringing up hundreds of processes).
 fn spawn_shim(shim: &Path) -> Result<Spawned> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(Error::Control)?;
-    let fd = theirs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(shim);
-    cmd.stdin(std::process::Stdio::null())
+    cmd.stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .env_clear();
-    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and
-    // exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == CONTROL_FD {
-                let flags = libc::fcntl(CONTROL_FD, libc::F_GETFD);
-                if flags < 0
-                    || libc::fcntl(CONTROL_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, CONTROL_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let child = cmd.spawn().map_err(|source| Error::Shim {
         path: shim.to_path_buf(),
         source,
     })?;
-    drop(theirs);
+    // Our copy of the shim's end must go, or the shim would never see EOF.
+    drop(cmd);
     let shim_pid = child.id().unwrap_or(0);
     ours.set_nonblocking(true).map_err(Error::Control)?;
     let control = UnixStream::from_std(ours).map_err(Error::Control)?;

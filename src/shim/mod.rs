@@ -33,7 +33,7 @@ mod tty;
 use crate::clock::now_us;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 pub use protocol::{Credentials, ExitRecord, JournalFields, LaunchReply, LaunchSpec, CONTROL_FD};
@@ -105,16 +105,25 @@ fn prepare_process() {
         // reap children itself, and waitpid would never see the exit.
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     }
-    close_fds_above_control();
+    close_inherited_fds();
 }
 
-/// Closes every fd above the control socket so the child inherits none of
-/// corrald's (the shim opens everything else with CLOEXEC itself).
-fn close_fds_above_control() {
-    let first = (CONTROL_FD + 1) as libc::c_uint;
-    // SAFETY: close_range(2) closes fds; none above fd 3 is owned by Rust
+/// The lowest fd that is neither stdin, stdout nor stderr.
+const FIRST_FREE_FD: RawFd = 3;
+
+/// Closes every fd above stderr so the child inherits none of corrald's
+/// (the shim opens everything else with CLOEXEC itself).
+fn close_inherited_fds() {
+    // SAFETY: close_range(2) closes fds; none above fd 2 is owned by Rust
     // code yet. Linux ≥ 5.9; older kernels take the /proc path.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            FIRST_FREE_FD as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
     if rc == 0 {
         return;
     }
@@ -123,7 +132,7 @@ fn close_fds_above_control() {
     };
     let fds: Vec<RawFd> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > CONTROL_FD)
+        .filter(|&fd| fd >= FIRST_FREE_FD)
         .collect();
     // The directory's own fd is in the list but closed by now; EBADF from
     // closing it again is harmless.
@@ -133,18 +142,32 @@ fn close_fds_above_control() {
     }
 }
 
+/// Takes the control socket off stdin: moved to a CLOEXEC fd, because the
+/// child must not inherit it (corrald sees EOF only when every holder has
+/// closed it), with `/dev/null` put on fd 0 in its place. Anything but a
+/// socket on stdin (a shim run by hand) is no control socket.
 fn take_control() -> io::Result<UnixStream> {
-    // SAFETY: fcntl(F_GETFD/F_SETFD) only reads or sets fd flags.
-    let flags = unsafe { libc::fcntl(CONTROL_FD, libc::F_GETFD) };
-    if flags < 0 {
+    // SAFETY: fstat fills the zeroed struct it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(CONTROL_FD, &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // The child must not inherit the socket: corrald sees EOF only when
-    // every holder has closed it.
-    // SAFETY: as above.
-    unsafe { libc::fcntl(CONTROL_FD, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
-    // SAFETY: fd 3 is open (checked) and nothing else in the process owns it.
-    Ok(unsafe { UnixStream::from_raw_fd(CONTROL_FD) })
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) only makes a new fd.
+    let fd = unsafe { libc::fcntl(CONTROL_FD, libc::F_DUPFD_CLOEXEC, FIRST_FREE_FD) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just made and nothing else owns it.
+    let control = unsafe { UnixStream::from_raw_fd(fd) };
+    let null = File::open("/dev/null")?;
+    // SAFETY: dup2 onto fd 0, which no Rust object owns.
+    if unsafe { libc::dup2(null.as_raw_fd(), CONTROL_FD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(control)
 }
 
 /// Reads one line with its `\n`, or what came before EOF or the length

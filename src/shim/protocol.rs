@@ -5,8 +5,8 @@
 //! (`daemon::launch`, `daemon::exits`) read and write the protocol only
 //! through this module.
 //!
-//! The conversation, on the control socket the shim inherits as fd 3
-//! ([`CONTROL_FD`]):
+//! The conversation, on the control socket the shim inherits as its stdin
+//! ([`CONTROL_FD`]; the shim moves it off fd 0 at once):
 //!
 //! 1. corrald → shim: the [`LaunchSpec`] as JSON on one line.
 //! 2. corrald → shim: [`Go`] (`go\n`) once the shim sits in its scope.
@@ -36,8 +36,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The fd on which the shim finds its control socket.
-pub const CONTROL_FD: RawFd = 3;
+/// The fd on which the shim finds its control socket: its stdin, because a
+/// spawner can put any fd there without code between fork and exec, so
+/// corrald spawns shims with `posix_spawn` (a vfork, no copy of its page
+/// tables) instead of `fork`.
+pub const CONTROL_FD: RawFd = 0;
 
 /// Longest control line (spec or `go`) with its `\n`: the shim reads no
 /// further, so a confused peer cannot make it grow, and corrald refuses to
