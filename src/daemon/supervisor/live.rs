@@ -24,6 +24,8 @@ struct Found {
     per_user: bool,
     /// The slice's cgroup, the parent of a run's scope cgroup.
     cgroup: String,
+    /// `cgroup` is a live run's (they all share the slice's).
+    cgroup_live: bool,
 }
 
 /// The cgroup of the slice a scope's cgroup is in.
@@ -86,14 +88,13 @@ impl Supervisor {
 
     /// The workspaces of the processes `access` sees, by owner and name.
     fn found(&self, access: Access) -> BTreeMap<WorkspaceKey, Found> {
-        let mut out: BTreeMap<WorkspaceKey, Found> = BTreeMap::new();
+        // Keyed by borrowed names while counting, and a cgroup path made
+        // once per workspace: the bus asks for this on every process added
+        // or removed, so per-process clones made `up` of n processes cost
+        // n² allocations.
+        let mut by_name: BTreeMap<(u32, &str), Found> = BTreeMap::new();
         for p in self.procs.values().filter(|p| access.allows(p.owner)) {
-            let f = out
-                .entry(WorkspaceKey {
-                    owner: p.owner,
-                    name: p.workspace.clone(),
-                })
-                .or_default();
+            let f = by_name.entry((p.owner, p.workspace.as_str())).or_default();
             f.processes += 1;
             f.per_user |= p.config.credentials.is_some();
             let active = p.state().is_active();
@@ -101,13 +102,20 @@ impl Supervisor {
                 f.running += 1;
             }
             // A live run's cgroup wins over an ended one's.
-            if let Some(cg) = parent_cgroup(&p.run.control_group) {
-                if active || f.cgroup.is_empty() {
+            if f.cgroup.is_empty() || (active && !f.cgroup_live) {
+                if let Some(cg) = parent_cgroup(&p.run.control_group) {
                     f.cgroup = cg;
+                    f.cgroup_live = active;
                 }
             }
         }
-        out
+        by_name
+            .into_iter()
+            .map(|((owner, name), f)| {
+                let name = name.to_string();
+                (WorkspaceKey { owner, name }, f)
+            })
+            .collect()
     }
 
     fn find_workspace(&self, key: &WorkspaceKey, access: Access) -> Result<Found, Error> {
