@@ -255,6 +255,7 @@ impl Bench {
                 Tool::Pm2 => pm2_dir.join("node_modules/.bin/pm2"),
                 Tool::Supervisord => sup_dir.join("bin/supervisorctl"),
             };
+            self.same_start(tool);
             let dir = fresh_dir(&format!("corral-bench-peers-{}", tool.key()))?;
             let peer = match self.peer_up(tool, ctl, dir.clone(), &sup_dir).await {
                 Ok(p) => p,
@@ -305,6 +306,31 @@ impl Bench {
                 .ratio(&format!("{what}: corral / supervisord"), &c, &s, None);
         }
         Ok(())
+    }
+
+    /// Gives each tool the same machine to start on: dirty pages written
+    /// back and the page cache dropped. The sections before this one
+    /// created and removed thousands of scopes, and a removed scope's
+    /// memory cgroup lingers (dying) until its page cache is reclaimed,
+    /// slowing every cgroup operation after it — corral's rows, not the
+    /// peers', which make no cgroups. Each tool's daemon then loads its
+    /// own files again before its first row.
+    fn same_start(&mut self, tool: Tool) {
+        let before = super::sys::memory_cgroups();
+        let note = match super::sys::drop_caches() {
+            Ok(()) => format!(
+                "8 peers: {}: page cache dropped before its rows; memory cgroups (live and dying) {} → {}",
+                tool.key(),
+                before.map_or("?".into(), |n| n.to_string()),
+                super::sys::memory_cgroups().map_or("?".into(), |n| n.to_string()),
+            ),
+            Err(e) => format!(
+                "8 peers: {}: could not drop the page cache before its rows ({e}); memory cgroups (live and dying) {}",
+                tool.key(),
+                before.map_or("?".into(), |n| n.to_string()),
+            ),
+        };
+        self.rep.notes.push(note);
     }
 
     /// Installs pm2 and supervisord unless installed; the ones to measure.

@@ -173,3 +173,22 @@ impl Busy {
         (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0)
     }
 }
+
+/// Memory cgroups on the machine, live and dying (`/proc/cgroups`): a
+/// removed scope's memory cgroup lingers until its page cache is gone.
+pub fn memory_cgroups() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/cgroups").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("memory\t"))?
+        .split('\t')
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Writes dirty pages back and drops the page cache (root only).
+pub fn drop_caches() -> std::io::Result<()> {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+}
