@@ -166,12 +166,13 @@ impl Spawned {
     }
 }
 
-/// Spawns a shim with its control socket as its stdin (`protocol::CONTROL_FD`); it
-/// waits there. Nothing runs between fork and exec, so std spawns it with
-/// `posix_spawn`: a vfork that shares corrald's memory until the exec,
-/// where a fork copied corrald's page tables and then took a copy-on-write
-/// fault for every page corrald wrote while the child lived (a fifth of
-/// corrald's CPU when bringing up hundreds of processes).
+/// Spawns a shim with its control socket as its stdin
+/// (`protocol::CONTROL_FD`); it waits there. Nothing runs between fork and
+/// exec, so std spawns it with `posix_spawn`: a vfork that shares corrald's
+/// memory until the exec, where a fork copied corrald's page tables and
+/// then took a copy-on-write fault for every page corrald wrote while the
+/// child lived (a fifth of corrald's CPU when bringing up hundreds of
+/// processes).
 fn spawn_shim(shim: &Path) -> Result<Spawned> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(Error::Control)?;
     let mut cmd = tokio::process::Command::new(shim);

@@ -316,18 +316,17 @@ impl Bench {
     /// peers', which make no cgroups. Each tool's daemon then loads its
     /// own files again before its first row.
     fn same_start(&mut self, tool: Tool) {
-        let before = super::sys::memory_cgroups();
+        let count = || super::sys::memory_cgroups().map_or("?".into(), |n| n.to_string());
+        let before = count();
         let note = match super::sys::drop_caches() {
             Ok(()) => format!(
-                "8 peers: {}: page cache dropped before its rows; memory cgroups (live and dying) {} → {}",
+                "8 peers: {}: page cache dropped before its rows; memory cgroups (live and dying) {before} → {}",
                 tool.key(),
-                before.map_or("?".into(), |n| n.to_string()),
-                super::sys::memory_cgroups().map_or("?".into(), |n| n.to_string()),
+                count(),
             ),
             Err(e) => format!(
-                "8 peers: {}: could not drop the page cache before its rows ({e}); memory cgroups (live and dying) {}",
+                "8 peers: {}: could not drop the page cache before its rows ({e}); memory cgroups (live and dying) {before}",
                 tool.key(),
-                before.map_or("?".into(), |n| n.to_string()),
             ),
         };
         self.rep.notes.push(note);

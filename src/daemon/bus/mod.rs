@@ -189,8 +189,8 @@ pub async fn publish_events(
             tracing::warn!("publishing a process event on the bus: {e}");
         }
         // Once per burst, when no event waits: a sync asks the supervisor
-        // for every workspace, so one per event made `up` of n processes
-        // cost n² (5 % of corrald's CPU bringing up 800 beside 200).
+        // for every workspace (a walk of every process), so a burst of
+        // adds costs one walk, not one per process.
         if membership && rx.is_empty() {
             membership = false;
             if let Err(e) = workspace::sync(&conn, &ctx, &mut workspaces).await {

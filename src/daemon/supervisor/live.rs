@@ -89,9 +89,9 @@ impl Supervisor {
     /// The workspaces of the processes `access` sees, by owner and name.
     fn found(&self, access: Access) -> BTreeMap<WorkspaceKey, Found> {
         // Keyed by borrowed names while counting, and a cgroup path made
-        // once per workspace: the bus asks for this on every process added
-        // or removed, so per-process clones made `up` of n processes cost
-        // n² allocations.
+        // once per workspace: the bus asks for this whenever processes were
+        // added or removed, so per-process clones made `up` of n processes
+        // cost n² allocations.
         let mut by_name: BTreeMap<(u32, &str), Found> = BTreeMap::new();
         for p in self.procs.values().filter(|p| access.allows(p.owner)) {
             let f = by_name.entry((p.owner, p.workspace.as_str())).or_default();
