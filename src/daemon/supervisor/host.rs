@@ -6,7 +6,7 @@
 //! tokio's blocking pool: nothing here blocks the agent's runtime thread.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -218,8 +218,8 @@ impl Host {
                 scanner: Arc::new(Mutex::new(ports::Scanner::new("/proc"))),
             }),
             cgroups: Arc::new(RealCgroups {
+                sampler: cgroups.clone().and_then(sampler_thread),
                 fs: cgroups,
-                sampler: Arc::new(Mutex::new(Sampler::from_rlimit())),
             }),
             clock: Arc::new(SystemClock),
         }
@@ -582,8 +582,79 @@ fn open_pidfd(pid: u32, cg: &str) -> Option<Pidfd> {
 
 struct RealCgroups {
     fs: Option<Arc<CgroupFs>>,
-    /// The files the tick keeps open; one batch of reads at a time.
-    sampler: Arc<Mutex<Sampler>>,
+    /// The thread that owns the sampler (`None`: it could not be started,
+    /// and usage reads answer unknown).
+    sampler: Option<std::sync::mpsc::Sender<SampleJob>>,
+}
+
+/// A batch of reads for the sampler thread.
+type SampleJob = Box<dyn FnOnce(&CgroupFs, &mut Sampler) + Send>;
+
+/// Starts the thread that owns the [`Sampler`] and the usage files it
+/// keeps open, in a file table of its own (`unshare(CLONE_FILES)`): at
+/// a thousand processes those files are three quarters of corrald's open
+/// files, and every shim spawn copies the spawning thread's table and its
+/// exec closes every copied file (BENCHMARK.md: that cost grew with the
+/// processes running). Nothing opened there leaves the thread: its jobs
+/// return figures, not files; and nothing there may use a descriptor of
+/// corrald's (a tokio waker, the journal's socket), hence no logging and
+/// no async answers from it.
+fn sampler_thread(fs: Arc<CgroupFs>) -> Option<std::sync::mpsc::Sender<SampleJob>> {
+    let (tx, rx) = std::sync::mpsc::channel::<SampleJob>();
+    let started = std::thread::Builder::new()
+        .name("corral-sample".into())
+        .spawn(move || {
+            own_file_table();
+            let mut sampler = Sampler::from_rlimit();
+            for job in rx {
+                // A panic mid-batch leaves the sampler usable: at worst an
+                // entry with a file not yet opened. The job's answer is
+                // then dropped, which reads as unknown.
+                let run = std::panic::AssertUnwindSafe(|| job(&fs, &mut sampler));
+                let _ = std::panic::catch_unwind(run);
+            }
+        });
+    match started {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::error!("usage sampler not started, usage unknown: {e}");
+            None
+        }
+    }
+}
+
+/// Gives the calling thread a file table of its own, holding only the
+/// standard descriptors: the copies of the rest would keep corrald's
+/// sockets and files open after corrald closed them. Where that fails
+/// (a seccomp filter), the thread shares the process's table as before.
+fn own_file_table() {
+    // First, every signal blocked here: a process-directed signal goes to
+    // a thread that does not block it, and the handlers (tokio's SIGCHLD
+    // and SIGTERM, which wake the runtime through a descriptor) must not
+    // run on a thread whose table lacks that descriptor.
+    // SAFETY: sigfillset fills the local set; pthread_sigmask changes this
+    // thread's mask only.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) != 0 {
+            tracing::debug!("sampler shares corrald's file table: signals not blocked");
+            return;
+        }
+    }
+    // SAFETY: unshare(CLONE_FILES) affects this thread only; no Rust
+    // object in this thread owns a descriptor yet.
+    if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::debug!("sampler shares corrald's file table: {e}");
+        return;
+    }
+    // SAFETY: closes this thread's private copies of inherited
+    // descriptors; the originals in corrald's table stay open.
+    if unsafe { libc::close_range(3, u32::MAX, 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::debug!("closing the sampler's copies of corrald's files: {e}");
+    }
 }
 
 impl RealCgroups {
@@ -604,18 +675,48 @@ impl RealCgroups {
     }
 
     /// Runs `f` with the cgroup filesystem and the sampler on the
-    /// blocking pool.
+    /// sampler's thread, one batch at a time.
     fn sampling<R: Send + 'static>(
         &self,
         unknown: R,
         f: impl FnOnce(&CgroupFs, &mut Sampler) -> R + Send + 'static,
     ) -> Fut<R> {
-        let sampler = self.sampler.clone();
-        self.with(unknown, move |fs| {
-            // A panic mid-batch leaves the sampler usable: at worst an
-            // entry with a file not yet opened.
-            let mut sampler = sampler.lock().unwrap_or_else(PoisonError::into_inner);
-            f(fs, &mut sampler)
+        let Some(sampler) = self.sampler.clone() else {
+            return Box::pin(std::future::ready(unknown));
+        };
+        // The answer comes back through a blocking-pool thread: a waker
+        // used on the sampler's thread would write to the runtime's
+        // eventfd, which its own file table does not hold.
+        Box::pin(async move {
+            let asked = tokio::task::spawn_blocking(move || {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let job: SampleJob = Box::new(move |fs, sampler| {
+                    let _ = tx.send(f(fs, sampler));
+                });
+                sampler.send(job).ok()?;
+                rx.recv().ok()
+            });
+            asked.await.ok().flatten().unwrap_or(unknown)
+        })
+    }
+
+    /// Usage of `cgs` read by `read` on the sampler's thread, logged here:
+    /// that thread holds no copy of the log's socket.
+    fn sampled_usage(
+        &self,
+        cgs: Vec<String>,
+        read: fn(&mut Sampler, &CgroupFs, &[String]) -> Vec<cgroup::Result<Usage>>,
+    ) -> Fut<Vec<Option<Usage>>> {
+        let n = cgs.len();
+        let job = self.sampling(None, move |fs, sampler| {
+            let reads = read(sampler, fs, &cgs);
+            Some((cgs, reads))
+        });
+        Box::pin(async move {
+            match job.await {
+                Some((cgs, reads)) => cgs.iter().zip(reads).map(|(cg, u)| logged(cg, u)).collect(),
+                None => vec![None; n],
+            }
         })
     }
 }
@@ -632,19 +733,11 @@ impl Cgroups for RealCgroups {
     }
 
     fn usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>> {
-        let n = cgs.len();
-        self.sampling(vec![None; n], move |fs, sampler| {
-            let read = sampler.usage(fs, &cgs);
-            cgs.iter().zip(read).map(|(cg, u)| logged(cg, u)).collect()
-        })
+        self.sampled_usage(cgs, Sampler::usage)
     }
 
     fn tick_usage(&self, cgs: Vec<String>) -> Fut<Vec<Option<Usage>>> {
-        let n = cgs.len();
-        self.sampling(vec![None; n], move |fs, sampler| {
-            let read = sampler.tick_usage(fs, &cgs);
-            cgs.iter().zip(read).map(|(cg, u)| logged(cg, u)).collect()
-        })
+        self.sampled_usage(cgs, Sampler::tick_usage)
     }
 
     fn cpu_nsec(&self, cgs: Vec<String>) -> Fut<Vec<Option<u64>>> {
@@ -697,5 +790,56 @@ pub(super) struct SystemClock;
 impl Clock for SystemClock {
     fn now_us(&self) -> u64 {
         crate::daemon::store::now_us()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paths of the files open in the file table at `fd_dir`.
+    fn open_paths(fd_dir: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(fd_dir)
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_sampler_keeps_its_files_out_of_corralds_file_table() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let scope = dir.path().join("a.scope");
+        std::fs::create_dir(&scope).unwrap();
+        std::fs::write(scope.join("cpu.stat"), "usage_usec 7\n").unwrap();
+        std::fs::write(scope.join("memory.current"), "4096\n").unwrap();
+        let fs = Arc::new(CgroupFs::detect(dir.path()).unwrap());
+        let cgroups = RealCgroups {
+            sampler: sampler_thread(fs.clone()),
+            fs: Some(fs),
+        };
+        let usage = cgroups.tick_usage(vec!["/a.scope".into()]).await;
+        let usage = usage[0].as_ref().expect("read");
+        assert_eq!(usage.cpu_usage_nsec, Some(7000));
+        // The sampler's own table holds the kept files; the process's
+        // (every other thread's) does not.
+        // SAFETY: gettid(2) cannot fail.
+        let tid = cgroups.sampling(0, |_, _| unsafe { libc::gettid() }).await;
+        assert!(tid > 0);
+        let kept = |paths: Vec<PathBuf>| paths.iter().filter(|p| p.starts_with(&scope)).count();
+        assert!(kept(open_paths(&format!("/proc/self/task/{tid}/fd"))) >= 1);
+        assert_eq!(kept(open_paths("/proc/self/fd")), 0);
+        // And the signals corrald handles are blocked there (SigBlk, bit
+        // n-1 for signal n; SIGKILL, SIGSTOP and glibc's own 32 and 33
+        // cannot be).
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .unwrap();
+        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            assert_ne!(blocked & (1 << (sig - 1)), 0, "signal {sig} not blocked");
+        }
     }
 }
