@@ -8,12 +8,14 @@
 //! this). Open files are bounded: at most half the soft `RLIMIT_NOFILE`
 //! (corrald raises it to the hard limit at start), the other half left to
 //! pidfds, sockets, the database and logs; cgroups past that budget are
-//! read by path. Past it or not, every sampled cgroup's last reading is
-//! remembered, so the quiet shortcuts below cost no file at all: when
-//! each cgroup kept six files (a budget of 1,666 cgroups at a hard limit
-//! of 20,000), the cgroups past it were read in full, six opens each,
-//! every second, and the agent's CPU per process doubled past ~1,700
-//! processes (BENCHMARK.md, scaling curve).
+//! read by path. (The real agent's sampler keeps its files in a file table
+//! of its own thread, `supervisor::host`, where the limit applies to them
+//! alone; the budget stays as it was.) Past it or not, every sampled
+//! cgroup's last reading is remembered, so the quiet shortcuts below cost
+//! no file at all: when each cgroup kept six files (a budget of 1,666
+//! cgroups at a hard limit of 20,000), the cgroups past it were read in
+//! full, six opens each, every second, and the agent's CPU per process
+//! doubled past ~1,700 processes (BENCHMARK.md, scaling curve).
 //!
 //! A cgroup's CPU time counts its descendants', so the history tick first
 //! reads the parent of the sampled cgroups (a workspace's slice): when

@@ -2,8 +2,9 @@
 //! ([`Scopes`]), starting runs and reading what their shims leave behind
 //! ([`Launcher`]), cgroup files ([`Cgroups`]) and the wall clock
 //! ([`Clock`]) — so the actor can be driven in-process by unit tests under
-//! paused time. The real implementations run every filesystem read on
-//! tokio's blocking pool: nothing here blocks the agent's runtime thread.
+//! paused time. The real implementations run every filesystem read off
+//! the agent's runtime threads: on tokio's blocking pool, and the usage
+//! reads on the sampler's own thread (with its own file table).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
