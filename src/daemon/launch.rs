@@ -138,7 +138,18 @@ impl ShimPool {
                 Err(e) => tracing::debug!("pooled shim gone: {e}"),
             }
         }
-        give_spec(spawn_shim(&self.shim)?, &line).await
+        // None pooled (a burst drained it): spawned on the blocking pool,
+        // as the pool's own refills are. posix_spawn holds the calling
+        // thread until the shim has exec'd, which on a runtime thread
+        // stalled every other task there (replies, job signals).
+        let shim = self.shim.clone();
+        let spawned = tokio::task::spawn_blocking(move || spawn_shim(&shim))
+            .await
+            .map_err(|e| Error::Shim {
+                path: self.shim.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        give_spec(spawned, &line).await
     }
 
     /// A shim waiting for a spec, to be given one later: a standby scope

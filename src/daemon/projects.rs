@@ -259,7 +259,7 @@ type Held = String;
 /// Starts of independent instances one `Up` keeps in flight: enough to
 /// keep systemd's job queue busy, few enough not to crowd out other
 /// clients' calls.
-const UP_IN_FLIGHT: usize = 16;
+const UP_IN_FLIGHT: usize = 32;
 
 /// What `Up` did with one instance: its step, and what its dependents
 /// must know (it was restarted; it is held, and why).
