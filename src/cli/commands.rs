@@ -368,7 +368,7 @@ async fn run_attached(ctx: &Ctx, spec: api::StartSpec, detach: u8) -> Result<()>
             // Over before we could attach (`run -t -- ls`): show what it
             // wrote, as the terminal would have.
             Some(s) if !s.is_active() => {
-                let rows = ctx.manager.logs(&id, 0, 0).await.map_err(ctx.call_err())?;
+                let rows = ended_output(ctx, &id).await?;
                 let out: String = rows
                     .iter()
                     .filter(|r| r.1 != "s")
@@ -380,6 +380,30 @@ async fn run_attached(ctx: &Ctx, spec: api::StartSpec, detach: u8) -> Result<()>
         }
     };
     attached(&id, fd, detach).await
+}
+
+/// How long `run -t` waits, after the process ended, for its shim to log
+/// the end (its `exited …` line).
+const RUN_LOG_SETTLE: Duration = Duration::from_secs(2);
+
+/// The log of a process that has ended, once complete. The shim writes
+/// the exit record the moment the child exits and logs `exited …` only
+/// after draining the terminal, so the agent can report the end before
+/// the last output is in the log (seen in the VM tier: `run -t -- sh -c
+/// 'echo quick'` printed nothing). Bounded: a shim that was killed never
+/// logs the line, and then what is there is what there is.
+async fn ended_output(ctx: &Ctx, id: &str) -> Result<Vec<LogRow>> {
+    let deadline = tokio::time::Instant::now() + RUN_LOG_SETTLE;
+    loop {
+        let rows = ctx.manager.logs(id, 0, 0).await.map_err(ctx.call_err())?;
+        let logged_end = rows
+            .iter()
+            .any(|r| r.1 == "s" && r.2.starts_with("exited "));
+        if logged_end || tokio::time::Instant::now() >= deadline {
+            return Ok(rows);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn send(ctx: &Ctx, a: &super::args::SendArgs) -> Result<()> {
