@@ -794,8 +794,12 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
             _ = &mut ctrl_c => return Ok(()),
             _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
         }
-        // State first, lines second: whatever the process wrote before it
-        // ended is in the agent's log by the time the state says so.
+        // State first, lines second. This does not make the last lines
+        // certain: the shim writes the exit record before it has drained
+        // and logged the final output, so the state can say "ended" while
+        // lines are still on their way. `ended_output` waits for them for
+        // `run -t`; this loop does not yet, so `logs -f` can end a
+        // moment before a process's last lines.
         let alive = still_running(&process).await;
         let rows = ctx
             .manager
