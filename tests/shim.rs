@@ -788,3 +788,138 @@ fn child_runs_as_the_specs_user_and_enters_cwd_as_that_user() {
     let mut shim = Shim::spawn();
     assert_eq!(shim.launch(&spec), "err 13 Permission denied (os error 13)");
 }
+
+/// A fork server and its request socket, as corrald runs it.
+struct Server {
+    proc: Child,
+    sock: OwnedFd,
+}
+
+impl Server {
+    fn start() -> Self {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let proc = Command::new(SHIM)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Server { proc, sock: ours }
+    }
+
+    /// Sends one request carrying `fds` and returns the answer.
+    fn request(&self, fds: &[i32]) -> i32 {
+        use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[std::io::IoSlice::new(&[0])],
+            cmsgs,
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let mut answer = [0u8; 4];
+        assert_eq!(
+            recv(self.sock.as_raw_fd(), &mut answer, MsgFlags::empty()).unwrap(),
+            4
+        );
+        i32::from_ne_bytes(answer)
+    }
+
+    /// A new shim, forked by the server, behind `control`.
+    fn fork(&self) -> (i32, BufReader<UnixStream>) {
+        use std::os::fd::AsRawFd;
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let pid = self.request(&[theirs.as_raw_fd()]);
+        assert!(pid > 0, "fork answer {pid}");
+        drop(theirs);
+        ours.set_read_timeout(Some(TIMEOUT)).unwrap();
+        (pid, BufReader::new(ours))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The field after the parenthesised comm and the state letter.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The fork server (`corral::shim::server`): each request with a control
+/// socket gets a new shim, the server's child, that runs a command like a
+/// shim corrald spawned itself and is reaped by the kernel when it exits;
+/// a request without a socket is refused and the server goes on; the
+/// server ends when corrald's end of its socket closes.
+#[test]
+fn fork_server_forks_working_shims_and_ends_with_its_socket() {
+    let mut server = Server::start();
+    let server_pid = server.proc.id() as i32;
+
+    assert_eq!(server.request(&[]), -libc::EINVAL);
+
+    for round in 0..2 {
+        let scratch = Scratch::new();
+        let (shim_pid, mut control) = server.fork();
+        assert_eq!(ppid(shim_pid), Some(server_pid), "round {round}");
+        assert_eq!(
+            fs::read_to_string(format!("/proc/{shim_pid}/comm")).unwrap(),
+            "corral-shim\n"
+        );
+        let spec = scratch.spec(&["sh", "-c", "echo forked; exit 4"]);
+        control
+            .get_mut()
+            .write_all(spec.to_line().unwrap().as_bytes())
+            .unwrap();
+        control.get_mut().write_all(b"go\n").unwrap();
+        let mut reply = String::new();
+        control.read_line(&mut reply).unwrap();
+        let pid: u32 = reply
+            .trim_end()
+            .strip_prefix("ok ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected reply {reply:?}"));
+        let record = scratch.wait_exit_record();
+        assert_eq!((record.pid, record.code), (pid, 4));
+        // Exited and reaped: no zombie keeps the PID.
+        wait_for("the forked shim to be reaped", || {
+            (!Path::new(&format!("/proc/{shim_pid}")).exists()).then_some(())
+        });
+        assert_eq!(scratch.stdout(), vec!["forked".to_string()]);
+    }
+
+    // A shim whose corrald goes away before `go` runs nothing and exits.
+    let (idle_pid, control) = server.fork();
+    drop(control);
+    wait_for("the idle shim to exit", || {
+        (!Path::new(&format!("/proc/{idle_pid}")).exists()).then_some(())
+    });
+
+    let sock = std::mem::replace(
+        &mut server.sock,
+        std::fs::File::open("/dev/null").unwrap().into(),
+    );
+    drop(sock);
+    let status = wait_for("the server to exit", || server.proc.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0));
+}

@@ -6,15 +6,19 @@
 //! encoded and decoded by `crate::shim::protocol`; nothing here reads the
 //! shim's output by hand.
 
-use std::os::fd::OwnedFd;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::daemon::pidfd::Pidfd;
 use crate::shim::protocol::{self, Go, LaunchReply, LaunchSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +70,16 @@ pub fn find_shim() -> PathBuf {
 pub struct Held {
     pub shim_pid: u32,
     control: BufReader<UnixStream>,
-    _child: tokio::process::Child,
+    keep: Keep,
+}
+
+/// What corrald holds of a shim process: its `Child` when corrald spawned
+/// it (dropping that leaves the reaping to tokio), or a pidfd when the
+/// fork server forked it (the server's kernel-side reaping frees the PID
+/// at exit; the pidfd never signals a process that took it over).
+enum Keep {
+    Child(tokio::process::Child),
+    Forked(Pidfd),
 }
 
 /// A shim spawned and waiting on its control socket for a spec. Dropping
@@ -75,24 +88,44 @@ pub struct Held {
 pub struct Spawned {
     pub shim_pid: u32,
     control: UnixStream,
-    child: tokio::process::Child,
+    keep: Keep,
 }
 
 /// Shims spawned ahead of need, each blocked reading its control socket:
 /// a launch takes one and writes its spec, so the shim's fork+exec (most
 /// of a millisecond) is off the Start reply's path. One is spawned to
 /// replace each one taken, in the background; an empty pool (a storm of
-/// Starts, or `shim_pool = 0`) spawns on demand as before. A pooled shim
-/// is the agent's child in the agent's cgroup until systemd moves it into
-/// its scope, exactly like one spawned on demand; if the agent dies, its
-/// pooled shims read end-of-file and exit.
+/// Starts, or `shim_pool = 0`) spawns on demand as before. Every shim,
+/// pooled or not, is forked by the fork server (`crate::shim::server`, a
+/// shim corrald starts once), which skips the exec and the dynamic
+/// loading each shim would otherwise pay; when the server cannot be had,
+/// corrald spawns the shim itself. A new shim is in the agent's cgroup
+/// until systemd moves it into its scope; if the agent dies, its pooled
+/// shims read end-of-file and exit, and so does the server.
 pub struct ShimPool {
     shim: PathBuf,
     size: usize,
     idle: Mutex<Vec<Spawned>>,
     /// Spawns under way, counted so a burst of takes does not overfill.
     coming: AtomicUsize,
+    /// The fork server new shims come from (`crate::shim::server`).
+    server: Mutex<ServerSlot>,
 }
+
+/// The fork server, if one runs, and how often one failed in a row:
+/// after [`SERVER_ATTEMPTS`] failures corrald stops starting it and
+/// spawns every shim itself.
+#[derive(Default)]
+struct ServerSlot {
+    server: Option<ForkServer>,
+    failures: u32,
+}
+
+const SERVER_ATTEMPTS: u32 = 3;
+
+/// How long a fork request may take. The server answers in well under a
+/// millisecond; past this it is wedged, and is replaced.
+const SERVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ShimPool {
     /// A pool keeping `size` shims of `shim` ready; call `fill` inside the
@@ -103,7 +136,43 @@ impl ShimPool {
             size,
             idle: Mutex::new(Vec::with_capacity(size)),
             coming: AtomicUsize::new(0),
+            server: Mutex::new(ServerSlot::default()),
         })
+    }
+
+    /// A new shim waiting for its spec: forked by the fork server, or
+    /// spawned by corrald when the server cannot be had. Blocks for the
+    /// spawn; call it off the runtime's threads.
+    fn spawn(&self) -> Result<Spawned> {
+        let mut slot = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.failures < SERVER_ATTEMPTS {
+            if slot.server.is_none() {
+                match ForkServer::start(&self.shim) {
+                    Ok(s) => slot.server = Some(s),
+                    Err(e) => {
+                        slot.failures += 1;
+                        tracing::warn!("shim fork server not started: {e}");
+                    }
+                }
+            }
+            if let Some(server) = slot.server.as_mut() {
+                match server.fork() {
+                    Ok(s) => {
+                        slot.failures = 0;
+                        return Ok(s);
+                    }
+                    Err(e) => {
+                        slot.failures += 1;
+                        tracing::warn!("shim fork server failed ({e}); replaced on the next spawn");
+                        if let Some(s) = slot.server.take() {
+                            s.stop();
+                        }
+                    }
+                }
+            }
+        }
+        drop(slot);
+        spawn_shim(&self.shim)
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Spawned>> {
@@ -118,7 +187,7 @@ impl ShimPool {
             self.coming.fetch_add(1, Ordering::AcqRel);
             let pool = self.clone();
             tokio::task::spawn_blocking(move || {
-                match spawn_shim(&pool.shim) {
+                match pool.spawn() {
                     Ok(s) => pool.idle().push(s),
                     Err(e) => tracing::warn!("shim pool: {e}"),
                 }
@@ -142,8 +211,8 @@ impl ShimPool {
         // as the pool's own refills are. posix_spawn holds the calling
         // thread until the shim has exec'd, which on a runtime thread
         // stalled every other task there (replies, job signals).
-        let shim = self.shim.clone();
-        let spawned = tokio::task::spawn_blocking(move || spawn_shim(&shim))
+        let pool = self.clone();
+        let spawned = tokio::task::spawn_blocking(move || pool.spawn())
             .await
             .map_err(|e| Error::Shim {
                 path: self.shim.clone(),
@@ -157,7 +226,7 @@ impl ShimPool {
     pub fn take(self: &Arc<Self>) -> Result<Spawned> {
         match self.take_pooled() {
             Some(s) => Ok(s),
-            None => spawn_shim(&self.shim),
+            None => self.spawn(),
         }
     }
 
@@ -203,8 +272,109 @@ fn spawn_shim(shim: &Path) -> Result<Spawned> {
     Ok(Spawned {
         shim_pid,
         control,
-        child,
+        keep: Keep::Child(child),
     })
+}
+
+/// A running fork server: its request socket (`SOCK_SEQPACKET`, one
+/// request and one answer per datagram) and its process.
+struct ForkServer {
+    sock: OwnedFd,
+    child: std::process::Child,
+}
+
+impl ForkServer {
+    fn start(shim: &Path) -> std::io::Result<ForkServer> {
+        let (ours, theirs) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let timeout = libc::timeval {
+            tv_sec: SERVER_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt reads `size_of::<timeval>()` bytes of `timeout`.
+        let rc = unsafe {
+            libc::setsockopt(
+                ours.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // std spawns with posix_spawn here too (nothing runs between fork
+        // and exec); the server leaves corrald's session itself.
+        let child = std::process::Command::new(shim)
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .env_clear()
+            .spawn()?;
+        Ok(ForkServer { sock: ours, child })
+    }
+
+    /// Asks for one shim: sends it the shim's end of a new control socket
+    /// and reads back its PID (or a negative errno).
+    fn fork(&mut self) -> std::io::Result<Spawned> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let fds = [theirs.as_raw_fd()];
+        socket::sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(&[0])],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        // Ours must go, or the shim would never see EOF.
+        drop(theirs);
+        let mut answer = [0u8; 4];
+        let n = loop {
+            // SAFETY: recv(2) writes at most `answer.len()` bytes.
+            let n = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    answer.as_mut_ptr().cast(),
+                    answer.len(),
+                    0,
+                )
+            };
+            if n >= 0 {
+                break n;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        if n as usize != answer.len() {
+            return Err(std::io::Error::other("the fork server closed its socket"));
+        }
+        let pid = i32::from_ne_bytes(answer);
+        if pid <= 0 {
+            return Err(std::io::Error::from_raw_os_error(-pid));
+        }
+        // The new shim is blocked reading the control socket we hold, so
+        // it is alive and its PID is its own while we open the pidfd.
+        let pidfd = Pidfd::open(pid as u32)?;
+        ours.set_nonblocking(true)?;
+        Ok(Spawned {
+            shim_pid: pid as u32,
+            control: UnixStream::from_std(ours)?,
+            keep: Keep::Forked(pidfd),
+        })
+    }
+
+    /// Ends a server that failed: SIGKILL, then reap it.
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 async fn give_spec(s: Spawned, line: &str) -> Result<Held> {
@@ -217,7 +387,7 @@ async fn give_spec(s: Spawned, line: &str) -> Result<Held> {
     Ok(Held {
         shim_pid: s.shim_pid,
         control,
-        _child: s.child,
+        keep: s.keep,
     })
 }
 
@@ -242,10 +412,16 @@ impl Held {
     /// Gives up: the shim sees EOF before `go` and exits without running
     /// anything; SIGKILL makes sure of it.
     pub fn abandon(self) {
-        // SAFETY: plain kill(2) of our own child, which has not been reaped
-        // (we still hold its handle), so the PID cannot have been reused.
-        unsafe {
-            libc::kill(self.shim_pid as i32, libc::SIGKILL);
+        // Neither signals a process that took over the shim's PID: tokio
+        // knows whether it reaped its child, a pidfd whether its process
+        // lives.
+        match self.keep {
+            Keep::Child(mut child) => {
+                let _ = child.start_kill();
+            }
+            Keep::Forked(pidfd) => {
+                let _ = pidfd.kill();
+            }
         }
     }
 }
@@ -345,6 +521,23 @@ mod tests {
             Err(Error::Spawn { errno: 8, message }) => assert_eq!(message, "bad interpreter "),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A shim path that is no fork server (`true` exits at once): every
+    /// spawn still gets a shim, spawned by corrald itself, and after
+    /// SERVER_ATTEMPTS failures in a row no server is started any more.
+    /// The server's own behaviour is tested on the real binary in
+    /// tests/shim.rs.
+    #[tokio::test]
+    async fn without_a_fork_server_shims_are_spawned_directly() {
+        let pool = ShimPool::new(PathBuf::from("/bin/true"), 0);
+        for _ in 0..SERVER_ATTEMPTS + 2 {
+            let s = pool.spawn().unwrap();
+            assert!(matches!(s.keep, Keep::Child(_)));
+        }
+        let slot = pool.server.lock().unwrap();
+        assert_eq!(slot.failures, SERVER_ATTEMPTS);
+        assert!(slot.server.is_none());
     }
 
     #[test]

@@ -71,6 +71,11 @@ impl Pidfd {
         self.fd.try_clone()
     }
 
+    /// SIGKILL to the process alone; ESRCH once it has exited.
+    pub fn kill(&self) -> io::Result<()> {
+        self.send(libc::SIGKILL, 0)
+    }
+
     /// pidfd_send_signal(2); signal 0 checks that the process exists.
     fn send(&self, signal: i32, flags: libc::c_uint) -> io::Result<()> {
         // SAFETY: a valid pidfd, a signal number, a null siginfo (the

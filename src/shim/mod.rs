@@ -7,7 +7,8 @@
 //! `child` starts, waits for and records the child; `output` logs its
 //! pipes; `tty` runs it on a pseudo-terminal and serves that to attached
 //! clients ([`terminal`] is their protocol); `journal` copies the lines
-//! to the journal when asked; `notify` serves sd_notify(3) when asked.
+//! to the journal when asked; `notify` serves sd_notify(3) when asked;
+//! `server` is the fork server corrald starts the shims from.
 //!
 //! The shim must stay tiny and single-purpose: std, libc, serde_json,
 //! memmap2 and `crate::logfile` only — no tokio, zbus or tracing. One shim
@@ -27,6 +28,7 @@ mod notify;
 mod oom;
 mod output;
 pub mod protocol;
+mod server;
 pub mod terminal;
 mod tty;
 
@@ -57,6 +59,12 @@ const SHIM_IGNORED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHU
 /// Runs the shim; returns its exit code: 0 after the child exited and its
 /// output reached EOF, `EXIT_NO_GO`, or `EXIT_SPAWN_FAILED`.
 pub fn main() -> i32 {
+    // The fork server returns here only in a child it forked for a shim.
+    if server::is_server_socket() {
+        if let Some(code) = server::serve() {
+            return code;
+        }
+    }
     prepare_process();
     let Ok(control) = take_control() else {
         return EXIT_NO_GO;
