@@ -141,8 +141,10 @@ impl ShimPool {
     }
 
     /// A new shim waiting for its spec: forked by the fork server, or
-    /// spawned by corrald when the server cannot be had. Blocks for the
-    /// spawn; call it off the runtime's threads.
+    /// spawned by corrald when the server cannot be had. Blocks for a
+    /// fork request (well under a millisecond), or for a spawn when the
+    /// server is started or cannot be used; the pool calls it on the
+    /// blocking pool, `take` (a standby scope, one at a time) inline.
     fn spawn(&self) -> Result<Spawned> {
         let mut slot = self.server.lock().unwrap_or_else(|p| p.into_inner());
         if slot.failures < SERVER_ATTEMPTS {
