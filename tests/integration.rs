@@ -67,6 +67,7 @@ fn start_via_corralctl_runs_inside_its_scope() {
     // (README "Launching, race-free"): a corral-shim whose parent is
     // corrald. A shim corrald had to spawn itself would be its child.
     let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    let ppid = |pid: u32| corral::daemon::track::parent_of(pid).unwrap();
     let shim = ppid(pid);
     assert_eq!(comm(shim), "corral-shim\n");
     let server = ppid(shim);
@@ -76,18 +77,6 @@ fn start_via_corralctl_runs_inside_its_scope() {
         "the shim's parent is not the fork server"
     );
     assert_eq!(ppid(server), agent.pid());
-}
-
-/// The parent PID of a live process, from /proc/PID/stat.
-fn ppid(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = stat.rsplit_once(')').unwrap().1;
-    after_comm
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use corral::logfile::{read_lines, LogLine};
-use corral::shim::protocol::{notify_path, NotifyPhase, NotifyRecord};
+use corral::shim::protocol::{notify_path, ForkAnswer, NotifyPhase, NotifyRecord};
 use corral::shim::{Credentials, ExitRecord, LaunchSpec};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_corral-shim");
@@ -815,33 +815,32 @@ impl Server {
     }
 
     /// Sends one request carrying `fds` and returns the answer.
-    fn request(&self, fds: &[i32]) -> i32 {
+    fn request(&self, fds: &[i32]) -> ForkAnswer {
         use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
         use std::os::fd::AsRawFd;
         let cmsg = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
         sendmsg::<()>(
             self.sock.as_raw_fd(),
-            &[std::io::IoSlice::new(&[0])],
+            &[std::io::IoSlice::new(&corral::shim::protocol::FORK_REQUEST)],
             cmsgs,
             MsgFlags::empty(),
             None,
         )
         .unwrap();
-        let mut answer = [0u8; 4];
-        assert_eq!(
-            recv(self.sock.as_raw_fd(), &mut answer, MsgFlags::empty()).unwrap(),
-            4
-        );
-        i32::from_ne_bytes(answer)
+        let mut answer = [0u8; ForkAnswer::LEN];
+        let n = recv(self.sock.as_raw_fd(), &mut answer, MsgFlags::empty()).unwrap();
+        ForkAnswer::from_bytes(&answer[..n]).unwrap()
     }
 
     /// A new shim, forked by the server, behind `control`.
     fn fork(&self) -> (i32, BufReader<UnixStream>) {
         use std::os::fd::AsRawFd;
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let pid = self.request(&[theirs.as_raw_fd()]);
-        assert!(pid > 0, "fork answer {pid}");
+        let ForkAnswer::Forked { pid } = self.request(&[theirs.as_raw_fd()]) else {
+            panic!("the server did not fork");
+        };
+        let pid = pid as i32;
         drop(theirs);
         ours.set_read_timeout(Some(TIMEOUT)).unwrap();
         (pid, BufReader::new(ours))
@@ -855,17 +854,6 @@ impl Drop for Server {
     }
 }
 
-fn ppid(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The field after the parenthesised comm and the state letter.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// The fork server (`corral::shim::server`): each request with a control
 /// socket gets a new shim, the server's child, that runs a command like a
 /// shim corrald spawned itself and is reaped by the kernel when it exits;
@@ -876,12 +864,21 @@ fn fork_server_forks_working_shims_and_ends_with_its_socket() {
     let mut server = Server::start();
     let server_pid = server.proc.id() as i32;
 
-    assert_eq!(server.request(&[]), -libc::EINVAL);
+    assert_eq!(
+        server.request(&[]),
+        ForkAnswer::Failed {
+            errno: libc::EINVAL
+        }
+    );
 
     for round in 0..2 {
         let scratch = Scratch::new();
         let (shim_pid, mut control) = server.fork();
-        assert_eq!(ppid(shim_pid), Some(server_pid), "round {round}");
+        assert_eq!(
+            corral::daemon::track::parent_of(shim_pid as u32).ok(),
+            Some(server_pid as u32),
+            "round {round}"
+        );
         assert_eq!(
             fs::read_to_string(format!("/proc/{shim_pid}/comm")).unwrap(),
             "corral-shim\n"

@@ -13,13 +13,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
+use nix::sys::time::{TimeVal, TimeValLike};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::daemon::pidfd::Pidfd;
-use crate::shim::protocol::{self, Go, LaunchReply, LaunchSpec};
+use crate::shim::protocol::{self, ForkAnswer, Go, LaunchReply, LaunchSpec, FORK_REQUEST};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -293,23 +297,11 @@ impl ForkServer {
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
-        let timeout = libc::timeval {
-            tv_sec: SERVER_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt reads `size_of::<timeval>()` bytes of `timeout`.
-        let rc = unsafe {
-            libc::setsockopt(
-                ours.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        socket::setsockopt(
+            &ours,
+            sockopt::ReceiveTimeout,
+            &TimeVal::seconds(SERVER_TIMEOUT.as_secs() as i64),
+        )?;
         // std spawns with posix_spawn here too (nothing runs between fork
         // and exec); the server leaves corrald's session itself.
         let child = std::process::Command::new(shim)
@@ -328,45 +320,30 @@ impl ForkServer {
         let fds = [theirs.as_raw_fd()];
         socket::sendmsg::<()>(
             self.sock.as_raw_fd(),
-            &[IoSlice::new(&[0])],
+            &[IoSlice::new(&FORK_REQUEST)],
             &[ControlMessage::ScmRights(&fds)],
             MsgFlags::MSG_NOSIGNAL,
             None,
         )?;
         // Ours must go, or the shim would never see EOF.
         drop(theirs);
-        let mut answer = [0u8; 4];
+        let mut answer = [0u8; ForkAnswer::LEN];
         let n = loop {
-            // SAFETY: recv(2) writes at most `answer.len()` bytes.
-            let n = unsafe {
-                libc::recv(
-                    self.sock.as_raw_fd(),
-                    answer.as_mut_ptr().cast(),
-                    answer.len(),
-                    0,
-                )
-            };
-            if n >= 0 {
-                break n;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
+            match socket::recv(self.sock.as_raw_fd(), &mut answer, MsgFlags::empty()) {
+                Err(Errno::EINTR) => continue,
+                r => break r?,
             }
         };
-        if n as usize != answer.len() {
-            return Err(std::io::Error::other("the fork server closed its socket"));
-        }
-        let pid = i32::from_ne_bytes(answer);
-        if pid <= 0 {
-            return Err(std::io::Error::from_raw_os_error(-pid));
-        }
+        let pid = match ForkAnswer::from_bytes(&answer[..n]).map_err(std::io::Error::other)? {
+            ForkAnswer::Forked { pid } => pid,
+            ForkAnswer::Failed { errno } => return Err(std::io::Error::from_raw_os_error(errno)),
+        };
         // The new shim is blocked reading the control socket we hold, so
         // it is alive and its PID is its own while we open the pidfd.
-        let pidfd = Pidfd::open(pid as u32)?;
+        let pidfd = Pidfd::open(pid)?;
         ours.set_nonblocking(true)?;
         Ok(Spawned {
-            shim_pid: pid as u32,
+            shim_pid: pid,
             control: UnixStream::from_std(ours)?,
             keep: Keep::Forked(pidfd),
         })

@@ -50,6 +50,11 @@ fn stat(pid: u32) -> io::Result<(u32, u64)> {
     }
 }
 
+/// The parent of `pid`, from `/proc/PID/stat`.
+pub fn parent_of(pid: u32) -> io::Result<u32> {
+    stat(pid).map(|(ppid, _)| ppid)
+}
+
 /// The real uid from `/proc/PID/status`.
 pub fn uid_of(pid: u32) -> io::Result<u32> {
     let text = fs::read_to_string(format!("/proc/{pid}/status"))?;

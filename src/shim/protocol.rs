@@ -22,6 +22,11 @@
 //!    way, to `<exits dir>/<run id>.notify` ([`notify_path`]); corrald's
 //!    watch of the directory sees it as it sees exit records.
 //!
+//! 6. The fork server (`shim::server`, a shim whose stdin is a
+//!    `SOCK_SEQPACKET` socket): corrald sends [`FORK_REQUEST`] with the new
+//!    shim's control socket attached (`SCM_RIGHTS`), one datagram; the
+//!    server forks and answers one [`ForkAnswer`].
+//!
 //! Line decoders take the line as read, with its `\n`: a line without one
 //! was cut short by the peer closing. Decoders return an error for any
 //! other input and never panic (property-tested below). Part of the shim,
@@ -67,9 +72,43 @@ pub enum Error {
     Record(serde_json::Error),
     #[error("cannot encode as JSON: {0}")]
     Encode(serde_json::Error),
+    #[error("not a fork answer: {0}")]
+    ForkAnswer(i32),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A fork request's payload; the descriptor rides along.
+pub const FORK_REQUEST: [u8; 1] = [0];
+
+/// The fork server's answer to one request: on the wire a native-endian
+/// `i32`, the new shim's PID or a negative errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkAnswer {
+    Forked { pid: u32 },
+    Failed { errno: i32 },
+}
+
+impl ForkAnswer {
+    pub const LEN: usize = 4;
+
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
+        match self {
+            ForkAnswer::Forked { pid } => (pid as i32).to_ne_bytes(),
+            ForkAnswer::Failed { errno } => (-errno).to_ne_bytes(),
+        }
+    }
+
+    /// A short read means the server closed its socket.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ForkAnswer> {
+        let word: [u8; Self::LEN] = bytes.try_into().map_err(|_| Error::Closed)?;
+        match i32::from_ne_bytes(word) {
+            pid if pid > 0 => Ok(ForkAnswer::Forked { pid: pid as u32 }),
+            errno if errno < 0 && errno != i32::MIN => Ok(ForkAnswer::Failed { errno: -errno }),
+            other => Err(Error::ForkAnswer(other)),
+        }
+    }
+}
 
 /// The line without its `\n`.
 fn body(line: &[u8]) -> Result<&[u8]> {
@@ -446,6 +485,28 @@ pub fn notify_run(file_name: &OsStr) -> Option<u64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn fork_answers_round_trip_and_nonsense_is_refused() {
+        for a in [
+            ForkAnswer::Forked { pid: 1234 },
+            ForkAnswer::Failed {
+                errno: libc::EAGAIN,
+            },
+        ] {
+            assert_eq!(ForkAnswer::from_bytes(&a.to_bytes()).unwrap(), a);
+        }
+        assert!(matches!(
+            ForkAnswer::from_bytes(&[1, 2]),
+            Err(Error::Closed)
+        ));
+        for v in [0, i32::MIN] {
+            assert!(matches!(
+                ForkAnswer::from_bytes(&v.to_ne_bytes()),
+                Err(Error::ForkAnswer(_))
+            ));
+        }
+    }
 
     #[test]
     fn notify_record_names_and_round_trip() {
