@@ -50,12 +50,18 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # included; /proc/PID/schedstat, since a shim's own tick count rounds to
 # 0). The commands' own CPU is not counted: they are `sleep`, exec'd from
 # a shim.
-shim_ticks() {
-  local sum=0 d comm ns
+# The PIDs of every corral-shim (the fork server's included).
+shim_pids() {
+  local d comm
   for d in /proc/[0-9]*; do
     read -r comm < "$d/comm" 2> /dev/null || continue
-    [[ $comm == corral-shim ]] || continue
-    read -r ns _ < "$d/schedstat" 2> /dev/null || continue
+    [[ $comm == corral-shim ]] && echo "${d#/proc/}"
+  done
+}
+shim_ticks() {
+  local sum=0 pid ns
+  for pid in $(shim_pids); do
+    read -r ns _ < "/proc/$pid/schedstat" 2> /dev/null || continue
     sum=$((sum + ns))
   done
   echo $((sum / 10000000))
@@ -76,9 +82,8 @@ after=("$(ticks "$AGENT")" "$(ticks "$SD")" "$(ticks "$DB")" "$(shim_ticks)")
 running=$("$BIN/corralctl" list -w up1000 --state running --json | grep -o "\"id\"" | wc -l)
 echo "800 more: $(((t1 - t0) / 1000000)) ms; running: $running of 1000"
 echo "CPU ticks over them: corrald $((after[0] - before[0])), systemd $((after[1] - before[1])), dbus-daemon $((after[2] - before[2])), shims $((after[3] - before[3]))"
-pss=$(for d in /proc/[0-9]*; do
-  [[ $(cat "$d/comm" 2> /dev/null) == corral-shim ]] || continue
-  awk '/^Pss:/ {print $2}' "$d/smaps_rollup" 2> /dev/null
+pss=$(for pid in $(shim_pids); do
+  awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2> /dev/null
 done | awk '{s += $1; n++} END {if (n) printf "%d shims, %.0f KiB PSS each", n, s / n}')
 echo "shims: $pss"
 if [[ $PERF == perf ]]; then
