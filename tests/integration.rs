@@ -714,6 +714,45 @@ fn corralctl_start_runs_like_a_shell_would() {
     assert!(!logs.contains("HOME="), "{logs}");
 }
 
+/// `logs -f` returns once the process has ended, and not before its last
+/// lines: the command ends with a burst of output, which its shim is
+/// still draining when it records the exit (README "Output and logs").
+#[test]
+fn logs_f_follows_to_the_last_line_and_returns() {
+    need_testbed!();
+    let agent = Agent::start();
+    let id = agent.start_cmd(&[
+        "--",
+        "sh",
+        "-c",
+        "echo first; sleep 1; seq 1 20000; echo last-line",
+    ]);
+    agent.wait_state(&id, "running", T);
+    let mut follow = Command::new(bin("corralctl"))
+        .args(["logs", "-f", "-n", "0", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read while it runs: 20,000 lines are more than a pipe holds.
+    let mut stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+        out
+    });
+    let status = wait_for(T, "logs -f to return", || follow.try_wait().unwrap());
+    assert!(status.success());
+    let out = reader.join().unwrap();
+    assert!(out.contains("first"), "{out}");
+    let tail = &out[out.floor_char_boundary(out.len().saturating_sub(300))..];
+    for line in ["\n20000\n", "last-line", "exited code 0"] {
+        assert!(
+            out.contains(line),
+            "{line:?} missing; the output ends: {tail}"
+        );
+    }
+}
+
 #[test]
 fn io_bytes_come_from_io_stat_where_the_io_controller_is_delegated() {
     need_testbed!();

@@ -382,9 +382,15 @@ async fn run_attached(ctx: &Ctx, spec: api::StartSpec, detach: u8) -> Result<()>
     attached(&id, fd, detach).await
 }
 
-/// How long `run -t` waits, after the process ended, for its shim to log
-/// the end (its `exited …` line).
+/// How long `run -t` and `logs -f` wait, after the process ended, for
+/// its shim to log the end (its `exited …` line).
 const RUN_LOG_SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether `row` is the line a shim logs last, once the command's output
+/// is drained: `exited code N` or `exited signal N`.
+fn is_end_line(row: &LogRow) -> bool {
+    row.1 == "s" && row.2.starts_with("exited ")
+}
 
 /// The log of a process that has ended, once complete. The shim writes
 /// the exit record the moment the child exits and logs `exited …` only
@@ -396,9 +402,7 @@ async fn ended_output(ctx: &Ctx, id: &str) -> Result<Vec<LogRow>> {
     let deadline = tokio::time::Instant::now() + RUN_LOG_SETTLE;
     loop {
         let rows = ctx.manager.logs(id, 0, 0).await.map_err(ctx.call_err())?;
-        let logged_end = rows
-            .iter()
-            .any(|r| r.1 == "s" && r.2.starts_with("exited "));
+        let logged_end = rows.iter().any(is_end_line);
         if logged_end || tokio::time::Instant::now() >= deadline {
             return Ok(rows);
         }
@@ -767,6 +771,8 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
         .map_err(ctx.call_err())?;
     emit_logs(&rows, a, ctx.json)?;
     let mut cursor = Cursor::new(since, &rows);
+    // Whether the newest line printed is the shim's last (`exited …`).
+    let mut ends = rows.last().is_some_and(is_end_line);
     // `-n 0` is every kept line: the agent answers those a page at a time
     // (README "Logs"), so read on from the last one until nothing is new.
     if a.lines == 0 {
@@ -777,9 +783,8 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
                 .await
                 .map_err(ctx.call_err())?;
             let new = cursor.fresh(rows);
-            if new.is_empty() {
-                break;
-            }
+            let Some(last) = new.last() else { break };
+            ends = is_end_line(last);
             emit_logs(&new, a, ctx.json)?;
         }
     }
@@ -789,25 +794,35 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
     let process = ctx.process(&target.id).await?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut settle: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
             _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
         }
-        // State first, lines second. This does not make the last lines
-        // certain: the shim writes the exit record before it has drained
-        // and logged the final output, so the state can say "ended" while
-        // lines are still on their way. `ended_output` waits for them for
-        // `run -t`; this loop does not yet, so `logs -f` can end a
-        // moment before a process's last lines.
+        // State first, lines second. The shim writes the exit record the
+        // moment the command exits and logs `exited …` only after it has
+        // drained the output, so the state can say "ended" while the
+        // last lines are still on their way (as in `ended_output`): once
+        // ended, follow on until that line is printed, for at most
+        // RUN_LOG_SETTLE (a shim that was killed never logs it).
         let alive = still_running(&process).await;
         let rows = ctx
             .manager
             .logs(&target.id, 0, cursor.last_us)
             .await
             .map_err(ctx.call_err())?;
-        emit_logs(&cursor.fresh(rows), a, ctx.json)?;
-        if !alive {
+        let new = cursor.fresh(rows);
+        if let Some(last) = new.last() {
+            ends = is_end_line(last);
+        }
+        emit_logs(&new, a, ctx.json)?;
+        if alive {
+            settle = None;
+            continue;
+        }
+        let deadline = *settle.get_or_insert_with(|| tokio::time::Instant::now() + RUN_LOG_SETTLE);
+        if ends || tokio::time::Instant::now() >= deadline {
             return Ok(());
         }
     }
