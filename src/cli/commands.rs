@@ -813,12 +813,16 @@ async fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<()> {
             .await
             .map_err(ctx.call_err())?;
         let new = cursor.fresh(rows);
+        if alive {
+            // An end line printed so far is an earlier run's (a restart).
+            ends = false;
+            settle = None;
+        }
         if let Some(last) = new.last() {
             ends = is_end_line(last);
         }
         emit_logs(&new, a, ctx.json)?;
         if alive {
-            settle = None;
             continue;
         }
         let deadline = *settle.get_or_insert_with(|| tokio::time::Instant::now() + RUN_LOG_SETTLE);
